@@ -1,0 +1,120 @@
+"""The ``casr`` command: thin click commands over the library functions."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import CasrError
+
+OUT_HELP = "output folder (default: runs/STREAM-STRATEGY-seedN)"
+
+
+def _one_line_errors(command):
+    """User errors end as one line on stderr and exit status 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CasrError as exc:
+            click.echo(f"casr: error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str):
+    from .config import make_config, parse_overrides
+    from .stream import load_stream
+
+    config = make_config(config_preset, parse_overrides(overrides))
+    return config, load_stream(stream_name)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="continual-asr")
+def main() -> None:
+    """continual-asr: continual learning for speech recognition (Audio-AdapterFusion and baselines)."""
+
+
+@main.command()
+@click.option("--stream", "stream_name", default="accents-then-noise", show_default=True,
+              help="built-in stream name or path to a stream YAML file")
+@click.option("--strategy", "strategy_name", default="adapter-fusion", show_default=True,
+              help="registered strategy name, or path/to/file.py:Name")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help=OUT_HELP)
+@click.option("--preset", default="default", show_default=True, help="model and training sizes: tiny or default")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config field (repeatable)")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of model init and training order")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="where synthesized audio, features and base models are cached (default: $CASR_CACHE or ~/.cache/continual-asr)")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+@click.option("--quiet", is_flag=True, help="no progress bars or log lines on the terminal (run.log still gets them)")
+@_one_line_errors
+def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet) -> None:
+    """Learn the stream's tasks one after another; WER on every task after each step."""
+    from .registry import get_strategy
+    from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
+
+    config, stream = _common(preset, overrides, stream_name)
+    strategy = get_strategy(strategy_name)
+    out = Path(out_dir or f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}-seed{seed}")
+    ensure_writable(out, "--out")
+    setup_logging(out, quiet)
+    results = run_stream(stream, strategy, config, out, seed=seed, preset=preset,
+                         cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet)
+    click.echo(format_wer_table(results))
+    click.echo(f"wall time {results['wall_seconds']:.0f} s; results in {out / 'results.json'}")
+
+
+@main.command()
+@click.option("--stream", "stream_name", default="accents-then-noise", show_default=True)
+@click.option("--preset", default="default", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", is_flag=True)
+@_one_line_errors
+def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet) -> None:
+    """Prepare the stream's data and pretrain (or find cached) its base model."""
+    import torch
+
+    from .data.streamdata import prepare_stream_data
+    from .runner import default_cache_dir, ensure_writable, setup_logging
+    from .training.pretrain import pretrain_base_model
+
+    config, stream = _common(preset, overrides, stream_name)
+    cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
+    setup_logging(None, quiet)
+    data = prepare_stream_data(stream, config, cache, progress=not quiet)
+    _, info = pretrain_base_model(data, config, seed, cache, torch.device(device), progress=not quiet)
+    state = "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s"
+    click.echo(f"base model for {stream.name} ({state}): {info['path']}")
+
+
+@main.command(name="ls")
+def list_things() -> None:
+    """List the built-in streams, the strategies and the presets."""
+    from .config import PRESETS
+    from .registry import available_strategies
+    from .stream import describe_builtin_streams
+
+    click.echo("streams:")
+    for name, description in describe_builtin_streams().items():
+        click.echo(f"  {name:<22} {description}")
+    click.echo("strategies:")
+    for info in available_strategies().values():
+        click.echo(f"  {info.name:<22} {info.description}")
+    click.echo(f"presets: {', '.join(PRESETS)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Run configuration: model and training sizes, chosen by preset independently of the stream.
+
+Every field carries its help text; values are validated in ``__post_init__`` so a bad
+``--set key=value`` fails with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _opt(default: Any, help: str, **checks: Any) -> Any:
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class RunConfig:
+    # Features and model
+    n_mels: int = _opt(80, "log-mel bins of the frontend", min=8)
+    d_model: int = _opt(144, "Conformer width", min=8)
+    num_layers: int = _opt(4, "Conformer layers", min=1)
+    num_heads: int = _opt(4, "attention heads (must divide d_model)", min=1)
+    ffn_dim: int = _opt(576, "feed-forward width inside each Conformer layer", min=8)
+    conv_kernel: int = _opt(15, "depthwise convolution kernel (odd)", min=3)
+    dropout: float = _opt(0.1, "dropout inside the Conformer layers", min=0.0, max=0.9)
+    vocab_size: int = _opt(256, "SentencePiece vocabulary size (an upper bound on tiny text)", min=16)
+    # Base pretraining
+    pretrain_epochs: int = _opt(40, "epochs of base-model pretraining on the base task", min=1)
+    pretrain_lr: float = _opt(2e-3, "peak learning rate of pretraining (one-cycle schedule)", min=0.0)
+    # Adapters (knowledge extraction)
+    adapter_dim: int = _opt(32, "bottleneck width of each single-task adapter", min=1)
+    adapter_epochs: int = _opt(10, "epochs of single-task adapter training per task", min=1)
+    adapter_lr: float = _opt(3e-3, "peak learning rate of adapter training", min=0.0)
+    # Fusion (knowledge composition)
+    fusion_epochs: int = _opt(3, "epochs of combiner training after each task", min=0)
+    fusion_lr: float = _opt(1e-3, "peak learning rate of combiner training", min=0.0)
+    fusion_layernorm: bool = _opt(True, "LayerNorm on the fused output before the residual add")
+    fusion_null_adapter: bool = _opt(
+        True, "let fusion attend to a zero 'no adapter' slot, so base-task speech can bypass adapters"
+    )
+    train_adapters: bool = _opt(False, "also update the adapters while the combiner trains")
+    memory_per_task: int = _opt(100, "utterances kept from each earlier task (base included) for composition", min=0)
+    # Whole-model fine-tuning baselines
+    finetune_epochs: int = _opt(6, "epochs per task of the whole-model baselines", min=1)
+    finetune_lr: float = _opt(5e-4, "peak learning rate of the whole-model baselines", min=0.0)
+    # Batching and data
+    batch_frames: int = _opt(6000, "feature frames (10 ms) per training batch; batches are length-bucketed", min=100)
+    eval_batch_frames: int = _opt(20000, "feature frames per evaluation batch", min=100)
+    weight_decay: float = _opt(0.01, "AdamW weight decay", min=0.0)
+    specaugment: bool = _opt(True, "SpecAugment (frequency and time masks) while training")
+    max_train_utterances: int = _opt(0, "cap on training utterances per task (0 = as the stream says)", min=0)
+    max_test_utterances: int = _opt(0, "cap on test utterances per task (0 = as the stream says)", min=0)
+    threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = bool if f.type in (bool, "bool") else int if f.type in (int, "int") else float
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(self, f.name, value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"config field '{f.name}' must be {expected.__name__}, got {value!r}")
+            if "min" in f.metadata and value < f.metadata["min"]:
+                raise ConfigError(f"config field '{f.name}' must be >= {f.metadata['min']}, got {value!r}")
+            if "max" in f.metadata and value > f.metadata["max"]:
+                raise ConfigError(f"config field '{f.name}' must be <= {f.metadata['max']}, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"config field 'num_heads' ({self.num_heads}) must divide d_model ({self.d_model})")
+        if self.conv_kernel % 2 == 0:
+            raise ConfigError(f"config field 'conv_kernel' must be odd, got {self.conv_kernel}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def subset(self, names: list[str]) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in names}
+
+
+MODEL_FIELDS = ["n_mels", "d_model", "num_layers", "num_heads", "ffn_dim", "conv_kernel", "dropout", "vocab_size"]
+PRETRAIN_FIELDS = MODEL_FIELDS + ["pretrain_epochs", "pretrain_lr", "batch_frames", "weight_decay", "specaugment",
+                                  "max_train_utterances"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # What the built-in streams are sized for: about 10 minutes of pretraining on 2 cores.
+    "default": {},
+    # Any stream in a minute or two: smoke runs and tests.
+    "tiny": dict(
+        d_model=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=7, vocab_size=64,
+        pretrain_epochs=3, adapter_dim=8, adapter_epochs=2, fusion_epochs=1, finetune_epochs=1,
+        memory_per_task=8, batch_frames=3000, max_train_utterances=48, max_test_utterances=12,
+    ),
+}
+
+
+def field_help() -> dict[str, str]:
+    return {f.name: f.metadata["help"] for f in fields(RunConfig)}
+
+
+def _parse_value(name: str, raw: str, kind: type) -> Any:
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"config field '{name}' must be true or false, got {raw!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"config field '{name}' must be {kind.__name__}, got {raw!r}") from None
+
+
+def make_config(preset: str = "default", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Build a validated config from a preset name plus ``key=value`` overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}' (valid: {', '.join(PRESETS)})")
+    values = dict(PRESETS[preset])
+    types = {f.name: (bool if f.type in (bool, "bool") else int if f.type in (int, "int") else float)
+             for f in fields(RunConfig)}
+    for key, raw in (overrides or {}).items():
+        if key not in types:
+            raise ConfigError(f"unknown config field '{key}' (valid: {', '.join(types)})")
+        values[key] = _parse_value(key, raw, types[key]) if isinstance(raw, str) else raw
+    return RunConfig(**values)
+
+
+def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Parse ``--set key=value`` pairs."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value
+    return out

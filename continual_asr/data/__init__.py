@@ -1,0 +1,1 @@
+"""Speech data: sentence source, synthesis, acoustic conditions, caching and features."""

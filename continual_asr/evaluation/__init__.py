@@ -1,0 +1,1 @@
+"""Evaluation: greedy decoding, WER (jiwer) and the WER matrix."""

@@ -1,0 +1,68 @@
+"""Greedy CTC decoding and word error rate (jiwer), as an Avalanche plugin metric."""
+
+from __future__ import annotations
+
+import jiwer
+import torch
+from avalanche.evaluation import PluginMetric
+from avalanche.evaluation.metric_results import MetricValue
+
+from ..data.text import normalize_text
+from ..data.tokenizer import Tokenizer
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: Tokenizer) -> list[str]:
+    """Best path: argmax per frame, merge repeats, drop blanks (class 0), detokenize."""
+    best = log_probs.argmax(dim=-1).cpu()
+    texts = []
+    for path, length in zip(best, lengths.cpu().tolist()):
+        path = torch.unique_consecutive(path[:length])
+        texts.append(tokenizer.decode([t - 1 for t in path.tolist() if t != 0]))
+    return texts
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus-level WER in percent, both sides normalised with the project's one rule."""
+    refs = [normalize_text(r) for r in references]
+    hyps = [normalize_text(h) for h in hypotheses]
+    if not refs or any(not r for r in refs):
+        raise ValueError("WER needs non-empty reference transcripts")
+    return 100.0 * jiwer.wer(refs, hyps)
+
+
+class WordErrorRate(PluginMetric[float]):
+    """WER per evaluation experience; ``results`` maps experience index -> latest WER (%)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.references: list[str] = []
+        self.hypotheses: list[str] = []
+        self.results: dict[int, float] = {}
+
+    def reset(self) -> None:
+        self.references, self.hypotheses = [], []
+
+    def update(self, log_probs: torch.Tensor, lengths: torch.Tensor, references: list[str]) -> None:
+        self.hypotheses.extend(greedy_decode(log_probs, lengths, self.tokenizer))
+        self.references.extend(references)
+
+    def result(self) -> float:
+        return word_error_rate(self.references, self.hypotheses)
+
+    def before_eval_exp(self, strategy) -> None:
+        self.reset()
+
+    def after_eval_iteration(self, strategy) -> None:
+        log_probs, lengths = strategy.mb_output
+        self.update(log_probs, lengths, strategy.mbatch.texts)
+
+    def after_eval_exp(self, strategy) -> list[MetricValue]:
+        index = strategy.experience.current_experience
+        value = self.result()
+        self.results[index] = value
+        name = f"WER/eval_phase/test_stream/Exp{index:03d}"
+        return [MetricValue(self, name, value, strategy.clock.train_iterations)]
+
+    def __str__(self) -> str:
+        return "WER"

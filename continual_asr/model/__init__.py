@@ -1,0 +1,21 @@
+"""Conformer-CTC, adapter banks and combiners."""
+
+from __future__ import annotations
+
+from ..config import RunConfig
+from .adapters import AdapterBank, BottleneckAdapter
+from .combiners import AdapterFusion, AdapterMean, OracleRouting, SingleAdapter
+from .encoder import ConformerCTC
+
+
+def build_model(config: RunConfig, num_tokens: int) -> ConformerCTC:
+    """A fresh base model sized by the config, for a tokenizer of ``num_tokens`` pieces."""
+    return ConformerCTC(
+        n_mels=config.n_mels, d_model=config.d_model, num_layers=config.num_layers,
+        num_heads=config.num_heads, ffn_dim=config.ffn_dim, conv_kernel=config.conv_kernel,
+        dropout=config.dropout, num_tokens=num_tokens, adapter_dim=config.adapter_dim,
+    )
+
+
+__all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "OracleRouting",
+           "SingleAdapter", "ConformerCTC", "build_model"]

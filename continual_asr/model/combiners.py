@@ -1,0 +1,97 @@
+"""Combiners: how a layer's adapter bank meets its hidden state (the residual path).
+
+Every adapter strategy is the same model with a different combiner in each Conformer layer.
+A combiner maps (hidden (B, T, D), bank, adapter_index (B,)) to the delta added to the hidden
+state. ``adapter_index`` is the true task's adapter per utterance (-1: none); only the oracle
+may look at it, which is what makes the others task-ID-free.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .adapters import AdapterBank
+
+
+class SingleAdapter(nn.Module):
+    """Every utterance through one adapter: knowledge extraction trains it this way."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
+        return bank(hidden, [self.index])[:, :, 0]
+
+
+class OracleRouting(nn.Module):
+    """Task-ID routing: each utterance through its own task's adapter (the paper's upper reference)."""
+
+    def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
+        if adapter_index is None:
+            raise ValueError("oracle routing needs the task of every utterance")
+        return bank.forward_routed(hidden, adapter_index)
+
+
+class AdapterMean(nn.Module):
+    """Adapter Mean (Avg): the plain average of all adapters' outputs, no task ID, no parameters."""
+
+    def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
+        return bank(hidden).mean(dim=2)
+
+
+class AdapterFusion(nn.Module):
+    """Audio-AdapterFusion: per-frame attention over the N adapter outputs, query = hidden state.
+
+    Follows AdapterHub's BertFusion (Q, K ~ N(0, 0.02); V near identity, so fusion starts as a
+    plain average; no 1/sqrt(d) scaling) with two pieces of linear algebra that keep the cost
+    flat in N: q.(K a_i) = (K^T q).a_i, so keys are never projected per adapter, and
+    sum_i p_i (V a_i) = V (sum_i p_i a_i), so values are projected once. K's bias adds the same
+    q.b to every score and cancels in the softmax, so K has none.
+
+    ``null_slot`` adds a zero "no adapter" output with score 0: speech that no adapter helps (the
+    base task) can pass through unchanged. ``layernorm`` normalises the fused output before the
+    residual add (the paper's stabiliser); its gain is calibrated on the first batch to the
+    scale of the average adapter output, so the layer still starts close to Adapter Mean.
+    """
+
+    def __init__(self, d_model: int, layernorm: bool = True, null_slot: bool = True) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        self.value = nn.Linear(d_model, d_model, bias=False)
+        for proj in (self.query, self.key):
+            nn.init.normal_(proj.weight, std=0.02)
+        nn.init.zeros_(self.query.bias)
+        with torch.no_grad():
+            self.value.weight.fill_(1e-6)
+            self.value.weight.fill_diagonal_(1.0)
+        self.null_slot = null_slot
+        self.norm = nn.LayerNorm(d_model) if layernorm else None
+        self.register_buffer("calibrated", torch.tensor(not layernorm))
+
+    def attention(self, hidden: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """(B, T, N[+1]) attention probabilities over the adapters (and the null slot, last)."""
+        key_query = self.query(hidden) @ self.key.weight  # (B, T, D): K^T q
+        scores = torch.einsum("btd,btnd->btn", key_query, outputs)
+        if self.null_slot:
+            scores = torch.cat([scores, scores.new_zeros(scores.shape[:-1] + (1,))], dim=-1)
+        return scores.softmax(dim=-1)
+
+    def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
+        outputs = bank(hidden)  # (B, T, N, D)
+        probs = self.attention(hidden, outputs)[..., : outputs.shape[2]]
+        fused = self.value(torch.einsum("btn,btnd->btd", probs, outputs))
+        if self.norm is None:
+            return fused
+        if not bool(self.calibrated):
+            with torch.no_grad():
+                self.norm.weight.fill_(float(fused.float().std(dim=-1).mean()) + 1e-6)
+                self.calibrated.fill_(True)
+        return self.norm(fused)
+
+    def value_regularizer(self) -> torch.Tensor:
+        """||I - V||_F^2, AdapterHub's penalty that keeps V near the identity."""
+        eye = torch.eye(self.value.weight.shape[0], device=self.value.weight.device)
+        return (eye - self.value.weight).pow(2).sum()

@@ -1,0 +1,122 @@
+"""Conformer-CTC with an adapter bank and a combiner in every layer's residual path."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchaudio.models.conformer import ConformerLayer
+
+from .adapters import AdapterBank
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two stride-2 3x3 convolutions: 10 ms frames in, 40 ms frames out."""
+
+    def __init__(self, n_mels: int, d_model: int) -> None:
+        super().__init__()
+        channels = max(8, d_model // 2)
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+        )
+        self.out = nn.Linear(channels * (((n_mels - 1) // 2 - 1) // 2), d_model)
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        return ((lengths - 1) // 2 - 1) // 2
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(features.unsqueeze(1))  # (B, C, T', F')
+        x = self.out(x.permute(0, 2, 1, 3).flatten(2))
+        return x, self.output_lengths(lengths)
+
+
+class ConformerCTC(nn.Module):
+    """Log-mel in, CTC log-probabilities out. Blank is class 0; token t is class t + 1.
+
+    Adapters: ``banks[i]`` holds every task's adapter of layer i and ``combiners[i]`` decides
+    how they are combined (see combiners.py); with no adapters the model is the plain base.
+    """
+
+    def __init__(self, n_mels: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
+                 conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(n_mels))
+        self.register_buffer("feature_std", torch.ones(n_mels))
+        self.subsampling = Conv2dSubsampling(n_mels, d_model)
+        self.layers = nn.ModuleList(
+            ConformerLayer(d_model, ffn_dim, num_heads, conv_kernel, dropout=dropout) for _ in range(num_layers)
+        )
+        self.head = nn.Linear(d_model, num_tokens + 1)
+        self.banks = nn.ModuleList(AdapterBank(d_model, adapter_dim) for _ in range(num_layers))
+        self.combiners = nn.ModuleList()
+        self.adapter_tasks: list[str] = []
+        self.base_frozen = False
+
+    # ---- structure -------------------------------------------------------------------------
+    def base_modules(self) -> list[nn.Module]:
+        return [self.subsampling, self.layers, self.head]
+
+    def add_adapter(self, task: str) -> int:
+        """Add one fresh (identity) adapter for ``task`` to every layer; returns its index."""
+        indices = {bank.add_adapter() for bank in self.banks}
+        self.adapter_tasks.append(task)
+        return indices.pop()
+
+    def set_combiners(self, make: Callable[[int], nn.Module] | nn.ModuleList | None) -> None:
+        """Install a combiner per layer: a factory called with the layer index, or a ModuleList."""
+        if make is None:
+            self.combiners = nn.ModuleList()
+        elif isinstance(make, nn.ModuleList):
+            self.combiners = make
+        else:
+            self.combiners = nn.ModuleList(make(i) for i in range(len(self.layers)))
+        self.combiners.to(self.feature_mean.device)
+
+    def set_trainable(self, base: bool, adapters: list[int] | None = None, combiners: bool = False) -> None:
+        """Choose what trains; a frozen base is also kept in eval mode (see ``train``)."""
+        for module in self.base_modules():
+            module.requires_grad_(base)
+        for bank in self.banks:
+            for i, adapter in enumerate(bank.adapters):
+                adapter.requires_grad_(adapters is not None and i in adapters)
+        self.combiners.requires_grad_(combiners)
+        self.base_frozen = not base
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ConformerCTC":
+        super().train(mode)
+        if self.base_frozen:
+            # The Conformer's convolution module has BatchNorm: a frozen base must not update its
+            # running statistics, and its dropout stays off too.
+            for module in self.base_modules():
+                module.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        def count(modules):
+            return sum(p.numel() for m in modules for p in m.parameters())
+        counts = {"base": count(self.base_modules()), "adapters": count(self.banks),
+                  "combiners": count(self.combiners)}
+        counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        counts["total"] = counts["base"] + counts["adapters"] + counts["combiners"]
+        return counts
+
+    # ---- computation -----------------------------------------------------------------------
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
+                adapter_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, T, n_mels) -> (log-probs (B, T', V+1), output lengths (B,))."""
+        x = (features - self.feature_mean) / self.feature_std
+        x, out_lengths = self.subsampling(x, lengths)
+        out_lengths = out_lengths.clamp(min=1, max=x.shape[1])
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
+        x = x.transpose(0, 1)  # ConformerLayer works on (T, B, D)
+        use_adapters = len(self.combiners) > 0 and len(self.banks[0]) > 0
+        for i, layer in enumerate(self.layers):
+            x = layer(x, padding)
+            if use_adapters:
+                hidden = x.transpose(0, 1)
+                x = (hidden + self.combiners[i](hidden, self.banks[i], adapter_index)).transpose(0, 1)
+        return self.head(x.transpose(0, 1)).log_softmax(dim=-1), out_lengths

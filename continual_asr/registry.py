@@ -1,0 +1,78 @@
+"""Strategies registered by name; a user's own strategy loads from ``path/to/file.py:Name``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import ConfigError
+
+StrategyFactory = Callable[..., object]  # (model, config, *, device, plugins, evaluator, seed) -> SpeechTemplate
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    name: str
+    description: str
+    factory: StrategyFactory
+
+
+_STRATEGIES: dict[str, StrategyInfo] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def register_strategy(name: str, description: str) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator: make ``factory`` selectable as ``--strategy name``."""
+    if not _NAME.match(name):
+        raise ValueError(f"strategy name {name!r} must be lowercase letters, digits and dashes")
+    if not description.strip():
+        raise ValueError(f"strategy {name!r} needs a one-line description")
+
+    def decorate(factory: StrategyFactory) -> StrategyFactory:
+        existing = _STRATEGIES.get(name)
+        if existing is not None and existing.factory is not factory:
+            raise ValueError(f"strategy {name!r} is registered twice")
+        _STRATEGIES[name] = StrategyInfo(name, description.strip(), factory)
+        return factory
+
+    return decorate
+
+
+def _load_builtin() -> None:
+    package = importlib.import_module("continual_asr.strategies")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"continual_asr.strategies.{module.name}")
+
+
+def available_strategies() -> dict[str, StrategyInfo]:
+    _load_builtin()
+    return dict(sorted(_STRATEGIES.items()))
+
+
+def _load_from_file(spec: str) -> StrategyInfo:
+    file, _, attribute = spec.rpartition(":")
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"strategy file {path} not found")
+    module_spec = importlib.util.spec_from_file_location(f"casr_user_strategy_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, attribute, None)
+    if factory is None:
+        raise ConfigError(f"{path} has no attribute '{attribute}'")
+    doc = (factory.__doc__ or attribute).strip().splitlines()[0]
+    return StrategyInfo(f"{path.name}:{attribute}", doc, factory)
+
+
+def get_strategy(name: str) -> StrategyInfo:
+    if ":" in name and name.rpartition(":")[0].endswith(".py"):
+        return _load_from_file(name)
+    strategies = available_strategies()
+    if name not in strategies:
+        raise ConfigError(f"unknown strategy '{name}' (valid: {', '.join(strategies)}; or path/to/file.py:Name)")
+    return strategies[name]

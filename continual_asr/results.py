@@ -1,0 +1,48 @@
+"""results.json (written atomically after every step) and the WER table printed at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("continual-asr", "torch", "torchaudio", "avalanche-lib", "sentencepiece", "jiwer", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def format_wer_table(results: dict) -> str:
+    """Rows: the base model, then after each task; columns: every task, zero-shot, and the mean."""
+    columns = results["columns"]
+    seen_mean = "mean"
+    width = max(8, *(len(c) for c in columns)) + 1
+    row_names = ["base model"] + [f"after {t}" for t in results["tasks"][: len(results["wer_matrix"])]]
+    label_width = max(len(r) for r in row_names) + 2
+    header = "WER %".ljust(label_width) + "".join(c.rjust(width) for c in columns) + seen_mean.rjust(width)
+    lines = [header, "-" * len(header)]
+    trained = columns[:-1]  # mean over base + stream tasks, zero-shot excluded
+    rows = [[results["base_wer"][c] for c in columns]] + results["wer_matrix"]
+    for name, row in zip(row_names, rows):
+        mean = sum(row[: len(trained)]) / len(trained)
+        lines.append(name.ljust(label_width) + "".join(f"{v:{width}.1f}" for v in row) + f"{mean:{width}.1f}")
+    lines.append(f"(columns: base task, stream tasks in order, zero-shot '{columns[-1]}'; mean excludes zero-shot)")
+    return "\n".join(lines)

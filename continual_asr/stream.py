@@ -1,0 +1,181 @@
+"""Stream definitions: a YAML file per stream, resolved by name or path.
+
+A stream has a base task (pretrains the base model), ordered tasks (one experience each) and a
+held-out zero-shot task that no strategy trains on. A synthesized task names espeak voices
+(accents), optional speaker variants and an acoustic condition applied on top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.conditions import Condition
+from .errors import StreamError
+
+TASK_FIELDS = ("name", "voice", "voices", "speakers", "condition", "train", "test", "text")
+STREAM_FIELDS = ("name", "description", "text", "speakers", "defaults", "base", "tasks", "zero_shot", "seed")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    voices: tuple[str, ...]
+    condition: Condition
+    train: int
+    test: int
+    text: str = "generator"  # "generator" or a path to a text file, one sentence per line
+    speakers: tuple[str, ...] = ()  # espeak variants (m1, f2, ...); () = the built-in list
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        """Stable hash of everything that decides this task's audio."""
+        payload = {k: v for k, v in asdict(self).items() if k != "name"}
+        payload["name"] = self.name
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    description: str
+    base: TaskSpec
+    tasks: tuple[TaskSpec, ...]
+    zero_shot: TaskSpec
+    source: str = ""
+
+    @property
+    def eval_tasks(self) -> tuple[TaskSpec, ...]:
+        """The WER matrix columns: base task, every stream task, then the zero-shot task."""
+        return (self.base, *self.tasks, self.zero_shot)
+
+
+def builtin_streams() -> dict[str, Path]:
+    folder = resources.files("continual_asr.stream_files")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".yaml")}
+
+
+def describe_builtin_streams() -> dict[str, str]:
+    out = {}
+    for name, path in sorted(builtin_streams().items()):
+        data = yaml.safe_load(path.read_text()) or {}
+        out[name] = str(data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+    return out
+
+
+def resolve_stream_path(name_or_path: str) -> Path:
+    streams = builtin_streams()
+    if name_or_path in streams:
+        return streams[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise StreamError(f"stream file {path} not found")
+        return path
+    raise StreamError(f"unknown stream '{name_or_path}' (built in: {', '.join(sorted(streams))}; or a path to a .yaml file)")
+
+
+def load_stream(name_or_path: str) -> StreamSpec:
+    path = resolve_stream_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise StreamError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_stream(data, path)
+
+
+def _require_int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise StreamError(f"{where}: must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _as_list(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise StreamError(f"{where}: must be a string or a list of strings, got {value!r}")
+
+
+def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, seed: int, test_only: bool) -> TaskSpec:
+    if not isinstance(raw, dict):
+        raise StreamError(f"{where}: must be a mapping with at least 'name' and 'voice'")
+    unknown = set(raw) - set(TASK_FIELDS)
+    if unknown:
+        raise StreamError(f"{where}: unknown field '{sorted(unknown)[0]}' (valid: {', '.join(TASK_FIELDS)})")
+    merged = {**defaults, **raw}
+    name = merged.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise StreamError(f"{where}.name: missing or empty")
+    where = f"{where} ({name})"
+    if "voice" in raw and "voices" in raw:
+        raise StreamError(f"{where}: give 'voice' or 'voices', not both")
+    own = raw if ("voice" in raw or "voices" in raw) else defaults
+    voices_raw = own.get("voices", own.get("voice"))
+    if voices_raw is None:
+        raise StreamError(f"{where}.voice: missing (an espeak voice such as en-us)")
+    voices = _as_list(voices_raw, f"{where}.voice")
+    speakers = _as_list(merged["speakers"], f"{where}.speakers") if merged.get("speakers") else ()
+    try:
+        condition = Condition.from_dict(merged.get("condition"), f"{where}.condition")
+    except ValueError as exc:
+        raise StreamError(str(exc)) from None
+    train = 0 if test_only else _require_int(merged.get("train"), f"{where}.train")
+    test = _require_int(merged.get("test"), f"{where}.test")
+    if test == 0:
+        raise StreamError(f"{where}.test: needs at least one test utterance")
+    if not test_only and train == 0:
+        raise StreamError(f"{where}.train: needs at least one training utterance")
+    if test_only and "train" in raw:
+        raise StreamError(f"{where}.train: the zero-shot task is never trained on; give only 'test'")
+    text = merged.get("text", "generator")
+    if not isinstance(text, str):
+        raise StreamError(f"{where}.text: must be 'generator' or a path to a text file")
+    if text != "generator":
+        text_path = (folder / text).resolve()
+        if not text_path.is_file():
+            raise StreamError(f"{where}.text: file {text_path} not found")
+        text = str(text_path)
+    return TaskSpec(name=name, voices=voices, condition=condition, train=train, test=test, text=text,
+                    speakers=speakers, seed=seed)
+
+
+def parse_stream(data: Any, path: Path) -> StreamSpec:
+    if not isinstance(data, dict):
+        raise StreamError(f"{path}: a stream file must be a mapping")
+    unknown = set(data) - set(STREAM_FIELDS)
+    if unknown:
+        raise StreamError(f"{path}: unknown field '{sorted(unknown)[0]}' (valid: {', '.join(STREAM_FIELDS)})")
+    for key in ("name", "base", "tasks", "zero_shot"):
+        if key not in data:
+            raise StreamError(f"{path}: missing field '{key}'")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - set(TASK_FIELDS):
+        raise StreamError(f"{path}: 'defaults' must be a mapping of task fields ({', '.join(TASK_FIELDS)})")
+    for key in ("text", "speakers"):
+        if key in data:
+            defaults = {key: data[key], **defaults}
+    seed = data.get("seed", 0)
+    _require_int(seed, f"{path}: seed")
+    folder = path.parent
+    base = _parse_task(data["base"], f"{path}: base", defaults, folder, seed, test_only=False)
+    if not isinstance(data["tasks"], list) or not data["tasks"]:
+        raise StreamError(f"{path}: 'tasks' must be a non-empty list")
+    tasks = tuple(_parse_task(t, f"{path}: tasks[{i}]", defaults, folder, seed, test_only=False)
+                  for i, t in enumerate(data["tasks"]))
+    zero_defaults = {k: v for k, v in defaults.items() if k != "train"}
+    zero_shot = _parse_task(data["zero_shot"], f"{path}: zero_shot", zero_defaults, folder, seed, test_only=True)
+    names = [t.name for t in (base, *tasks, zero_shot)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise StreamError(f"{path}: task name '{duplicates[0]}' is used twice")
+    return StreamSpec(name=str(data["name"]), description=str(data.get("description", "")).strip(),
+                      base=base, tasks=tasks, zero_shot=zero_shot, source=str(path))

@@ -1,0 +1,1 @@
+"""Training: the shared Avalanche template, the adapter strategy family, memory and pretraining."""

@@ -1,0 +1,69 @@
+"""Base-model pretraining on the stream's base task, cached by (data, model config, seed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import PRETRAIN_FIELDS, RunConfig
+from ..data.streamdata import StreamData
+from ..model import ConformerCTC, build_model
+from .progress import ProgressPlugin
+from .template import SpeechTemplate
+
+log = logging.getLogger("continual_asr")
+PRETRAIN_VERSION = 1
+
+
+def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
+    payload = {"data": data.fingerprint, "config": config.subset(PRETRAIN_FIELDS), "seed": seed,
+               "version": PRETRAIN_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(model: ConformerCTC, path: Path, **metadata) -> None:
+    """Atomic: a temporary file renamed into place, so a crash never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save({"state_dict": model.state_dict(), "adapter_tasks": list(model.adapter_tasks), **metadata}, tmp)
+    os.replace(tmp, path)
+
+
+def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> ConformerCTC:
+    checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    model = build_model(config, num_tokens)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model
+
+
+def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_dir: Path,
+                        device: torch.device, progress: bool = True) -> tuple[ConformerCTC, dict]:
+    """The base model for this stream's base task: from the cache, or trained now and cached."""
+    key = base_model_key(data, config, seed)
+    path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
+    info = {"cache_key": key, "path": str(path)}
+    if path.is_file():
+        log.info("base model: reusing %s", path)
+        return load_base_model(path, config, len(data.tokenizer)), {**info, "cached": True, "seconds": 0.0}
+    torch.manual_seed(seed)
+    model = build_model(config, len(data.tokenizer))
+    mean, std = data.feature_stats()
+    model.feature_mean.copy_(mean)
+    model.feature_std.copy_(std)
+    strategy = SpeechTemplate(model, config, device=device, seed=seed, epochs=config.pretrain_epochs,
+                              learning_rate=config.pretrain_lr,
+                              plugins=[ProgressPlugin(progress, label="pretrain ")])
+    experience = next(iter(data.benchmark_for_base().train_stream))
+    started = time.perf_counter()
+    log.info("base model: pretraining on %s for %d epochs", data.stream.base.name, config.pretrain_epochs)
+    strategy.train(experience, eval_streams=[])
+    seconds = time.perf_counter() - started
+    model.cpu()
+    save_checkpoint(model, path, key=key, seconds=seconds)
+    return model, {**info, "cached": False, "seconds": seconds}

@@ -1,0 +1,9 @@
+"""Full fine-tuning on each task in turn: the forgetting baseline."""
+
+from continual_asr.registry import register_strategy
+from continual_asr.training.template import SpeechTemplate
+
+
+@register_strategy("finetune", "full fine-tuning of the whole model on each task in turn (forgets)")
+def finetune(model, config, **common) -> SpeechTemplate:
+    return SpeechTemplate(model, config, **common)

@@ -1,0 +1,134 @@
+"""Behaviour of the adapter bank, the combiners and the frozen base."""
+
+import pytest
+import torch
+
+from continual_asr.config import make_config
+from continual_asr.model import (AdapterBank, AdapterFusion, AdapterMean, OracleRouting, SingleAdapter,
+                                 build_model)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model(make_config("tiny"), num_tokens=20).eval()
+
+
+def _batch(batch=3, frames=80, n_mels=80):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(batch, frames, n_mels, generator=generator), torch.tensor([80, 64, 50])[:batch]
+
+
+def _randomize(bank: AdapterBank) -> None:
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in bank.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+
+
+def test_fresh_adapter_leaves_base_output_unchanged(model):
+    features, lengths = _batch()
+    before, _ = model(features, lengths)
+    index = model.add_adapter("new")
+    for make in (lambda _: SingleAdapter(index), lambda _: AdapterMean(), lambda _: OracleRouting()):
+        model.set_combiners(make)
+        after, _ = model(features, lengths, torch.zeros(3, dtype=torch.long))
+        torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+
+
+def test_batched_bank_matches_each_adapter_alone():
+    bank = AdapterBank(16, 4)
+    for _ in range(5):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(2, 7, 16)
+    stacked = bank(hidden)
+    assert stacked.shape == (2, 7, 5, 16)
+    for i, adapter in enumerate(bank.adapters):
+        torch.testing.assert_close(stacked[:, :, i], adapter(hidden), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bank(hidden, [3, 1]), stacked[:, :, [3, 1]], rtol=1e-5, atol=1e-5)
+
+
+def test_oracle_routes_each_utterance_to_its_own_adapter():
+    bank = AdapterBank(16, 4)
+    for _ in range(3):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(4, 5, 16)
+    routes = torch.tensor([2, -1, 0, 2])
+    delta = OracleRouting()(hidden, bank, routes)
+    torch.testing.assert_close(delta[0], bank.adapters[2](hidden[0]), rtol=1e-5, atol=1e-5)
+    assert torch.all(delta[1] == 0)
+    torch.testing.assert_close(delta[2], bank.adapters[0](hidden[2]), rtol=1e-5, atol=1e-5)
+
+
+def test_fusion_starts_as_adapter_mean():
+    bank = AdapterBank(16, 4)
+    for _ in range(4):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(2, 6, 16)
+    fusion = AdapterFusion(16, layernorm=False, null_slot=False)
+    probs = fusion.attention(hidden, bank(hidden))
+    assert probs.shape == (2, 6, 4)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 6))
+    # Q and K start near zero, V near identity: the fused output is close to the plain average.
+    mean = AdapterMean()(hidden, bank, None)
+    fused = fusion(hidden, bank, None)
+    assert (fused - mean).abs().max() < 0.05 * mean.abs().max()
+
+
+def test_fusion_attention_selects_an_adapter_when_keys_align():
+    bank = AdapterBank(8, 2)
+    for _ in range(2):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(1, 3, 8)
+    fusion = AdapterFusion(8, layernorm=False, null_slot=True)
+    with torch.no_grad():
+        fusion.query.weight.copy_(torch.eye(8) * 50)
+        fusion.key.weight.copy_(torch.eye(8))
+    outputs = bank(hidden)
+    probs = fusion.attention(hidden, outputs)
+    assert probs.shape == (1, 3, 3)  # two adapters plus the null slot
+    expected = torch.einsum("btd,btnd->btn", hidden * 50, outputs)
+    expected = torch.cat([expected, torch.zeros(1, 3, 1)], -1).softmax(-1)
+    torch.testing.assert_close(probs, expected)
+
+
+def test_layernorm_gain_is_calibrated_to_the_fused_scale():
+    bank = AdapterBank(16, 4)
+    for _ in range(3):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(2, 6, 16)
+    fusion = AdapterFusion(16, layernorm=True, null_slot=False)
+    out = fusion(hidden, bank, None)
+    raw = AdapterFusion(16, layernorm=False, null_slot=False)
+    raw.load_state_dict({k: v for k, v in fusion.state_dict().items() if not k.startswith("norm")},
+                        strict=False)
+    assert bool(fusion.calibrated)
+    ratio = out.std() / raw(hidden, bank, None).std()
+    assert 0.7 < float(ratio) < 1.3
+
+
+def test_frozen_base_stays_in_eval_mode(model):
+    model.add_adapter("a")
+    model.set_trainable(base=False, adapters=[0])
+    model.train()
+    assert not model.layers.training and not model.subsampling.training
+    assert model.banks.training
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("banks.") for n in trainable)
+    model.set_trainable(base=True)
+    model.train()
+    assert model.layers.training
+
+
+def test_parameter_counts_add_up(model):
+    model.add_adapter("a")
+    model.add_adapter("b")
+    model.set_combiners(lambda _: AdapterFusion(32))
+    counts = model.parameter_counts()
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["adapters"] == sum(p.numel() for p in model.banks.parameters())
