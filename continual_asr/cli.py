@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -42,6 +43,10 @@ def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str):
 @click.version_option(package_name="continual-asr")
 def main() -> None:
     """continual-asr: continual learning for speech recognition (Audio-AdapterFusion and baselines)."""
+    # Avalanche warns about things this project does on purpose: no QP solver (only GEM needs one)
+    # and no Avalanche loggers (casr logs itself).
+    warnings.filterwarnings("ignore", message="no QP solver found")
+    warnings.filterwarnings("ignore", message="No loggers specified")
 
 
 @main.command()

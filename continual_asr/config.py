@@ -91,8 +91,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Any stream in a minute or two: smoke runs and tests.
     "tiny": dict(
         d_model=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=7, vocab_size=64,
-        pretrain_epochs=3, adapter_dim=8, adapter_epochs=2, fusion_epochs=1, finetune_epochs=1,
-        memory_per_task=8, batch_frames=3000, max_train_utterances=48, max_test_utterances=12,
+        pretrain_epochs=80, pretrain_lr=3e-3, adapter_dim=8, adapter_epochs=10, fusion_epochs=3,
+        finetune_epochs=3, memory_per_task=8, batch_frames=1000, max_train_utterances=64,
+        max_test_utterances=12,
     ),
 }
 

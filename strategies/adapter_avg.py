@@ -8,4 +8,4 @@ from continual_asr.training.adapters import AdapterStrategy
 @register_strategy("adapter-avg", "Adapter Mean: the plain average of every task's adapter output, no task ID")
 def adapter_avg(model, config, **common) -> AdapterStrategy:
     # Nothing to compose unless train_adapters=true, when the adapters learn to be averaged.
-    return AdapterStrategy(model, config, composition=True, make_combiner=lambda layer: AdapterMean(), **common)
+    return AdapterStrategy(model=model, config=config, composition=True, make_combiner=lambda layer: AdapterMean(), **common)

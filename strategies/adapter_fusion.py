@@ -8,7 +8,7 @@ from continual_asr.training.adapters import AdapterStrategy
 @register_strategy("adapter-fusion", "Audio-AdapterFusion: per-frame attention over every task's adapter, no task ID")
 def adapter_fusion(model, config, **common) -> AdapterStrategy:
     return AdapterStrategy(
-        model, config, composition=True,
+        model=model, config=config, composition=True,
         make_combiner=lambda layer: AdapterFusion(config.d_model, layernorm=config.fusion_layernorm,
                                                   null_slot=config.fusion_null_adapter),
         **common,

@@ -7,4 +7,4 @@ from continual_asr.training.adapters import AdapterStrategy
 
 @register_strategy("adapter-oracle", "task-ID routing: every utterance through its own task's adapter (needs the task at test time)")
 def adapter_oracle(model, config, **common) -> AdapterStrategy:
-    return AdapterStrategy(model, config, composition=False, make_combiner=lambda layer: OracleRouting(), **common)
+    return AdapterStrategy(model=model, config=config, composition=False, make_combiner=lambda layer: OracleRouting(), **common)

@@ -6,4 +6,4 @@ from continual_asr.training.template import SpeechTemplate
 
 @register_strategy("finetune", "full fine-tuning of the whole model on each task in turn (forgets)")
 def finetune(model, config, **common) -> SpeechTemplate:
-    return SpeechTemplate(model, config, **common)
+    return SpeechTemplate(model=model, config=config, **common)

@@ -26,9 +26,9 @@ class AdapterStrategy(SpeechTemplate):
     routing do not, unless ``train_adapters`` is set).
     """
 
-    def __init__(self, model: ConformerCTC, config, *, make_combiner: CombinerFactory,
+    def __init__(self, *, model: ConformerCTC, config, make_combiner: CombinerFactory,
                  composition: bool = True, **common) -> None:
-        super().__init__(model, config, **common)
+        super().__init__(model=model, config=config, **common)
         self.combiners = nn.ModuleList(make_combiner(i) for i in range(len(model.layers)))
         self.composition = composition
 

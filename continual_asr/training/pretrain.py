@@ -56,7 +56,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     mean, std = data.feature_stats()
     model.feature_mean.copy_(mean)
     model.feature_std.copy_(std)
-    strategy = SpeechTemplate(model, config, device=device, seed=seed, epochs=config.pretrain_epochs,
+    strategy = SpeechTemplate(model=model, config=config, device=device, seed=seed, epochs=config.pretrain_epochs,
                               learning_rate=config.pretrain_lr,
                               plugins=[ProgressPlugin(progress, label="pretrain ")])
     experience = next(iter(data.benchmark_for_base().train_stream))

@@ -33,17 +33,17 @@ class ProgressPlugin(SupervisedPlugin):
         return time.perf_counter() - self.started
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
-        phase = strategy.phase.name if strategy.phase else "train"
-        self.epoch_label = f"{self.label}{phase} epoch {strategy.clock.train_exp_epochs + 1}"
+        phase = strategy.phase
+        self.epoch_label = f"{self.label}{phase.name} epoch {strategy.phase_epoch + 1}/{phase.epochs}"
         self._open(len(strategy.dataloader), self.epoch_label)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         self.utterances += len(strategy.mbatch.texts)
-        self.loss_sum += float(strategy.loss)
+        self.loss_sum += float(strategy.loss.detach())
         self.batches += 1
         if self.bar is not None:
             rate = self.utterances / max(1e-9, time.perf_counter() - self.started)
-            self.bar.set_postfix(loss=f"{float(strategy.loss):.3f}", utt_s=f"{rate:.0f}")
+            self.bar.set_postfix(loss=f"{float(strategy.loss.detach()):.3f}", utt_s=f"{rate:.0f}")
             self.bar.update()
 
     def after_training_epoch(self, strategy, **kwargs) -> None:

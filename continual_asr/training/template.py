@@ -42,7 +42,7 @@ class TrainingPhase:
 class SpeechTemplate(SupervisedTemplate):
     """Whole-model training on each experience (the fine-tuning baseline, and pretraining)."""
 
-    def __init__(self, model: ConformerCTC, config: RunConfig, *, device: str | torch.device = "cpu",
+    def __init__(self, *, model: ConformerCTC, config: RunConfig, device: str | torch.device = "cpu",
                  plugins: list | None = None, evaluator: EvaluationPlugin | None = None, seed: int = 0,
                  epochs: int | None = None, learning_rate: float | None = None) -> None:
         placeholder = torch.optim.AdamW(model.parameters(), lr=0.0)  # rebuilt for every phase
@@ -58,6 +58,7 @@ class SpeechTemplate(SupervisedTemplate):
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.trained_parameters: dict[int, int] = {}  # id -> numel of every parameter trained this experience
         self._phase_counter = 0
+        self.phase_epoch = 0
         self.spec_augment = torch.nn.Sequential(
             torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, config.n_mels // 6)),
             torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, config.n_mels // 6)),
@@ -86,7 +87,7 @@ class SpeechTemplate(SupervisedTemplate):
             self.make_train_dataloader()
             self.make_optimizer()
             self.model.train()
-            for _ in range(phase.epochs):
+            for self.phase_epoch in range(phase.epochs):
                 self._before_training_epoch(**kwargs)
                 self.training_epoch(**kwargs)
                 self._after_training_epoch(**kwargs)

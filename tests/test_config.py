@@ -1,0 +1,39 @@
+"""Presets, --set overrides and their one-line errors."""
+
+import pytest
+
+from continual_asr.config import PRESETS, make_config, parse_overrides
+from continual_asr.errors import ConfigError
+
+
+def test_presets_build_and_tiny_is_smaller():
+    default, tiny = make_config("default"), make_config("tiny")
+    assert set(PRESETS) >= {"default", "tiny"}
+    assert tiny.d_model < default.d_model and tiny.num_layers < default.num_layers
+    assert tiny.max_train_utterances > 0 and default.max_train_utterances == 0
+
+
+def test_overrides_are_typed():
+    config = make_config("tiny", parse_overrides(["adapter_dim=4", "fusion_layernorm=false", "fusion_lr=0.01"]))
+    assert config.adapter_dim == 4 and config.fusion_layernorm is False and config.fusion_lr == 0.01
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["no_such=1"], "unknown config field 'no_such' (valid:"),
+    (["adapter_dim=big"], "config field 'adapter_dim' must be int"),
+    (["adapter_dim=0"], "config field 'adapter_dim' must be >= 1"),
+    (["specaugment=maybe"], "config field 'specaugment' must be true or false"),
+    (["num_heads=5"], "config field 'num_heads' (5) must divide d_model"),
+    (["conv_kernel=4"], "config field 'conv_kernel' must be odd"),
+    (["adapter_dim"], "--set expects key=value"),
+])
+def test_bad_overrides_name_the_field(pairs, message):
+    with pytest.raises(ConfigError, match=None) as error:
+        make_config("default", parse_overrides(pairs))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'huge' \\(valid: default, tiny\\)"):
+        make_config("huge")

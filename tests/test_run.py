@@ -1,0 +1,102 @@
+"""End to end on the tiny stream with the tiny preset: the CLI, results.json, determinism, errors."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from continual_asr.cli import main
+from continual_asr.config import make_config
+from continual_asr.data.streamdata import prepare_stream_data
+from continual_asr.model import AdapterFusion
+from continual_asr.registry import get_strategy
+from continual_asr.stream import load_stream
+from continual_asr.training.pretrain import pretrain_base_model
+
+
+def _run(tmp_path, cache, name, strategy="adapter-fusion", seed=0, extra=()):
+    out = tmp_path / name
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", strategy, "--preset", "tiny",
+                                       "--out", str(out), "--seed", str(seed), "--cache-dir", str(cache),
+                                       "--quiet", *extra])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads((out / "results.json").read_text()), result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    return _run(tmp, tmp / "cache", "fusion")
+
+
+def test_results_json_has_the_documented_schema(tiny_run):
+    results, output = tiny_run
+    assert results["complete"] is True
+    assert results["tasks"] == ["caribbean", "us-white-10db"]
+    assert results["columns"] == ["us-clean", "caribbean", "us-white-10db", "scottish-reverb"]
+    assert results["zero_shot_task"] == "scottish-reverb" and results["base_task"] == "us-clean"
+    matrix = results["wer_matrix"]
+    assert len(matrix) == 2 and all(len(row) == 4 for row in matrix)
+    assert all(0.0 <= v for row in matrix for v in row)
+    assert set(results["base_wer"]) == set(results["columns"])
+    for step in results["steps"]:
+        params = step["parameters"]
+        assert 0 < params["trained"] < params["stored"]
+        assert params["adapters"] > 0 and params["combiners"] > 0
+        assert step["train_seconds"] > 0 and step["eval_seconds"] > 0
+    assert results["config"]["d_model"] == make_config("tiny").d_model
+    assert results["versions"]["torch"]
+    assert "after caribbean" in output and "WER %" in output
+
+
+def test_same_seed_gives_the_same_wer_matrix(tmp_path, tiny_run):
+    again, _ = _run(tmp_path, tmp_path / "fresh-cache", "again")
+    assert again["wer_matrix"] == tiny_run[0]["wer_matrix"]
+    assert again["base_wer"] == tiny_run[0]["base_wer"]
+
+
+def test_only_adapters_and_fusion_change_while_they_train(tmp_path):
+    config = make_config("tiny")
+    stream = load_stream("tiny")
+    data = prepare_stream_data(stream, config, tmp_path, progress=False)
+    model, _ = pretrain_base_model(data, config, 0, tmp_path, torch.device("cpu"), progress=False)
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    strategy = get_strategy("adapter-fusion").factory(model, config, device="cpu", seed=0)
+    strategy.memory.add(data.dataset("train", stream.base))
+    for experience in data.benchmark().train_stream:
+        strategy.train(experience, eval_streams=[])
+    after = model.state_dict()
+    for key, value in base_state.items():  # weights and BatchNorm buffers of the base, bit for bit
+        assert torch.equal(after[key], value), key
+    new_keys = set(after) - set(base_state)
+    assert new_keys and all(k.startswith(("banks.", "combiners.")) for k in new_keys)
+    assert isinstance(model.combiners[0], AdapterFusion)
+    assert any(not torch.equal(after[k], torch.zeros_like(after[k])) for k in new_keys if ".up" in k)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream", "nope"], "unknown stream 'nope' (built in: accents-then-noise, tiny"),
+    (["--strategy", "nope"], "unknown strategy 'nope' (valid: "),
+    (["--set", "adapter_dim=x"], "config field 'adapter_dim' must be int"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_bad_names_end_in_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
+
+
+def test_unwritable_out_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--out", str(blocker / "sub")])
+    assert result.exit_code == 2 and "--out" in result.output and "not writable" in result.output
+
+
+def test_ls_lists_streams_and_strategies():
+    result = CliRunner().invoke(main, ["ls"])
+    assert result.exit_code == 0
+    for name in ("accents-then-noise", "tiny", "adapter-fusion", "adapter-oracle", "finetune"):
+        assert name in result.output
