@@ -5,4 +5,11 @@ single-task adapter per task, and a task-ID-free combiner over all adapters, re-
 each task arrives.
 """
 
+import warnings
+
 __version__ = "0.1.0"
+
+# Avalanche warns about two things this project does on purpose: it installs no QP solver (only
+# GEM-style plugins need one) and gives Avalanche no loggers (casr logs for itself).
+warnings.filterwarnings("ignore", message="no QP solver found")
+warnings.filterwarnings("ignore", message="No loggers specified")

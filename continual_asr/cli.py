@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from pathlib import Path
 
 import click
@@ -43,10 +42,6 @@ def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str):
 @click.version_option(package_name="continual-asr")
 def main() -> None:
     """continual-asr: continual learning for speech recognition (Audio-AdapterFusion and baselines)."""
-    # Avalanche warns about things this project does on purpose: no QP solver (only GEM needs one)
-    # and no Avalanche loggers (casr logs itself).
-    warnings.filterwarnings("ignore", message="no QP solver found")
-    warnings.filterwarnings("ignore", message="No loggers specified")
 
 
 @main.command()
@@ -94,15 +89,17 @@ def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet) -> 
 
     from .data.streamdata import prepare_stream_data
     from .runner import default_cache_dir, ensure_writable, setup_logging
-    from .training.pretrain import pretrain_base_model
+    from .training.pretrain import evaluate_base_model, pretrain_base_model
 
     config, stream = _common(preset, overrides, stream_name)
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
     setup_logging(None, quiet)
     data = prepare_stream_data(stream, config, cache, progress=not quiet)
-    _, info = pretrain_base_model(data, config, seed, cache, torch.device(device), progress=not quiet)
+    model, info = pretrain_base_model(data, config, seed, cache, torch.device(device), progress=not quiet)
     state = "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s"
     click.echo(f"base model for {stream.name} ({state}): {info['path']}")
+    wers = evaluate_base_model(model, data, config, torch.device(device))
+    click.echo("base model WER %: " + ", ".join(f"{name} {wer:.1f}" for name, wer in wers.items()))
 
 
 @main.command(name="ls")

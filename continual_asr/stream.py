@@ -108,14 +108,14 @@ def _as_list(value: Any, where: str) -> tuple[str, ...]:
 def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, seed: int, test_only: bool) -> TaskSpec:
     if not isinstance(raw, dict):
         raise StreamError(f"{where}: must be a mapping with at least 'name' and 'voice'")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise StreamError(f"{where}.name: missing or empty")
+    where = f"{where} ({name})"
     unknown = set(raw) - set(TASK_FIELDS)
     if unknown:
         raise StreamError(f"{where}: unknown field '{sorted(unknown)[0]}' (valid: {', '.join(TASK_FIELDS)})")
     merged = {**defaults, **raw}
-    name = merged.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise StreamError(f"{where}.name: missing or empty")
-    where = f"{where} ({name})"
     if "voice" in raw and "voices" in raw:
         raise StreamError(f"{where}: give 'voice' or 'voices', not both")
     own = raw if ("voice" in raw or "voices" in raw) else defaults

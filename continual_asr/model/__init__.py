@@ -14,6 +14,7 @@ def build_model(config: RunConfig, num_tokens: int) -> ConformerCTC:
         n_mels=config.n_mels, d_model=config.d_model, num_layers=config.num_layers,
         num_heads=config.num_heads, ffn_dim=config.ffn_dim, conv_kernel=config.conv_kernel,
         dropout=config.dropout, num_tokens=num_tokens, adapter_dim=config.adapter_dim,
+        subsampling_channels=config.subsampling_channels,
     )
 
 

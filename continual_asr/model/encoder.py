@@ -14,9 +14,8 @@ from .adapters import AdapterBank
 class Conv2dSubsampling(nn.Module):
     """Two stride-2 3x3 convolutions: 10 ms frames in, 40 ms frames out."""
 
-    def __init__(self, n_mels: int, d_model: int) -> None:
+    def __init__(self, n_mels: int, d_model: int, channels: int) -> None:
         super().__init__()
-        channels = max(8, d_model // 2)
         self.conv = nn.Sequential(
             nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
@@ -41,11 +40,12 @@ class ConformerCTC(nn.Module):
     """
 
     def __init__(self, n_mels: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
-                 conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int) -> None:
+                 conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int,
+                 subsampling_channels: int = 36) -> None:
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(n_mels))
         self.register_buffer("feature_std", torch.ones(n_mels))
-        self.subsampling = Conv2dSubsampling(n_mels, d_model)
+        self.subsampling = Conv2dSubsampling(n_mels, d_model, subsampling_channels)
         self.layers = nn.ModuleList(
             ConformerLayer(d_model, ffn_dim, num_heads, conv_kernel, dropout=dropout) for _ in range(num_layers)
         )

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import torch
 
+from avalanche.training.plugins import EvaluationPlugin
+
 from ..config import PRETRAIN_FIELDS, RunConfig
 from ..data.streamdata import StreamData
+from ..evaluation.wer import WordErrorRate
 from ..model import ConformerCTC, build_model
 from .progress import ProgressPlugin
 from .template import SpeechTemplate
@@ -67,3 +70,13 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     model.cpu()
     save_checkpoint(model, path, key=key, seconds=seconds)
     return model, {**info, "cached": False, "seconds": seconds}
+
+
+def evaluate_base_model(model: ConformerCTC, data: StreamData, config: RunConfig,
+                        device: torch.device) -> dict[str, float]:
+    """WER (%) of the plain base model on every test set of the stream (no adapters)."""
+    wer = WordErrorRate(data.tokenizer)
+    strategy = SpeechTemplate(model=model, config=config, device=device,
+                              evaluator=EvaluationPlugin(wer, loggers=[]))
+    strategy.eval(data.benchmark().test_stream)
+    return {task.name: round(wer.results[i], 2) for i, task in enumerate(data.stream.eval_tasks)}
