@@ -57,9 +57,13 @@ def main() -> None:
               help="where synthesized audio, features and base models are cached (default: $CASR_CACHE or ~/.cache/continual-asr)")
 @click.option("--device", default="cpu", show_default=True, help="torch device")
 @click.option("--quiet", is_flag=True, help="no progress bars or log lines on the terminal (run.log still gets them)")
+@click.option("--overwrite", is_flag=True, help="start over even if --out holds an earlier run (default: continue it)")
 @_one_line_errors
-def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet) -> None:
-    """Learn the stream's tasks one after another; WER on every task after each step."""
+def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet, overwrite) -> None:
+    """Learn the stream's tasks one after another; WER on every task after each step.
+
+    Rerunning the same command into the same --out continues after the last finished task.
+    """
     from .registry import get_strategy
     from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
 
@@ -69,7 +73,8 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir,
     ensure_writable(out, "--out")
     setup_logging(out, quiet)
     results = run_stream(stream, strategy, config, out, seed=seed, preset=preset,
-                         cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet)
+                         cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet,
+                         overwrite=overwrite)
     click.echo(format_wer_table(results))
     click.echo(f"wall time {results['wall_seconds']:.0f} s; results in {out / 'results.json'}")
 

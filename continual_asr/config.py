@@ -40,8 +40,8 @@ class RunConfig:
     adapter_epochs: int = _opt(10, "epochs of single-task adapter training per task", min=1)
     adapter_lr: float = _opt(3e-3, "peak learning rate of adapter training", min=0.0)
     # Fusion (knowledge composition)
-    fusion_epochs: int = _opt(3, "epochs of combiner training after each task", min=0)
-    fusion_lr: float = _opt(1e-3, "peak learning rate of combiner training", min=0.0)
+    fusion_epochs: int = _opt(1, "epochs of combiner training after each task (over the task-balanced data)", min=0)
+    fusion_lr: float = _opt(2e-3, "peak learning rate of combiner training", min=0.0)
     fusion_layernorm: bool = _opt(True, "LayerNorm on the fused output before the residual add")
     fusion_null_adapter: bool = _opt(
         True, "let fusion attend to a zero 'no adapter' slot, so base-task speech can bypass adapters"

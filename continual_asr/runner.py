@@ -19,10 +19,11 @@ from .evaluation.wer import WordErrorRate
 from .registry import StrategyInfo
 from .results import SCHEMA_VERSION, format_wer_table, package_versions, write_json_atomic
 from .stream import StreamSpec
-from .training.pretrain import pretrain_base_model
+from .training.pretrain import pretrain_base_model, save_checkpoint
 from .training.progress import ProgressPlugin
 
 log = logging.getLogger("continual_asr")
+CHECKPOINT = "checkpoint.pt"
 
 
 def default_cache_dir() -> Path:
@@ -62,11 +63,62 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _load_previous(out_dir: Path, identity: dict) -> dict | None:
+    """The checkpoint of an earlier run into ``out_dir``, if it is the same run; else None."""
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a torn or foreign file: never guess, say so
+        raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
+    previous = checkpoint["results"]
+    for key, value in identity.items():
+        if previous.get(key) != value:
+            raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
+    return checkpoint
+
+
+def _save(out_dir: Path, model, cl_strategy, results: dict) -> None:
+    """Checkpoint first, then results.json: both atomic, and the checkpoint holds the results too."""
+    save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state())
+    write_json_atomic(out_dir / "results.json", results)
+
+
+def _step_record(task: str, columns: list[str], row: list[float], train_seconds: float, eval_seconds: float,
+                 counts: dict, trained: int, total_base: int) -> dict:
+    return {
+        "task": task,
+        "wer": dict(zip(columns, row)),
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "parameters": {
+            "trained": trained,
+            "stored": counts["total"],
+            "base": counts["base"],
+            "adapters": counts["adapters"],
+            "combiners": counts["combiners"],
+            "trained_share": round(trained / counts["total"], 4),
+            "stored_vs_base": round(counts["total"] / total_base, 4),
+        },
+    }
+
+
 def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *, seed: int = 0,
                preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
-               progress: bool = True) -> dict:
-    """Run ``strategy`` over ``stream``; writes results.json after every step and returns it."""
+               progress: bool = True, overwrite: bool = False) -> dict:
+    """Run ``strategy`` over ``stream``; checkpoints and results.json after every step.
+
+    Rerunning the same run into the same ``out_dir`` continues after its last finished step.
+    """
     started = time.perf_counter()
+    out_dir = Path(out_dir)
+    identity = {"stream": {"name": stream.name, "source": stream.source, "description": stream.description},
+                "strategy": strategy.name, "seed": seed, "config": config.to_dict()}
+    previous = None if overwrite else _load_previous(out_dir, identity)
+    if previous is not None and previous["results"]["complete"]:
+        log.info("%s already holds the finished run; nothing to do", out_dir)
+        return previous["results"]
     cache_dir = ensure_writable(cache_dir or default_cache_dir(), "cache folder")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -82,6 +134,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                                    plugins=[ProgressPlugin(progress)], evaluator=EvaluationPlugin(wer, loggers=[]))
     cl_strategy.memory.add(data.dataset("train", stream.base))
     benchmark = data.benchmark()
+    experiences = list(benchmark.train_stream)
     columns = [t.name for t in stream.eval_tasks]
     total_base = model.parameter_counts()["total"]
 
@@ -90,61 +143,50 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         cl_strategy.eval(benchmark.test_stream)
         return [round(wer.results[i], 2) for i in range(len(columns))], time.perf_counter() - began
 
-    base_row, base_eval_seconds = evaluate()
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "stream": {"name": stream.name, "source": stream.source, "description": stream.description},
-        "strategy": strategy.name,
-        "preset": preset,
-        "seed": seed,
-        "config": config.to_dict(),
-        "base_task": stream.base.name,
-        "tasks": [t.name for t in stream.tasks],
-        "zero_shot_task": stream.zero_shot.name,
-        "columns": columns,
-        "base_wer": dict(zip(columns, base_row)),
-        "wer_matrix": [],
-        "steps": [],
-        "base_model": {**base_info, "parameters": total_base, "eval_seconds": round(base_eval_seconds, 2)},
-        "device": str(torch_device),
-        "versions": package_versions(),
-        "complete": False,
-    }
-    out_dir = Path(out_dir)
-    write_json_atomic(out_dir / "results.json", results)
-    log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
+    if previous is not None:
+        results = previous["results"]
+        done = len(results["wer_matrix"])
+        cl_strategy.restore(previous["strategy_state"], experiences[:done])
+        model.load_state_dict(previous["state_dict"])
+        log.info("resuming %s after %d of %d tasks", out_dir, done, len(experiences))
+    else:
+        base_row, base_eval_seconds = evaluate()
+        results = {
+            "schema_version": SCHEMA_VERSION,
+            **identity,
+            "preset": preset,
+            "base_task": stream.base.name,
+            "tasks": [t.name for t in stream.tasks],
+            "zero_shot_task": stream.zero_shot.name,
+            "columns": columns,
+            "base_wer": dict(zip(columns, base_row)),
+            "wer_matrix": [],
+            "steps": [],
+            "base_model": {**base_info, "parameters": total_base, "eval_seconds": round(base_eval_seconds, 2)},
+            "device": str(torch_device),
+            "versions": package_versions(),
+            "wall_seconds": 0.0,
+            "complete": False,
+        }
+        done = 0
+        _save(out_dir, model, cl_strategy, results)
+        log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
+    wall_before = results["wall_seconds"]
 
-    for experience, task in zip(benchmark.train_stream, stream.tasks):
+    for experience, task in zip(experiences[done:], stream.tasks[done:]):
         log.info("task %d/%d: %s", experience.current_experience + 1, len(stream.tasks), task.name)
         began = time.perf_counter()
         cl_strategy.train(experience, eval_streams=[])
         train_seconds = time.perf_counter() - began
         row, eval_seconds = evaluate()
-        counts = model.parameter_counts()
         trained = sum(cl_strategy.trained_parameters.values())
         results["wer_matrix"].append(row)
-        results["steps"].append({
-            "task": task.name,
-            "wer": dict(zip(columns, row)),
-            "train_seconds": round(train_seconds, 2),
-            "eval_seconds": round(eval_seconds, 2),
-            "parameters": {
-                "trained": trained,
-                "stored": counts["total"],
-                "base": counts["base"],
-                "adapters": counts["adapters"],
-                "combiners": counts["combiners"],
-                "trained_share": round(trained / counts["total"], 4),
-                "stored_vs_base": round(counts["total"] / total_base, 4),
-            },
-        })
-        results["wall_seconds"] = round(time.perf_counter() - started, 2)
-        write_json_atomic(out_dir / "results.json", results)
+        results["steps"].append(_step_record(task.name, columns, row, train_seconds, eval_seconds,
+                                             model.parameter_counts(), trained, total_base))
+        results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
+        results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
+        _save(out_dir, model, cl_strategy, results)
         log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
-
-    results["complete"] = True
-    results["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_json_atomic(out_dir / "results.json", results)
     return results
 
 

@@ -25,9 +25,31 @@ def _run(tmp_path, cache, name, strategy="adapter-fusion", seed=0, extra=()):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("run")
-    return _run(tmp, tmp / "cache", "fusion")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, shared_cache):
+    return _run(tmp_path_factory.mktemp("run"), shared_cache, "fusion")
+
+
+@pytest.mark.parametrize("strategy", ["adapter-oracle", "adapter-avg", "finetune"])
+def test_every_builtin_strategy_runs_on_tiny(tmp_path, shared_cache, tiny_run, strategy):
+    results, _ = _run(tmp_path, shared_cache, strategy, strategy=strategy)
+    assert results["complete"] and results["strategy"] == strategy
+    assert results["base_wer"] == tiny_run[0]["base_wer"]  # same cached base model
+    assert len(results["wer_matrix"]) == 2
+
+
+def test_rerun_into_the_same_out_continues_and_a_different_run_is_refused(tmp_path, shared_cache, tiny_run):
+    first, _ = _run(tmp_path, shared_cache, "fusion")
+    again, _ = _run(tmp_path, shared_cache, "fusion")  # finished: nothing to redo
+    assert again == first
+    out = tmp_path / "fusion"
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--out", str(out),
+                                       "--cache-dir", str(shared_cache), "--seed", "3", "--quiet"])
+    assert result.exit_code == 2 and "holds a run with a different seed" in result.output
 
 
 def test_results_json_has_the_documented_schema(tiny_run):

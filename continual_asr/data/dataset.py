@@ -68,33 +68,51 @@ def make_dataset(split: SplitFeatures, tokenizer: Tokenizer, task_id: int) -> Av
 class FrameBudgetBatchSampler(Sampler[list[int]]):
     """Batches of similar-length utterances holding at most ``max_frames`` padded frames.
 
-    Sorting by length removes most padding; the batches are fixed, and only their order is
-    shuffled each epoch (seeded), so the number of steps per epoch is known in advance.
+    Sorting by length removes most padding. When shuffling, each epoch sorts by lengths jittered
+    by +-10% (seeded), so batches change from epoch to epoch and repeated utterances (a
+    balanced memory) do not end up in one batch, and the batch order is shuffled.
     """
 
     def __init__(self, lengths: Sequence[int], max_frames: int, shuffle: bool, seed: int = 0) -> None:
-        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        self.batches: list[list[int]] = []
-        current: list[int] = []
-        for index in order:
-            if current and lengths[index] * (len(current) + 1) > max_frames:
-                self.batches.append(current)
-                current = []
-            current.append(index)
-        if current:
-            self.batches.append(current)
+        self.lengths = torch.tensor(list(lengths), dtype=torch.float64)
+        self.max_frames = max_frames
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self._length = len(self._plan(self._generator(0)))
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 100003 + epoch)
+
+    def _plan(self, generator: torch.Generator | None) -> list[list[int]]:
+        keys = self.lengths
+        if generator is not None:
+            keys = keys * (1 + 0.2 * (torch.rand(len(keys), generator=generator, dtype=torch.float64) - 0.5))
+        order = torch.argsort(keys, stable=True).tolist()
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        lengths = self.lengths.tolist()
+        for index in order:
+            length = int(lengths[index])
+            if current and max(longest, length) * (len(current) + 1) > self.max_frames:
+                batches.append(current)
+                current, longest = [], 0
+            current.append(index)
+            longest = max(longest, length)
+        if current:
+            batches.append(current)
+        return batches
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return self._length
 
     def __iter__(self) -> Iterator[list[int]]:
         if not self.shuffle:
-            yield from self.batches
+            yield from self._plan(None)
             return
-        generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        generator = self._generator(self.epoch)
         self.epoch += 1
-        for i in torch.randperm(len(self.batches), generator=generator).tolist():
-            yield self.batches[i]
+        batches = self._plan(generator)
+        for i in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[i]

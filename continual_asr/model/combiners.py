@@ -31,7 +31,8 @@ class OracleRouting(nn.Module):
     def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
         if adapter_index is None:
             raise ValueError("oracle routing needs the task of every utterance")
-        return bank.forward_routed(hidden, adapter_index)
+        # A task not learned yet has no adapter: its speech goes through the base alone.
+        return bank.forward_routed(hidden, torch.where(adapter_index < len(bank), adapter_index, -1))
 
 
 class AdapterMean(nn.Module):

@@ -2,7 +2,8 @@
 
 Per experience: (1) knowledge extraction, a fresh zero-initialised adapter trained alone on the
 new task with the base frozen; (2) knowledge composition, the combiner (re)trained on the new
-task plus the memory of earlier tasks (base included), adapters frozen unless
+task plus the memory of earlier tasks (base included, each repeated to the new task's size so
+the combiner does not learn to favour the newest adapter), adapters frozen unless
 ``train_adapters``. Combiners whose parameters do not depend on the number of adapters
 (fusion, Q/K/V are D x D) carry over from one task to the next: composition warm-starts.
 """
@@ -46,7 +47,7 @@ class AdapterStrategy(SpeechTemplate):
         has_parameters = any(p.numel() for p in self.combiners.parameters())
         if self.composition and (has_parameters or self.config.train_adapters):
             phases.append(TrainingPhase("fusion", self.config.fusion_epochs, self.config.fusion_lr,
-                                        self._compose, dataset=self.memory.with_dataset(experience.dataset)))
+                                        self._compose, dataset=self.memory.balanced_with(experience.dataset)))
         return phases
 
     def _compose(self, model: ConformerCTC) -> None:
@@ -57,3 +58,9 @@ class AdapterStrategy(SpeechTemplate):
     def after_phases(self, experience) -> None:
         self.model.set_combiners(self.combiners)
         self.model.set_trainable(base=False)
+
+    def rebuild_structure(self, finished_experiences: list) -> None:
+        for experience in finished_experiences:
+            self.model.add_adapter(self.task_name(experience))
+        if finished_experiences:
+            self.after_phases(None)

@@ -36,3 +36,15 @@ class TaskMemory:
         """``dataset`` plus everything remembered."""
         remembered = self.dataset()
         return dataset if remembered is None else dataset.concat(remembered)
+
+    def balanced_with(self, dataset: AvalancheDataset) -> AvalancheDataset:
+        """``dataset`` plus every remembered task repeated to about the same size.
+
+        Composition trains on the new task's full data; without balancing, its 10x larger share
+        would teach the combiner to favour the newest adapter and forget the others.
+        """
+        merged = dataset
+        for part in self.parts:
+            repeats = max(1, round(len(dataset) / max(1, len(part))))
+            merged = merged.concat(part.subset(list(range(len(part))) * repeats))
+        return merged

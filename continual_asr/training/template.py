@@ -74,6 +74,23 @@ class SpeechTemplate(SupervisedTemplate):
     def after_phases(self, experience) -> None:
         """Called once the experience's phases are done (e.g. to install the eval combiner)."""
 
+    def rebuild_structure(self, finished_experiences: list) -> None:
+        """Give the model the modules it had after ``finished_experiences`` (for resuming)."""
+
+    # ---- resuming ------------------------------------------------------------------------------
+    def resume_state(self) -> dict:
+        """What, beside the weights, an uninterrupted run carries into the next experience."""
+        return {"phase_counter": self._phase_counter, "torch_rng": torch.get_rng_state()}
+
+    def restore(self, state: dict, finished_experiences: list) -> None:
+        """Rebuild structure, memory and random state as they were after ``finished_experiences``;
+        load the model's weights afterwards."""
+        self.rebuild_structure(finished_experiences)
+        for experience in finished_experiences:
+            self.memory.add(experience.dataset)
+        self._phase_counter = int(state["phase_counter"])
+        torch.set_rng_state(state["torch_rng"])
+
     # ---- the training loop --------------------------------------------------------------------
     def _train_exp(self, experience, eval_streams=None, **kwargs) -> None:
         self.trained_parameters = {}

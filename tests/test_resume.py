@@ -1,0 +1,46 @@
+"""A run killed with SIGKILL in the middle of a later task resumes to the uninterrupted result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def _command(out, cache):
+    # Slow enough per task that the kill lands inside the second task.
+    return [sys.executable, "-m", "continual_asr", "run", "--stream", "tiny", "--preset", "tiny",
+            "--strategy", "adapter-fusion", "--out", str(out), "--cache-dir", str(cache), "--quiet",
+            "--set", "adapter_epochs=40"]
+
+
+def _rows(out):
+    try:
+        return json.loads((out / "results.json").read_text())["wer_matrix"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return []
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path):
+    cache = tmp_path / "cache"
+    reference = tmp_path / "reference"
+    subprocess.run(_command(reference, cache), check=True, timeout=600)
+    expected = json.loads((reference / "results.json").read_text())
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(_command(out, cache), start_new_session=True)
+    deadline = time.time() + 300
+    while len(_rows(out)) < 1 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside the second task's adapter training
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted = json.loads((out / "results.json").read_text())
+    assert len(interrupted["wer_matrix"]) == 1 and not interrupted["complete"]
+
+    subprocess.run(_command(out, cache), check=True, timeout=600)
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["complete"]
+    assert resumed["wer_matrix"] == expected["wer_matrix"]
+    assert resumed["base_wer"] == expected["base_wer"]
