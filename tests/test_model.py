@@ -132,3 +132,21 @@ def test_parameter_counts_add_up(model):
     counts = model.parameter_counts()
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["adapters"] == sum(p.numel() for p in model.banks.parameters())
+
+
+def test_null_slot_lets_fusion_add_nothing_even_with_layernorm(monkeypatch):
+    bank = AdapterBank(8, 2)
+    for _ in range(2):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(1, 4, 8)
+    fusion = AdapterFusion(8, layernorm=True, null_slot=True)
+    fusion(hidden, bank, None)  # calibrates the LayerNorm gain
+
+    def attend(probabilities):
+        monkeypatch.setattr(fusion, "attention", lambda h, o: torch.tensor(probabilities).expand(1, 4, 3))
+        return fusion(hidden, bank, None)
+
+    assert torch.all(attend([0.0, 0.0, 1.0]) == 0)  # all mass on "no adapter": nothing is added
+    full = attend([0.5, 0.5, 0.0])
+    torch.testing.assert_close(attend([0.25, 0.25, 0.5]), 0.5 * full)  # the null share gates the output

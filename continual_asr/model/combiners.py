@@ -51,10 +51,13 @@ class AdapterFusion(nn.Module):
     sum_i p_i (V a_i) = V (sum_i p_i a_i), so values are projected once. K's bias adds the same
     q.b to every score and cancels in the softmax, so K has none.
 
-    ``null_slot`` adds a zero "no adapter" output with score 0: speech that no adapter helps (the
-    base task) can pass through unchanged. ``layernorm`` normalises the fused output before the
-    residual add (the paper's stabiliser); its gain is calibrated on the first batch to the
-    scale of the average adapter output, so the layer still starts close to Adapter Mean.
+    ``layernorm`` normalises the fused output before the residual add (the paper's stabiliser);
+    its gain is calibrated on the first batch to the scale of the average adapter output, so the
+    layer still starts close to Adapter Mean. ``null_slot`` adds a "no adapter" choice with a
+    zero key score: speech no adapter helps (the base task) can pass through unchanged. Its
+    probability gates the normalised output, out = (1 - p_null) LN(V sum_i p~_i a_i) with p~
+    renormalised over the adapters, because a LayerNorm of a (near-)zero mixture would blow
+    noise up to full scale instead of adding nothing.
     """
 
     def __init__(self, d_model: int, layernorm: bool = True, null_slot: bool = True) -> None:
@@ -82,15 +85,17 @@ class AdapterFusion(nn.Module):
 
     def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
         outputs = bank(hidden)  # (B, T, N, D)
-        probs = self.attention(hidden, outputs)[..., : outputs.shape[2]]
-        fused = self.value(torch.einsum("btn,btnd->btd", probs, outputs))
-        if self.norm is None:
-            return fused
+        probs = self.attention(hidden, outputs)
+        adapter_probs = probs[..., : outputs.shape[2]]
+        if self.norm is None:  # the null slot's share simply contributes nothing
+            return self.value(torch.einsum("btn,btnd->btd", adapter_probs, outputs))
+        gate = adapter_probs.sum(dim=-1, keepdim=True)  # 1 - p_null (1 without a null slot)
+        fused = self.value(torch.einsum("btn,btnd->btd", adapter_probs / gate.clamp_min(1e-9), outputs))
         if not bool(self.calibrated):
             with torch.no_grad():
                 self.norm.weight.fill_(float(fused.float().std(dim=-1).mean()) + 1e-6)
                 self.calibrated.fill_(True)
-        return self.norm(fused)
+        return gate * self.norm(fused)
 
     def value_regularizer(self) -> torch.Tensor:
         """||I - V||_F^2, AdapterHub's penalty that keeps V near the identity."""
