@@ -56,8 +56,15 @@ class RunConfig:
     eval_batch_frames: int = _opt(20000, "feature frames per evaluation batch", min=100)
     weight_decay: float = _opt(0.01, "AdamW weight decay", min=0.0)
     specaugment: bool = _opt(True, "SpecAugment (frequency and time masks) while training")
-    max_train_utterances: int = _opt(0, "cap on training utterances per task (0 = as the stream says)", min=0)
-    max_test_utterances: int = _opt(0, "cap on test utterances per task (0 = as the stream says)", min=0)
+    max_train_utterances: int = _opt(
+        0, "cap on training utterances per task (0 = as the stream says; a manifest task: its first N)", min=0)
+    max_test_utterances: int = _opt(
+        0, "cap on test utterances per task (0 = as the stream says; a manifest task: its first N)", min=0)
+    # Longer utterances are almost always a bad segmentation (a whole recording in one line), and
+    # one of them would take a batch's whole frame budget; they are bad data like a corrupt file.
+    max_utterance_seconds: float = _opt(
+        20.0, "longest utterance accepted, in seconds; a longer one is bad data (an error, or skipped with --skip-bad)",
+        min=0.1)
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
 
     def __post_init__(self) -> None:

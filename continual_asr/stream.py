@@ -1,8 +1,10 @@
 """Stream definitions: a YAML file per stream, resolved by name or path.
 
 A stream has a base task (pretrains the base model), ordered tasks (one experience each) and a
-held-out zero-shot task that no strategy trains on. A synthesized task names espeak voices
-(accents), optional speaker variants and an acoustic condition applied on top.
+held-out zero-shot task that no strategy trains on. A task is either synthesized (it names espeak
+voices, optional speaker variants and utterance counts) or read from manifests (its ``train`` and
+``test`` are paths, relative to the YAML file); either kind may have an acoustic condition
+applied on top.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import Any
 import yaml
 
 from .data.conditions import Condition
+from .data.manifest import MANIFEST_SUFFIXES
 from .errors import StreamError
 
 TASK_FIELDS = ("name", "voice", "voices", "speakers", "condition", "train", "test", "text")
+SYNTHESIS_FIELDS = ("voice", "voices", "speakers", "text")  # meaningless for a task read from manifests
+MANIFEST_FIELDS = ("train_manifest", "test_manifest")
 STREAM_FIELDS = ("name", "description", "text", "speakers", "defaults", "base", "tasks", "zero_shot", "seed")
 
 
@@ -33,11 +38,18 @@ class TaskSpec:
     text: str = "generator"  # "generator" or a path to a text file, one sentence per line
     speakers: tuple[str, ...] = ()  # espeak variants (m1, f2, ...); () = the built-in list
     seed: int = 0
+    train_manifest: str = ""  # absolute paths; set (and voices, train and test empty) for a task
+    test_manifest: str = ""  # read from manifests instead of synthesized
+
+    @property
+    def from_manifests(self) -> bool:
+        return bool(self.test_manifest)
 
     def fingerprint(self) -> str:
-        """Stable hash of everything that decides this task's audio."""
-        payload = {k: v for k, v in asdict(self).items() if k != "name"}
-        payload["name"] = self.name
+        """Stable hash of everything that decides a synthesized task's audio."""
+        # The manifest fields are left out: they decide nothing synthesized, and leaving them
+        # out keeps the keys (and caches) of synthesized tasks what they were before them.
+        payload = {k: v for k, v in asdict(self).items() if k not in MANIFEST_FIELDS}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -107,7 +119,7 @@ def _as_list(value: Any, where: str) -> tuple[str, ...]:
 
 def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, seed: int, test_only: bool) -> TaskSpec:
     if not isinstance(raw, dict):
-        raise StreamError(f"{where}: must be a mapping with at least 'name' and 'voice'")
+        raise StreamError(f"{where}: must be a mapping with a 'name', and 'voice' or manifest paths")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise StreamError(f"{where}.name: missing or empty")
@@ -116,18 +128,21 @@ def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, se
     if unknown:
         raise StreamError(f"{where}: unknown field '{sorted(unknown)[0]}' (valid: {', '.join(TASK_FIELDS)})")
     merged = {**defaults, **raw}
+    try:
+        condition = Condition.from_dict(merged.get("condition"), f"{where}.condition")
+    except ValueError as exc:
+        raise StreamError(str(exc)) from None
+    if isinstance(merged.get("test"), str) or (not test_only and isinstance(merged.get("train"), str)):
+        return _parse_manifest_task(raw, merged, where, condition, folder, seed, test_only)
     if "voice" in raw and "voices" in raw:
         raise StreamError(f"{where}: give 'voice' or 'voices', not both")
     own = raw if ("voice" in raw or "voices" in raw) else defaults
     voices_raw = own.get("voices", own.get("voice"))
     if voices_raw is None:
-        raise StreamError(f"{where}.voice: missing (an espeak voice such as en-us)")
+        raise StreamError(f"{where}.voice: missing (an espeak voice such as en-us; "
+                          "or give train and test as manifest paths)")
     voices = _as_list(voices_raw, f"{where}.voice")
     speakers = _as_list(merged["speakers"], f"{where}.speakers") if merged.get("speakers") else ()
-    try:
-        condition = Condition.from_dict(merged.get("condition"), f"{where}.condition")
-    except ValueError as exc:
-        raise StreamError(str(exc)) from None
     train = 0 if test_only else _require_int(merged.get("train"), f"{where}.train")
     test = _require_int(merged.get("test"), f"{where}.test")
     if test == 0:
@@ -146,6 +161,30 @@ def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, se
         text = str(text_path)
     return TaskSpec(name=name, voices=voices, condition=condition, train=train, test=test, text=text,
                     speakers=speakers, seed=seed)
+
+
+def _parse_manifest_task(raw: dict, merged: dict, where: str, condition: Condition, folder: Path, seed: int,
+                         test_only: bool) -> TaskSpec:
+    """A task read from manifests: ``train``/``test`` are paths; synthesis fields make no sense."""
+    for key in SYNTHESIS_FIELDS:
+        if key in raw:
+            raise StreamError(f"{where}.{key}: only synthesized tasks have {key}; this task reads manifests "
+                              "(train/test are paths)")
+    if test_only and "train" in raw:
+        raise StreamError(f"{where}.train: the zero-shot task is never trained on; give only 'test'")
+    paths = {}
+    for split in ("test",) if test_only else ("train", "test"):
+        value = merged.get(split)
+        if not isinstance(value, str) or not value.strip():
+            raise StreamError(f"{where}.{split}: train and test must both be manifest paths (strings) or both "
+                              f"utterance counts to synthesize (integers), got {value!r}")
+        if Path(value).suffix.lower() not in MANIFEST_SUFFIXES:
+            raise StreamError(f"{where}.{split}: a manifest must end in {', '.join(MANIFEST_SUFFIXES)}, got {value!r}")
+        # Existence is checked when the task's data is prepared, so that a later task's missing
+        # file stops the run before that task, like any other bad data, not before the first.
+        paths[split] = str((folder / value).resolve())
+    return TaskSpec(name=raw["name"], voices=(), condition=condition, train=0, test=0, seed=seed,
+                    train_manifest=paths.get("train", ""), test_manifest=paths["test"])
 
 
 def parse_stream(data: Any, path: Path) -> StreamSpec:

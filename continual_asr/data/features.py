@@ -1,9 +1,8 @@
-"""Log-mel features, computed once per utterance and cached beside the task's manifests."""
+"""Reading audio and computing log-mel features; the in-memory form of one split."""
 
 from __future__ import annotations
 
-import json
-import os
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import torch
 import torchaudio
 
 from ..errors import DataError
+from .manifest import Problem, display_path
 from .synth import SAMPLE_RATE
-
-FEATURE_VERSION = 1  # bump when the feature computation changes, to invalidate caches
 
 
 def log_mel(audio: np.ndarray, n_mels: int) -> torch.Tensor:
@@ -25,59 +23,54 @@ def log_mel(audio: np.ndarray, n_mels: int) -> torch.Tensor:
                                              sample_frequency=SAMPLE_RATE, energy_floor=1.0)
 
 
-def read_audio(path: Path) -> np.ndarray:
-    """Mono float32 audio at 16 kHz; other rates are resampled and channels averaged."""
+def read_audio(path: Path, shown: str = "") -> tuple[np.ndarray, float]:
+    """Mono float32 audio at 16 kHz, and the file's own duration in seconds.
+
+    Any rate and channel count soundfile reads (WAV, FLAC, OGG, ...) is accepted: other rates
+    are resampled and channels averaged. Raises DataError naming the file (as ``shown``, e.g.
+    the path written in a manifest) and what is wrong.
+    """
+    shown = shown or display_path(path)
+    if not path.exists():
+        raise DataError(f"audio file {shown} not found")
+    if not path.is_file():
+        raise DataError(f"audio file {shown} is not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"audio file {shown} is empty (0 bytes)")
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise DataError(f"{path}: unreadable audio ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
+        raise DataError(f"audio file {shown} is unreadable ({str(exc).splitlines()[0]})") from None
     if audio.shape[0] == 0:
-        raise DataError(f"{path}: empty audio file")
+        raise DataError(f"audio file {shown} has no samples (zero length)")
     mono = audio.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise DataError(f"audio file {shown} holds NaN or infinite samples")
     if rate != SAMPLE_RATE:
         mono = torchaudio.functional.resample(torch.from_numpy(mono), rate, SAMPLE_RATE).numpy()
-    return mono
+    return mono, audio.shape[0] / rate
 
 
 @dataclass
 class SplitFeatures:
-    """The features and transcripts of one task's train or test split, in memory."""
+    """The usable utterances of one task's train or test split, in memory, and what was wrong with the rest."""
 
     features: list[torch.Tensor]  # each (frames, n_mels), float16 to halve memory
-    texts: list[str]
+    texts: list[str]  # normalised transcripts
+    seconds: list[float]  # each utterance's duration
+    lines: list[int]  # each utterance's line in ``source``, for messages
+    source: str  # the manifest
+    problems: list[Problem]  # utterances left out, with why
+    digest: str  # hash of features and texts: what a model trained on this split depends on
 
     @property
     def num_frames(self) -> list[int]:
         return [f.shape[0] for f in self.features]
 
-
-def read_manifest(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise DataError(f"{path}:{number}: not a JSON line") from None
-    return rows
-
-
-def load_split_features(manifest: Path, n_mels: int, limit: int = 0) -> SplitFeatures:
-    """Features of the first ``limit`` (0 = all) utterances of a manifest, cached on disk."""
-    rows = read_manifest(manifest)
-    if limit:
-        rows = rows[:limit]
-    cache = manifest.with_name(f"{manifest.stem}.fbank{n_mels}-v{FEATURE_VERSION}-n{len(rows)}.pt")
-    if cache.is_file():
-        data = torch.load(cache, weights_only=True)
-        return SplitFeatures(data["features"], data["texts"])
-    features, texts = [], []
-    for row in rows:
-        audio = read_audio(manifest.parent / row["audio_filepath"])
-        features.append(log_mel(audio, n_mels).to(torch.float16))
-        texts.append(row["text"])
-    tmp = cache.with_suffix(".tmp")
-    torch.save({"features": features, "texts": texts}, tmp)
-    os.replace(tmp, cache)
-    return SplitFeatures(features, texts)
+    def without(self, drop: dict[int, Problem]) -> "SplitFeatures":
+        """A copy without the utterances at the indices in ``drop``, whose problems are added."""
+        keep = [i for i in range(len(self.texts)) if i not in drop]
+        digest = hashlib.sha256(f"{self.digest}|{keep}".encode()).hexdigest()[:16]
+        return SplitFeatures([self.features[i] for i in keep], [self.texts[i] for i in keep],
+                             [self.seconds[i] for i in keep], [self.lines[i] for i in keep], self.source,
+                             sorted([*self.problems, *drop.values()], key=lambda p: (p.file, p.line)), digest)

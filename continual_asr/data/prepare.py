@@ -29,7 +29,7 @@ RATE_RANGE = (145, 195)  # words per minute, espeak's default is 175
 PITCH_RANGE = (30, 70)  # espeak's default is 50
 
 
-def _seed(*parts: object) -> int:
+def seed_of(*parts: object) -> int:
     """A seed that does not depend on Python's hash randomisation."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
@@ -38,9 +38,10 @@ def task_cache_dir(task: TaskSpec, cache_dir: Path, train: int, test: int) -> Pa
     return Path(cache_dir) / "audio" / f"{task.name}-{task.fingerprint()}-v{SYNTH_VERSION}-{train}-{test}"
 
 
-def _babble_pool(task: TaskSpec, synthesizer: EspeakSynthesizer, speakers: list[str]) -> list[np.ndarray]:
-    rng = np.random.default_rng(_seed(task.seed, task.name, "babble"))
-    texts = sentences_for_split("generator", BABBLE_POOL_SIZE, _seed(task.seed, task.name, "babble-text") % 2**31)
+def babble_pool(task: TaskSpec, synthesizer: EspeakSynthesizer, speakers: list[str]) -> list[np.ndarray]:
+    """Other talkers' speech for babble noise, the same for every utterance of ``task``."""
+    rng = np.random.default_rng(seed_of(task.seed, task.name, "babble"))
+    texts = sentences_for_split("generator", BABBLE_POOL_SIZE, seed_of(task.seed, task.name, "babble-text") % 2**31)
     pool = []
     for text in texts:
         voice = f"{rng.choice(BABBLE_VOICES)}+{rng.choice(speakers)}"
@@ -61,16 +62,16 @@ def prepare_task(task: TaskSpec, cache_dir: Path, train: int | None = None, test
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "audio").mkdir(parents=True)
 
-    sentences = sentences_for_split(task.text, train + test, _seed(task.seed, task.name, "text") % 2**31)
+    sentences = sentences_for_split(task.text, train + test, seed_of(task.seed, task.name, "text") % 2**31)
     splits = {"train": sentences[:train], "test": sentences[train:]}
     speakers = list(task.speakers) or speaker_variants()
     synthesizer = EspeakSynthesizer()
-    babble = _babble_pool(task, synthesizer, speakers) if task.condition.noise == "babble" else None
+    babble = babble_pool(task, synthesizer, speakers) if task.condition.noise == "babble" else None
     bar = tqdm(total=train + test, desc=f"synthesize {task.name}", unit="utt", disable=not progress, leave=False)
     for split, texts in splits.items():
         rows = []
         for index, text in enumerate(texts):
-            rng = np.random.default_rng(_seed(task.seed, task.name, split, index))
+            rng = np.random.default_rng(seed_of(task.seed, task.name, split, index))
             voice = f"{task.voices[rng.integers(len(task.voices))]}+{speakers[rng.integers(len(speakers))]}"
             audio = synthesizer.synthesize(text, voice, rate=int(rng.integers(*RATE_RANGE)),
                                            pitch=int(rng.integers(*PITCH_RANGE)))

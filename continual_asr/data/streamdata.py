@@ -1,21 +1,36 @@
-"""Everything a run needs from a stream's data: features per split and a tokenizer."""
+"""Everything a run needs from a stream's data: checked features per split and a tokenizer.
+
+Bad data never passes silently. Problems in the base task or in any test set (the WER matrix
+needs every column from the start) stop preparation at once. Problems in a later task's
+training data are logged at once but only stop the run when that task is reached
+(:meth:`StreamData.stop_before`), so the steps before it are finished and kept, and a rerun
+after the data is fixed continues from there. ``skip_bad`` leaves bad utterances out instead.
+
+The tokenizer is trained on the base task's training transcripts only: the base model is then
+a function of the base task alone, so fixing or replacing a later task's data never changes it
+under a half-finished run (and streams that share a base task share one base model).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
 from ..config import RunConfig
+from ..errors import DataError
 from ..stream import StreamSpec, TaskSpec
+from .conditions import Condition
 from .dataset import make_dataset
-from .features import SplitFeatures, load_split_features
+from .features import SplitFeatures
+from .manifest import Problem
 from .prepare import prepare_task
+from .splits import load_split
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("continual_asr")
@@ -25,9 +40,10 @@ log = logging.getLogger("continual_asr")
 class StreamData:
     stream: StreamSpec
     tokenizer: Tokenizer
-    train: dict[str, SplitFeatures]  # base and stream tasks
+    train: dict[str, SplitFeatures]  # base and stream tasks whose training data is usable
     test: dict[str, SplitFeatures]  # base, stream tasks and zero-shot (the WER matrix columns)
-    fingerprint: str  # of the data and tokenizer, for the base-model cache key
+    fingerprint: str  # of the base task's training data and the tokenizer: the base-model cache key
+    bad_training: dict[str, DataError] = field(default_factory=dict)  # task -> why the run must stop before it
 
     def feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-bin mean and std over the base task's training frames (the model's normaliser)."""
@@ -44,17 +60,49 @@ class StreamData:
         base = self.stream.base
         return benchmark_from_datasets(train=[self.dataset("train", base)], test=[self.dataset("test", base)])
 
+    def trainable_tasks(self) -> tuple[TaskSpec, ...]:
+        """The stream's tasks up to (not including) the first one with bad training data."""
+        tasks = self.stream.tasks
+        first_bad = next((i for i, t in enumerate(tasks) if t.name in self.bad_training), len(tasks))
+        return tasks[:first_bad]
+
     def benchmark(self):
-        """Avalanche benchmark: one training experience per stream task; every column in test."""
+        """Avalanche benchmark: a training experience per trainable task; every column in test."""
+        trainable = self.trainable_tasks()
         bench = benchmark_from_datasets(
-            train=[self.dataset("train", t) for t in self.stream.tasks],
+            train=[self.dataset("train", t) for t in trainable],
             test=[self.dataset("test", t) for t in self.stream.eval_tasks],
         )
-        for experience, task in zip(bench.train_stream, self.stream.tasks):
+        for experience, task in zip(bench.train_stream, trainable):
             experience.task_name = task.name
         for experience, task in zip(bench.test_stream, self.stream.eval_tasks):
             experience.task_name = task.name
         return bench
+
+    def stop_before(self, index: int, out_dir: Path) -> DataError:
+        """The error that ends a run whose next task (``stream.tasks[index]``) has bad training data."""
+        task = self.stream.tasks[index]
+        return DataError(f"{self.bad_training[task.name]} [stopped before task {index + 1} ({task.name}); "
+                         f"the {index} finished ones are kept in {out_dir}: fix the data and rerun to continue]")
+
+    def identity(self) -> dict:
+        """Content hashes of every split: a resumed run must see the same data for what it has done."""
+        return {"train": {name: split.digest for name, split in self.train.items()},
+                "test": {name: split.digest for name, split in self.test.items()}}
+
+    def check_unchanged(self, recorded: dict | None, finished: int) -> None:
+        """DataError if a test set, or the training data of the base or a finished task, changed since ``recorded``."""
+        if recorded is None:
+            return
+        current = self.identity()
+        for name in (self.stream.base.name, *(t.name for t in self.stream.tasks[:finished])):
+            if recorded["train"].get(name) != current["train"].get(name):
+                raise DataError(f"the training data of task {name} changed since this run began (its steps "
+                                "would no longer match it); use another --out or pass --overwrite")
+        for name, digest in recorded["test"].items():
+            if current["test"].get(name) != digest:
+                raise DataError(f"the test data of task {name} changed since this run began (earlier WERs "
+                                "would not be comparable); use another --out or pass --overwrite")
 
 
 def _counts(task: TaskSpec, config: RunConfig) -> tuple[int, int]:
@@ -76,20 +124,91 @@ def _load_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Token
     return tokenizer
 
 
-def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, progress: bool = True) -> StreamData:
-    """Synthesize (or reuse) every task's audio, compute features, train the tokenizer."""
-    train: dict[str, SplitFeatures] = {}
-    test: dict[str, SplitFeatures] = {}
-    parts = []
+def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool) -> dict[str, SplitFeatures]:
+    """A task's splits (zero-shot: test only) with all their problems, but not yet the tokenizer's."""
+    common = dict(n_mels=config.n_mels, max_seconds=config.max_utterance_seconds, cache_dir=cache_dir,
+                  progress=progress)
+    splits = ("test",) if task.train == 0 and not task.train_manifest else ("train", "test")
+    if task.from_manifests:
+        caps = {"train": config.max_train_utterances, "test": config.max_test_utterances}
+        manifests = {"train": task.train_manifest, "test": task.test_manifest}
+        return {s: load_split(task, s, Path(manifests[s]), task.condition, limit=caps[s], **common) for s in splits}
+    n_train, n_test = _counts(task, config)
+    folder = prepare_task(task, cache_dir, n_train, n_test, progress=progress)
+    # The synthesized audio already carries the task's condition.
+    return {s: load_split(task, s, folder / f"{s}.jsonl", Condition(), limit=0, **common) for s in splits}
+
+
+def load_stream_splits(stream: StreamSpec, config: RunConfig, cache_dir: Path,
+                       progress: bool = True) -> tuple[dict[tuple[str, str], SplitFeatures], Tokenizer]:
+    """Every split of every task, keyed (task, split), each with every problem found; and the tokenizer.
+
+    Problems are recorded, never raised: callers choose (``prepare_stream_data``, ``casr data``).
+    """
+    splits: dict[tuple[str, str], SplitFeatures] = {}
     for task in stream.eval_tasks:
-        n_train, n_test = _counts(task, config)
-        folder = prepare_task(task, cache_dir, n_train, n_test, progress=progress)
-        if n_train:
-            train[task.name] = load_split_features(folder / "train.jsonl", config.n_mels)
-        test[task.name] = load_split_features(folder / "test.jsonl", config.n_mels)
-        parts.append(folder.name)
-        log.info("data %s: %d train, %d test utterances (%s)", task.name, n_train, n_test, folder)
-    texts = [t for split in train.values() for t in split.texts]
-    tokenizer = _load_tokenizer(texts, config.vocab_size, cache_dir)
-    fingerprint = hashlib.sha256(("|".join(parts) + f"|{config.n_mels}").encode() + tokenizer.model_bytes).hexdigest()[:16]
-    return StreamData(stream, tokenizer, train, test, fingerprint)
+        for split, features in _task_splits(task, config, cache_dir, progress).items():
+            splits[task.name, split] = features
+    base_train = splits[stream.base.name, "train"]
+    if not base_train.texts:
+        raise _error(base_train, "the base task has no usable training utterance")
+    tokenizer = _load_tokenizer(base_train.texts, config.vocab_size, cache_dir)
+    for key, features in splits.items():
+        unknown = {}
+        for index, text in enumerate(features.texts):
+            chars = tokenizer.unknown_characters(text)
+            if chars:
+                spelled = " ".join(map(repr, sorted(chars)))
+                message = (f"transcript has characters the tokenizer cannot spell: {spelled} "
+                           "(the tokenizer is trained on the base task's training transcripts)")
+                unknown[index] = Problem(features.source, features.lines[index], message)
+        if unknown:
+            splits[key] = features.without(unknown)
+    return splits, tokenizer
+
+
+def _error(features: SplitFeatures, headline: str = "") -> DataError:
+    """One line: the first problem, how many more, and what to do."""
+    problems = features.problems
+    first = f"{problems[0]}" if problems else f"{features.source}: no usable utterances"
+    more = f" (and {len(problems) - 1} more in this file)" if len(problems) > 1 else ""
+    hint = "; `casr data` lists every problem, --skip-bad leaves bad utterances out"
+    return DataError(f"{headline + ': ' if headline else ''}{first}{more}{hint}")
+
+
+def _usable(task: str, split: str, features: SplitFeatures, skip_bad: bool) -> DataError | None:
+    """None if ``features`` can be used as they are (problems skipped if asked); else why not."""
+    if not features.problems:
+        return None
+    if not skip_bad or not features.texts:
+        return _error(features)
+    log.warning("%s/%s: skipped %d bad utterance(s), %d left (first: %s)", task, split, len(features.problems),
+                len(features.texts), features.problems[0])
+    return None
+
+
+def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, progress: bool = True, *,
+                        skip_bad: bool = False) -> StreamData:
+    """Synthesize or read every task's audio, compute and check features, train the tokenizer.
+
+    Raises DataError for problems in the base task or a test set; records problems in a later
+    task's training data in ``bad_training`` (the run stops before that task).
+    """
+    splits, tokenizer = load_stream_splits(stream, config, cache_dir, progress)
+    bad_training: dict[str, DataError] = {}
+    for (task, split), features in splits.items():
+        error = _usable(task, split, features, skip_bad)
+        if error is None:
+            continue
+        if split == "test" or task == stream.base.name:
+            raise error
+        bad_training[task] = error
+        log.warning("task %s: bad training data, the run will stop before it: %s", task, error)
+    for task in stream.eval_tasks:
+        log.info("data %s: %s", task.name, ", ".join(f"{len(f.texts)} {s}" for (t, s), f in splits.items()
+                                                       if t == task.name))
+    train = {t: f for (t, s), f in splits.items() if s == "train" and t not in bad_training}
+    test = {t: f for (t, s), f in splits.items() if s == "test"}
+    payload = f"{train[stream.base.name].digest}|{config.n_mels}".encode() + tokenizer.model_bytes
+    fingerprint = hashlib.sha256(payload).hexdigest()[:16]
+    return StreamData(stream, tokenizer, train, test, fingerprint, bad_training)

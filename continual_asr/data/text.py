@@ -25,12 +25,24 @@ def normalize_text(text: str) -> str:
     ``o'clock``); every other character (punctuation, other scripts, leading/trailing
     apostrophes) becomes a space; whitespace is collapsed and the ends stripped.
     """
-    text = unicodedata.normalize("NFKC", text.translate(_QUOTES)).casefold()  # casefold: "ß" -> "ss"
-    # Fold accents so accented Latin letters keep their base letter instead of splitting words.
-    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    text = _NOT_KEPT.sub(" ", text)
+    text = _NOT_KEPT.sub(" ", _fold(text))
     text = _LOOSE_APOSTROPHE.sub(" ", text)
     return " ".join(text.split())
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text.translate(_QUOTES)).casefold()  # casefold: "ß" -> "ss"
+    # Fold accents so accented Latin letters keep their base letter instead of splitting words.
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def unsupported_characters(text: str) -> list[str]:
+    """Letters and digits of ``text`` that :func:`normalize_text` would drop (``ж``, ``ø``, ``中``).
+
+    Punctuation is meant to go, but dropping a letter changes what the transcript says, so a
+    recorded corpus with such characters is bad data rather than something to clean silently.
+    """
+    return sorted({c for c in _fold(text) if c.isalnum() and not ("a" <= c <= "z" or "0" <= c <= "9")})
 
 
 # --- Word list by part of speech; nouns, adjectives and verbs also by what they go with, so the

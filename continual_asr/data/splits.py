@@ -1,0 +1,117 @@
+"""One split of one task, from its manifest to checked, cached log-mel features.
+
+Synthesized tasks go through here too (their cache folder holds a JSONL manifest), so every
+utterance meets the same checks. The cache entry is keyed by the manifest's bytes, the size and
+modification time of every audio file it names, and everything else that decides the result
+(feature size, cap, condition, maximum length): an edited manifest or a replaced audio file is
+read again. Entries are written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..errors import DataError
+from ..stream import TaskSpec
+from .conditions import Condition, apply_condition
+from .features import SplitFeatures, log_mel, read_audio
+from .manifest import ManifestRow, Problem, read_manifest
+from .prepare import babble_pool, seed_of
+from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
+
+FEATURE_VERSION = 2  # bump when features or checks change, to invalidate caches
+# A declared duration is "far from the real one" beyond max(0.5 s, 10 %): rounding and codec
+# padding stay well inside, a manifest pointing at the wrong file or a truncated one does not.
+DURATION_TOLERANCE = (0.5, 0.10)
+MIN_SECONDS = 0.025  # one analysis window; anything shorter has no feature frame at all
+
+
+def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition, *, n_mels: int, limit: int,
+               max_seconds: float, cache_dir: Path, progress: bool = True) -> SplitFeatures:
+    """The usable utterances among the first ``limit`` (0 = all) of ``manifest``, and the problems of the rest.
+
+    ``condition`` is applied to every utterance (seeded per utterance, so deterministic); pass
+    the clean condition for audio that already carries it.
+    """
+    rows, problems = read_manifest(manifest, limit)
+    key = _cache_key(manifest, rows, condition, task, split, n_mels, limit, max_seconds)
+    cache = Path(cache_dir) / "features" / f"{task.name}-{split}-{key}.pt"
+    if cache.is_file():
+        data = torch.load(cache, weights_only=True)
+        return SplitFeatures(data["features"], data["texts"], data["seconds"], data["lines"], str(manifest.resolve()),
+                             [Problem(*p) for p in data["problems"]], data["digest"])
+
+    pool = _babble(task) if condition.noise == "babble" else None
+    features, texts, seconds, lines = [], [], [], []
+    for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
+        try:
+            audio, duration = _checked_audio(row, max_seconds)
+            if not condition.is_clean:
+                rng = np.random.default_rng(seed_of(task.seed, task.name, split, row.raw_path, row.text))
+                audio = apply_condition(audio, condition, rng, pool)
+        except (DataError, ValueError) as exc:  # ValueError: e.g. silent audio has no SNR
+            problems.append(Problem(str(manifest.resolve()), row.line, str(exc)))
+            continue
+        features.append(log_mel(audio, n_mels).to(torch.float16))
+        texts.append(row.text)
+        seconds.append(round(duration, 3))
+        lines.append(row.line)
+    problems.sort(key=lambda p: p.line)
+    digest = hashlib.sha256()
+    for feature, text in zip(features, texts):
+        digest.update(text.encode() + b"\0" + feature.numpy().tobytes())
+    result = SplitFeatures(features, texts, seconds, lines, str(manifest.resolve()), problems,
+                           digest.hexdigest()[:16])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    torch.save({"features": features, "texts": texts, "seconds": seconds, "lines": lines,
+                "problems": [[p.file, p.line, p.message] for p in problems], "digest": result.digest}, tmp)
+    os.replace(tmp, cache)
+    return result
+
+
+def _checked_audio(row: ManifestRow, max_seconds: float) -> tuple[np.ndarray, float]:
+    audio, seconds = read_audio(row.audio, row.raw_path)
+    if row.duration is not None:
+        allowed = max(DURATION_TOLERANCE[0], DURATION_TOLERANCE[1] * seconds)
+        if abs(row.duration - seconds) > allowed:
+            raise DataError(f"duration {row.duration:g} s in the manifest, but {row.raw_path} lasts {seconds:.2f} s")
+    if seconds > max_seconds:
+        raise DataError(f"{row.raw_path} lasts {seconds:.1f} s, longer than max_utterance_seconds={max_seconds:g} "
+                        "(raise it with --set max_utterance_seconds=...)")
+    if len(audio) < MIN_SECONDS * SAMPLE_RATE:
+        raise DataError(f"{row.raw_path} lasts {seconds * 1000:.0f} ms, too short for one 25 ms feature frame")
+    return audio, seconds
+
+
+def _babble(task: TaskSpec) -> list[np.ndarray]:
+    """Other talkers for babble noise on recorded speech: the same synthesized pool as a synthesized task's."""
+    return babble_pool(task, EspeakSynthesizer(), list(task.speakers) or speaker_variants())
+
+
+def _cache_key(manifest: Path, rows: list[ManifestRow], condition: Condition, task: TaskSpec, split: str,
+               n_mels: int, limit: int, max_seconds: float) -> str:
+    settings = {"version": FEATURE_VERSION, "n_mels": n_mels, "limit": limit, "max_seconds": max_seconds,
+                "condition": asdict(condition)}
+    if not condition.is_clean:  # the condition's randomness is seeded by these
+        settings["seeded_by"] = [task.seed, task.name, split]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    try:
+        digest.update(manifest.read_bytes())
+    except OSError:
+        digest.update(b"unreadable")
+    for row in rows:
+        try:
+            stat = row.audio.stat()
+            digest.update(f"{row.audio}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{row.audio}|missing\n".encode())
+    return digest.hexdigest()[:16]
