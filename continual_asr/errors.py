@@ -19,3 +19,7 @@ class DataError(CasrError):
 
 class TrainingError(CasrError):
     """Training cannot go on (for example a non-finite loss)."""
+
+
+class ResultsError(CasrError):
+    """A run folder without a usable results.json, or runs that cannot be compared."""

@@ -22,12 +22,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """A temporary file renamed into place: readers never see half a file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
 
 
 def format_wer_table(results: dict) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import jiwer
 import torch
 from avalanche.evaluation import PluginMetric
@@ -31,11 +33,16 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
 
 
 class WordErrorRate(PluginMetric[float]):
-    """WER per evaluation experience; ``results`` maps experience index -> latest WER (%)."""
+    """WER per evaluation experience; ``results`` maps experience index -> latest WER (%).
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    Emitted at x = the number of finished training experiences (0 = before any), named with
+    the test set's task when ``columns`` (task names in experience order) are given.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, columns: Sequence[str] = ()) -> None:
         super().__init__()
         self.tokenizer = tokenizer
+        self.columns = list(columns)
         self.references: list[str] = []
         self.hypotheses: list[str] = []
         self.results: dict[int, float] = {}
@@ -61,8 +68,10 @@ class WordErrorRate(PluginMetric[float]):
         index = strategy.experience.current_experience
         value = self.result()
         self.results[index] = value
-        name = f"WER/eval_phase/test_stream/Exp{index:03d}"
-        return [MetricValue(self, name, value, strategy.clock.train_iterations)]
+        name = f"WER_Exp/eval_phase/test_stream/Exp{index:03d}"
+        if index < len(self.columns):
+            name += f"_{self.columns[index]}"
+        return [MetricValue(self, name, value, strategy.clock.train_exp_counter)]
 
     def __str__(self) -> str:
         return "WER"

@@ -1,0 +1,152 @@
+"""``casr compare``: several finished runs of one stream side by side, seeds aggregated.
+
+Runs that differ only in their seed (same strategy, preset and config) form one group; each
+number of the table is the group's mean, with the sample standard deviation (n - 1) when the
+group has several runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import ResultsError
+from ..evaluation.summary import compute_metrics
+from ..results import write_bytes_atomic
+from .plots import Series, overlay_png
+from .runs import load_results, reference_wers
+from .tables import csv_text, fmt, markdown_table, row_labels
+
+# (column, digits, value of a run's summary)
+FIELDS: list[tuple[str, int, Callable[[dict], float | None]]] = [
+    ("final mean WER", 2, lambda s: s["final_mean_wer"]),
+    ("BWT", 2, lambda s: s["backward_transfer"]),
+    ("mean max forgetting", 2, lambda s: s["mean_max_forgetting"]),
+    ("zero-shot WER", 2, lambda s: s["zero_shot_wer"]),
+    ("zero-shot change", 2, lambda s: s["zero_shot_change"]),
+    ("FWT", 2, lambda s: s["mean_forward_transfer"]),
+    ("intransigence", 2, lambda s: s["mean_intransigence"]),
+    ("trained params/step", 0, lambda s: s["cost"]["trained_parameters_per_step"]),
+    ("stored params", 0, lambda s: s["cost"]["stored_parameters"]),
+    ("train s", 1, lambda s: s["cost"]["train_seconds"]),
+    ("eval RTF", 4, lambda s: s["cost"]["eval_rtf"]),
+]
+OPTIONAL = {"FWT", "intransigence"}  # shown only when some run has a reference
+
+
+@dataclass
+class RunGroup:
+    """The runs of one strategy and config (one per seed)."""
+
+    label: str
+    runs: list[dict] = field(default_factory=list)  # results dicts
+    metrics: list[dict] = field(default_factory=list)  # compute_metrics of each
+
+    @property
+    def seeds(self) -> list:
+        return [r.get("seed") for r in self.runs]
+
+    def values(self, get: Callable[[dict], float | None]) -> list[float]:
+        return [v for v in (get(m["summary"]) for m in self.metrics) if v is not None]
+
+
+def _key(results: dict) -> tuple:
+    return results["strategy"], results.get("preset"), json.dumps(results.get("config", {}), sort_keys=True)
+
+
+def _labels(groups: list[RunGroup]) -> None:
+    """Strategy names, plus the config fields that tell apart groups of the same strategy."""
+    for group in groups:
+        twins = [g for g in groups if g.runs[0]["strategy"] == group.runs[0]["strategy"]]
+        if len(twins) == 1:
+            continue
+        own = {"preset": group.runs[0].get("preset"), **group.runs[0].get("config", {})}
+        differing = [k for k, v in own.items()
+                     if any({"preset": t.runs[0].get("preset"), **t.runs[0].get("config", {})}.get(k) != v
+                            for t in twins)]
+        group.label += " (" + ", ".join(f"{k}={own[k]}" for k in differing) + ")"
+
+
+def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path | str] = ()) -> list[RunGroup]:
+    """Load and group finished runs of one stream; ``reference_dirs`` replace each run's stored
+    reference runs (for forward transfer and intransigence)."""
+    if not run_dirs:
+        raise ResultsError("compare needs at least one run folder")
+    groups: dict[tuple, RunGroup] = {}
+    first = None
+    for run_dir in run_dirs:
+        results = load_results(run_dir)
+        if first is None:
+            first = (run_dir, results)
+        elif results["columns"] != first[1]["columns"]:
+            raise ResultsError(f"{run_dir}: a run of stream '{results['stream']['name']}', not of "
+                               f"'{first[1]['stream']['name']}' like {first[0]}; compare runs of one stream")
+        if not results.get("complete"):
+            raise ResultsError(f"{run_dir}: incomplete run ({len(results['wer_matrix'])} of "
+                               f"{len(results['tasks'])} tasks); finish it by rerunning casr run into it")
+        if reference_dirs:
+            results = {**results, "references": reference_wers(reference_dirs, results)}
+        group = groups.setdefault(_key(results), RunGroup(results["strategy"]))
+        group.runs.append(results)
+        group.metrics.append(compute_metrics(results))
+    ordered = list(groups.values())
+    _labels(ordered)
+    return ordered
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def _fields(groups: list[RunGroup]) -> list[tuple[str, int, Callable]]:
+    return [f for f in FIELDS if f[0] not in OPTIONAL or any(g.values(f[2]) for g in groups)]
+
+
+def comparison_markdown(groups: list[RunGroup]) -> str:
+    """The table for the terminal: 'mean ± std' per cell (just the mean for a single run)."""
+    fields = _fields(groups)
+    rows = []
+    for group in groups:
+        cells = []
+        for _, digits, get in fields:
+            mean, std = _mean_std(group.values(get))
+            cells.append(fmt(mean, digits) + ("" if std is None else f" ± {fmt(std, digits)}"))
+        rows.append([group.label, ", ".join(map(str, group.seeds)), *cells])
+    return markdown_table(["strategy", "seeds", *(f[0] for f in fields)], rows)
+
+
+def comparison_csv(groups: list[RunGroup]) -> str:
+    """One row per group: its runs, then mean and std of every number (std empty for one run)."""
+    fields = _fields(groups)
+    header = ["strategy", "runs", "seeds"]
+    for name, _, _ in fields:
+        header += [f"{name} mean", f"{name} std"]
+    rows = []
+    for group in groups:
+        row = [group.label, len(group.runs), " ".join(map(str, group.seeds))]
+        for _, _, get in fields:
+            mean, std = _mean_std(group.values(get))
+            row += [None if mean is None else round(mean, 4), None if std is None else round(std, 4)]
+        rows.append(row)
+    return csv_text(header, rows)
+
+
+def write_comparison(groups: list[RunGroup], out_dir: Path) -> list[Path]:
+    """compare.csv and compare.png (AWER and zero-shot WER per step, one line per group)."""
+    out_dir = Path(out_dir)
+    series = [Series(g.label,
+                     np.array([[s["average_wer"] for s in m["per_step"]] for m in g.metrics], dtype=float),
+                     np.array([[s["zero_shot_wer"] for s in m["per_step"]] for m in g.metrics], dtype=float))
+              for g in groups]
+    first = groups[0].runs[0]
+    title = f"{first['stream']['name']}: {sum(len(g.runs) for g in groups)} runs, mean \u00b1 std over seeds"
+    csv_path, png_path = out_dir / "compare.csv", out_dir / "compare.png"
+    write_bytes_atomic(csv_path, comparison_csv(groups).encode("utf-8"))
+    write_bytes_atomic(png_path, overlay_png(series, row_labels(first), title))
+    return [csv_path, png_path]

@@ -1,0 +1,136 @@
+"""report.html: one self-contained page per run (inline CSS, plots embedded as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html import escape
+from typing import Any, Sequence
+
+from .tables import METRIC_FIELDS, fmt, row_labels
+
+STYLE = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child, table.kv td { text-align: left; }
+th { background: #f3f3f3; } td.diag { font-weight: bold; background: #eef4ff; }
+img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.85em; }
+"""
+
+DEFINITIONS = [
+    ("AWER_k", "mean over j &le; k of W[k, j]: WER over the tasks seen so far (base task = task 0)"),
+    ("BWT_k", "mean over j &lt; k of (W[j, j] &minus; W[k, j]); negative = forgetting"),
+    ("forgetting F_k(j)", "W[k, j] &minus; W[j, j]: WER points lost on task j since it was learned (positive = forgot)"),
+    ("max forgetting", "max over j &lt; l &le; k of (W[l, j] &minus; W[j, j]): the worst loss since it was learned"),
+    ("zero-shot change", "z[k] &minus; z[0] in WER points, and 100 (z[k] &minus; z[0]) / z[0] in %"),
+    ("FWT_k", "S[k] &minus; W[k, k], S = single-task reference (positive = earlier tasks helped)"),
+    ("intransigence I_k", "W[k, k] &minus; J[k], J = joint-training reference (positive = learns worse)"),
+    ("eval RTF", "evaluation seconds / seconds of test audio"),
+]
+
+
+class _Cell(str):
+    """A ready-made ``<td>`` element (not escaped again)."""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(c if isinstance(c, _Cell) else f"<td>{escape(str(c))}</td>" for c in row)
+                   + "</tr>" for row in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+
+
+def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
+    return _table(["", ""], [(k, v) for k, v in pairs], cls="kv")
+
+
+def _matrix(results: dict, per_step: list[dict]) -> str:
+    columns = results["columns"]
+    rows = [[results["base_wer"][c] for c in columns]] + list(results["wer_matrix"])
+    body = []
+    for k, (label, row) in enumerate(zip(row_labels(results), rows)):
+        cells = [_Cell(f'<td class="diag">{v:.2f}</td>') if j == k else f"{v:.2f}" for j, v in enumerate(row)]
+        body.append([label, *cells, fmt(per_step[k]["average_wer"], 2)])
+    header = ["WER %", *columns[:-1], f"{columns[-1]} (zero-shot)", "AWER"]
+    return _table(header, body) + '<p class="note">bold: the task just learned (W[k, k]).</p>'
+
+
+def _per_step(results: dict, per_step: list[dict]) -> str:
+    steps = [None] + list(results["steps"])
+    body = []
+    for label, block, step in zip(row_labels(results), per_step, steps):
+        cost = ["-", "-", fmt(results["base_model"]["eval_seconds"], 2)] if step is None else [
+            f"{step['parameters']['trained']:,}", fmt(step["train_seconds"], 1), fmt(step["eval_seconds"], 2)]
+        body.append([label, *(fmt(block[f], 3 if f == "eval_rtf" else 2) for f in METRIC_FIELDS), *cost])
+    return _table(["after", *METRIC_FIELDS, "trained params", "train s", "eval s"], body)
+
+
+def _forgetting(results: dict, summary: dict) -> str:
+    tasks = list(summary["forgetting"])
+    if not tasks:
+        return "<p>No task has been followed by another yet.</p>"
+    return _table(["task", "final forgetting (points)", "max forgetting (points)"],
+                  [[t, fmt(summary["forgetting"][t], 2), fmt(summary["max_forgetting"][t], 2)] for t in tasks])
+
+
+def _references(results: dict) -> str:
+    references = results.get("references") or {}
+    if not references:
+        return ('<p>None given (<code>casr run --reference-runs DIR...</code> with an adapter-oracle run for '
+                "single-task and a joint run): forward transfer and intransigence are not computed.</p>")
+    return _table(["role", "runs", "reference WER per task"],
+                  [[role, ", ".join(entry["runs"]), json.dumps(entry["wer"])] for role, entry in references.items()])
+
+
+def _image(title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<h2>{escape(title)}</h2><img alt="{escape(title)}" src="data:image/png;base64,{data}">'
+
+
+def report_html(results: dict, metrics: dict, images: dict[str, bytes]) -> str:
+    """The whole page: the run, its key numbers, the WER matrix, the metrics per step, the plots
+    (``images``: title -> PNG bytes), the references, the metric definitions and the config."""
+    summary = metrics["summary"]
+    cost = summary["cost"]
+    stream = results["stream"]
+    done = f"{len(results['wer_matrix'])} of {len(results['tasks'])} tasks"
+    overview = _kv([
+        ("stream", f"{stream['name']}: {stream.get('description', '')}"), ("stream file", stream.get("source", "")),
+        ("strategy", results["strategy"]), ("preset", results.get("preset", "")), ("seed", results.get("seed", "")),
+        ("status", "complete" if results.get("complete") else f"incomplete ({done})"),
+        ("tasks", f"base {results['base_task']}; stream {', '.join(results['tasks'])}; "
+                  f"zero-shot {results['zero_shot_task']}"),
+        ("device, wall time", f"{results.get('device', '')}, {fmt(results.get('wall_seconds'), 0)} s"),
+    ])
+    key_numbers = _kv([
+        ("final mean WER (AWER at the last step)", fmt(summary["final_mean_wer"], 2)),
+        ("backward transfer BWT", fmt(summary["backward_transfer"], 2)),
+        ("mean max forgetting", fmt(summary["mean_max_forgetting"], 2)),
+        ("zero-shot WER (change vs base)", f"{fmt(summary['zero_shot_wer'], 2)} ({fmt(summary['zero_shot_change'], 2)} "
+                                           f"points, {fmt(summary['zero_shot_change_relative'], 1)} %)"),
+        ("mean forward transfer", fmt(summary["mean_forward_transfer"], 2)),
+        ("mean intransigence", fmt(summary["mean_intransigence"], 2)),
+        ("parameters trained per step / stored / base", f"{fmt(cost['trained_parameters_per_step'], 0)} / "
+                                                       f"{cost['stored_parameters']:,} / {cost['base_parameters']:,}"),
+        ("training time, evaluation time (s)", f"{fmt(cost['train_seconds'], 1)}, {fmt(cost['eval_seconds'], 1)}"),
+        ("evaluation real-time factor", fmt(cost["eval_rtf"], 4)),
+    ])
+    config = _kv(sorted((key, json.dumps(value)) for key, value in results.get("config", {}).items()))
+    versions = ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items())
+    title = f"casr report: {results['strategy']} on {stream['name']}"
+    parts = [
+        f"<h1>{escape(title)}</h1>", overview, "<h2>Key numbers</h2>", key_numbers,
+        "<h2>WER matrix (%)</h2>", _matrix(results, metrics["per_step"]),
+        "<h2>Metrics after each step</h2>", _per_step(results, metrics["per_step"]),
+        "<h2>Forgetting per task</h2>", _forgetting(results, summary),
+        *(_image(name, png) for name, png in images.items()),
+        "<h2>Reference runs</h2>", _references(results),
+        "<h2>Definitions</h2>", _table(["metric", "formula (W: WER matrix with the base model as row 0)"],
+                                       [[n, _Cell(f"<td>{d}</td>")] for n, d in DEFINITIONS]),
+        "<h2>Config</h2>", config, f'<p class="note">{escape(versions)}</p>',
+    ]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

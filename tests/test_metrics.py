@@ -1,0 +1,149 @@
+"""Continual-learning metric formulas on hand-made WER matrices, and their Avalanche wrappers."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fake_results import fake_results, write_run
+
+from continual_asr.errors import ResultsError
+from continual_asr.evaluation.metrics import (average_wer, backward_transfer, forgetting, forward_transfer,
+                                              intransigence, max_forgetting, real_time_factor, zero_shot_change)
+from continual_asr.evaluation.plugin_metrics import AverageWER, BackwardTransfer, Forgetting, ZeroShotWER
+from continual_asr.evaluation.summary import attach_metrics, compute_metrics
+from continual_asr.reporting import reference_wers
+
+# Rows: base model, after t1, after t2. Columns: base task, t1, t2 (learned), and zero-shot Z.
+LEARNED = np.array([[10.0, 50.0, 60.0],
+                    [12.0, 20.0, 55.0],
+                    [11.0, 25.0, 30.0]])
+ZERO_SHOT = np.array([40.0, 38.0, 44.0])
+
+
+def test_average_wer_is_the_mean_over_tasks_seen_so_far():
+    assert average_wer(LEARNED, 0) == 10.0
+    assert average_wer(LEARNED, 1) == 16.0  # (12 + 20) / 2: t2 not seen yet
+    assert average_wer(LEARNED, 2) == pytest.approx(22.0)  # (11 + 25 + 30) / 3
+
+
+def test_backward_transfer_is_negative_when_earlier_tasks_get_worse():
+    assert backward_transfer(LEARNED, 0) is None
+    assert backward_transfer(LEARNED, 1) == -2.0  # 10 - 12
+    assert backward_transfer(LEARNED, 2) == pytest.approx(-3.0)  # ((10 - 11) + (20 - 25)) / 2
+
+
+def test_forgetting_final_and_worst_since_learned():
+    assert forgetting(LEARNED, 2).tolist() == [1.0, 5.0]  # 11 - 10, 25 - 20
+    assert max_forgetting(LEARNED, 2).tolist() == [2.0, 5.0]  # the base task was worst after t1 (12 - 10)
+    assert forgetting(LEARNED, 0).size == 0
+    # the mean of the final forgetting is minus BWT, at every step
+    for k in (1, 2):
+        assert forgetting(LEARNED, k).mean() == pytest.approx(-backward_transfer(LEARNED, k))
+
+
+def test_improvement_after_learning_is_negative_forgetting_and_positive_bwt():
+    better = np.array([[10.0, 50.0], [8.0, 20.0]])
+    assert forgetting(better, 1).tolist() == [-2.0]
+    assert max_forgetting(better, 1).tolist() == [-2.0]
+    assert backward_transfer(better, 1) == 2.0
+
+
+def test_zero_shot_change_against_the_base_model():
+    assert zero_shot_change(ZERO_SHOT, 0) == (0.0, 0.0)
+    assert zero_shot_change(ZERO_SHOT, 1) == (-2.0, -5.0)
+    assert zero_shot_change(ZERO_SHOT, 2) == (4.0, 10.0)
+    assert zero_shot_change([0.0, 5.0], 1) == (5.0, None)
+
+
+def test_forward_transfer_and_intransigence_against_references():
+    single, joint = {1: 24.0, 2: 28.0}, {1: 18.0, 2: 27.0}
+    assert forward_transfer(LEARNED, 1, single) == 4.0  # 24 - 20: better than learning t1 alone
+    assert forward_transfer(LEARNED, 2, single) == -2.0  # 28 - 30
+    assert intransigence(LEARNED, 1, joint) == 2.0  # 20 - 18
+    assert intransigence(LEARNED, 2, joint) == 3.0  # 30 - 27
+    assert forward_transfer(LEARNED, 0, single) is None and intransigence(LEARNED, 2, {}) is None
+
+
+def test_metrics_of_an_unfinished_run_and_bad_steps():
+    partial = LEARNED[:2]  # two rows, three learned columns
+    assert average_wer(partial, 1) == 16.0 and backward_transfer(partial, 1) == -2.0
+    with pytest.raises(ValueError):
+        average_wer(partial, 2)
+    assert real_time_factor(2.0, 40.0) == 0.05 and real_time_factor(1.0, 0.0) is None
+
+
+def _fake():
+    rows = np.column_stack([LEARNED, ZERO_SHOT])
+    return fake_results(rows[0].tolist(), rows[1:].tolist())
+
+
+def test_summary_from_results_json_alone():
+    metrics = compute_metrics(_fake())
+    per_step, summary = metrics["per_step"], metrics["summary"]
+    assert [s["average_wer"] for s in per_step] == [10.0, 16.0, 22.0]
+    assert [s["backward_transfer"] for s in per_step] == [None, -2.0, -3.0]
+    assert [s["zero_shot_wer"] for s in per_step] == [40.0, 38.0, 44.0]
+    assert per_step[1]["forgetting"] == {"base": 2.0}
+    assert summary["final_mean_wer"] == 22.0 and summary["backward_transfer"] == -3.0
+    assert summary["forgetting"] == {"base": 1.0, "t1": 5.0}
+    assert summary["max_forgetting"] == {"base": 2.0, "t1": 5.0} and summary["mean_max_forgetting"] == 3.5
+    assert (summary["zero_shot_change"], summary["zero_shot_change_relative"]) == (4.0, 10.0)
+    assert summary["mean_forward_transfer"] is None and summary["forward_transfer"] == {}
+    cost = summary["cost"]
+    assert cost["train_seconds"] == 20.0 and cost["eval_seconds"] == 4.0 and cost["stored_parameters"] == 1100
+    assert cost["eval_rtf"] == pytest.approx(4.0 / (40.0 * 2))  # 2 s per step over 4 x 10 s of test audio
+    assert per_step[0]["eval_rtf"] == 0.1  # the base model's evaluation: 4 s over 40 s
+
+
+def test_attach_metrics_only_adds_keys():
+    results = _fake()
+    before = {k: v for k, v in results.items()}
+    attach_metrics(results)
+    assert all(results[k] == v for k, v in before.items() if k not in ("base_model", "steps"))
+    assert {"metrics"} == set(results["steps"][0]) - {"task", "wer", "train_seconds", "eval_seconds", "parameters"}
+    assert results["base_model"]["metrics"]["average_wer"] == 10.0 and results["summary"]["steps_done"] == 2
+
+
+def test_reference_runs_give_forward_transfer_and_intransigence(tmp_path):
+    oracle = fake_results([10, 50, 60, 40], [[10, 24, 60, 40], [10, 24, 28, 40]], strategy="adapter-oracle")
+    joint = fake_results([10, 50, 60, 40], [[9, 18, 50, 40], [9, 19, 27, 40]], strategy="joint")
+    results = _fake()
+    results["references"] = reference_wers([write_run(tmp_path / "o", oracle), write_run(tmp_path / "j", joint)],
+                                           results)
+    assert results["references"]["single-task"]["wer"] == {"t1": 24, "t2": 28}
+    summary = compute_metrics(results)["summary"]
+    assert summary["forward_transfer"] == {"t1": 4.0, "t2": -2.0} and summary["mean_forward_transfer"] == 1.0
+    assert summary["intransigence"] == {"t1": 2.0, "t2": 3.0} and summary["mean_intransigence"] == 2.5
+
+
+def test_reference_runs_must_be_references_of_the_same_stream(tmp_path):
+    finetune = write_run(tmp_path / "f", fake_results([1, 2, 3, 4], [[1, 2, 3, 4]], strategy="finetune"))
+    with pytest.raises(ResultsError, match="strategy 'finetune' is not a reference run"):
+        reference_wers([finetune], _fake())
+    other = fake_results([1, 2, 3], [[1, 2, 3]], strategy="joint", columns=["base", "t1", "zs"])
+    with pytest.raises(ResultsError, match="must be a run of the same stream"):
+        reference_wers([write_run(tmp_path / "other", other)], _fake())
+
+
+def test_avalanche_metrics_update_result_reset_and_emit_at_the_step():
+    wer = SimpleNamespace(results={})
+    columns = ["base", "t1", "t2", "zs"]
+    metrics = [cls(wer, columns) for cls in (AverageWER, BackwardTransfer, Forgetting, ZeroShotWER)]
+    rows = np.column_stack([LEARNED, ZERO_SHOT])
+    for metric in metrics:
+        metric.update(rows[0])
+    wer.results = dict(enumerate(rows[1]))
+    emitted = {v.name: (v.value, v.x_plot) for m in metrics
+               for v in m.after_eval(SimpleNamespace(clock=SimpleNamespace(train_exp_counter=1)))}
+    assert emitted == {
+        "AWER/eval_phase/test_stream": (16.0, 1),
+        "BWT/eval_phase/test_stream": (-2.0, 1),
+        "Forgetting_Exp/eval_phase/test_stream/Exp000_base": (2.0, 1),
+        "ZeroShot/eval_phase/test_stream/WER": (38.0, 1),
+        "ZeroShot/eval_phase/test_stream/change": (-2.0, 1),
+        "ZeroShot/eval_phase/test_stream/change_relative": (-5.0, 1),
+    }
+    metrics[0].update(rows[2])
+    assert metrics[0].result() == {"": pytest.approx(22.0)}
+    metrics[0].reset()
+    assert metrics[0].rows == []

@@ -1,0 +1,131 @@
+"""`casr plot` and `casr compare` on hand-written results.json files; `casr run --seeds` plumbing."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+from fake_results import fake_results, write_run
+
+from continual_asr.cli import main
+from continual_asr.reporting import RUN_FILES
+
+BASE = [10.0, 50.0, 60.0, 40.0]
+
+
+def _run_dir(tmp_path, name, final_t1=25.0, strategy="adapter-fusion", seed=0, **kwargs):
+    matrix = [[12.0, 20.0, 55.0, 38.0], [11.0, final_t1, 30.0, 44.0]]
+    return write_run(tmp_path / name, fake_results(BASE, matrix, strategy=strategy, seed=seed, **kwargs))
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def test_plot_rebuilds_every_file_from_results_json_alone(tmp_path):
+    run = _run_dir(tmp_path, "run")
+    result = _invoke("plot", run)
+    assert result.exit_code == 0, result.output
+    for name in RUN_FILES:
+        assert (run / name).stat().st_size > 0, name
+    assert sorted(p.name for p in run.iterdir()) == sorted([*RUN_FILES, "results.json"])  # no temporary files left
+    for png in ("forgetting_curves.png", "wer_matrix.png"):
+        assert (run / png).read_bytes().startswith(b"\x89PNG")
+    rows = list(csv.reader((run / "wer_matrix.csv").open()))
+    assert rows[0] == ["after", "base", "t1", "t2", "zs"]
+    assert rows[1] == ["base model", "10.0", "50.0", "60.0", "40.0"] and rows[2][0] == "after t1"
+    metrics = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [m["average_wer"] for m in metrics] == ["10.0", "16.0", "22.0"]
+    assert metrics[2]["backward_transfer"] == "-3.0" and metrics[2]["max_forgetting:base"] == "2.0"
+    page = (run / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "http://" not in page and "https://" not in page  # self-contained
+    for text in ("adapter-fusion", "a hand-written stream", "22.00", "-3.00", "adapter_dim", "zs (zero-shot)"):
+        assert text in page, text
+
+
+def test_plot_is_deterministic_and_leaves_results_json_alone(tmp_path):
+    run = _run_dir(tmp_path, "run")
+    before = (run / "results.json").read_text()
+    _invoke("plot", run)
+    first = {name: (run / name).read_bytes() for name in ("wer_matrix.csv", "metrics.csv", "report.html")}
+    _invoke("plot", run)
+    assert first == {name: (run / name).read_bytes() for name in first}
+    assert (run / "results.json").read_text() == before
+
+
+def test_compare_aggregates_seeds_into_mean_and_std(tmp_path):
+    runs = [_run_dir(tmp_path, f"fusion{s}", final_t1=t1, seed=s) for s, t1 in ((0, 25.0), (1, 28.0), (2, 31.0))]
+    finetune = _run_dir(tmp_path, "finetune", final_t1=40.0, strategy="finetune", trained=1000)
+    result = _invoke("compare", *runs, finetune, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    table = {row["strategy"]: row for row in csv.DictReader((tmp_path / "cmp" / "compare.csv").open())}
+    fusion = table["adapter-fusion"]
+    assert fusion["runs"] == "3" and fusion["seeds"] == "0 1 2"
+    # final mean WER per seed: (11 + t1 + 30) / 3 = 22, 23, 24 -> mean 23, sample std 1
+    assert float(fusion["final mean WER mean"]) == pytest.approx(23.0)
+    assert float(fusion["final mean WER std"]) == pytest.approx(1.0)
+    # BWT per seed: ((10 - 11) + (20 - t1)) / 2 = -3, -4.5, -6 -> mean -4.5, std 1.5
+    assert float(fusion["BWT mean"]) == pytest.approx(-4.5) and float(fusion["BWT std"]) == pytest.approx(1.5)
+    assert table["finetune"]["runs"] == "1" and table["finetune"]["final mean WER std"] == ""
+    assert float(table["finetune"]["trained params/step mean"]) == 1000
+    assert "FWT mean" not in fusion  # no reference runs given
+    assert "23.00 ± 1.00" in result.output and "| adapter-fusion" in result.output
+    assert (tmp_path / "cmp" / "compare.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_compare_keeps_different_configs_of_one_strategy_apart(tmp_path):
+    a = _run_dir(tmp_path, "a", config={"adapter_dim": 8})
+    b = _run_dir(tmp_path, "b", config={"adapter_dim": 16})
+    result = _invoke("compare", a, b, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    assert "adapter-fusion (adapter_dim=8)" in result.output and "adapter-fusion (adapter_dim=16)" in result.output
+
+
+def test_compare_with_reference_runs_adds_forward_transfer(tmp_path):
+    oracle = write_run(tmp_path / "oracle", fake_results(BASE, [[10, 24, 60, 40], [10, 24, 28, 40]],
+                                                         strategy="adapter-oracle"))
+    result = _invoke("compare", _run_dir(tmp_path, "run"), "--reference-runs", oracle, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    row = next(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert float(row["FWT mean"]) == pytest.approx(1.0)  # (24 - 20 + 28 - 30) / 2
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "empty", "empty: no results.json (not a casr run folder)"),
+    (lambda p: write_run(p / "half", fake_results(BASE, [[12.0, 20.0, 55.0, 38.0]])), "half: incomplete run (1 of 2"),
+    (lambda p: write_run(p / "other", fake_results([1, 2, 3], [[1, 2, 3]], columns=["base", "t1", "zs"])),
+     "compare runs of one stream"),
+])
+def test_compare_errors_are_one_line_naming_the_folder(tmp_path, make, message):
+    folder = make(tmp_path)
+    folder.mkdir(exist_ok=True)
+    result = _invoke("compare", _run_dir(tmp_path, "good"), folder, "--out", tmp_path / "cmp")
+    assert result.exit_code == 2 and message in result.output
+    assert result.output.startswith("casr: error: ") and result.output.count("\n") == 1
+
+
+def test_plot_of_a_folder_without_results_names_it(tmp_path):
+    result = _invoke("plot", tmp_path / "nothing")
+    assert result.exit_code == 2 and "nothing: no results.json" in result.output
+
+
+def test_run_with_seeds_runs_each_seed_into_a_sub_folder_then_compares(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_stream(stream, strategy, config, out, *, seed, reference_runs, **kwargs):
+        calls.append((seed, out.name, reference_runs))
+        results = fake_results(BASE, [[12.0, 20.0, 55.0, 38.0], [11.0, 25.0 + seed, 30.0, 44.0]],
+                               strategy=strategy.name, seed=seed)
+        (out / "results.json").write_text(json.dumps(results))
+        return results
+
+    monkeypatch.setattr("continual_asr.runner.run_stream", fake_run_stream)
+    out = tmp_path / "multi"
+    result = _invoke("run", "--stream", "tiny", "--preset", "tiny", "--out", out, "--seeds", "0,1,2", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert calls == [(0, "seed0", []), (1, "seed1", []), (2, "seed2", [])]
+    assert (out / "compare.csv").is_file() and "0, 1, 2" in result.output
+    assert _invoke("run", "--stream", "tiny", "--seed", "1", "--seeds", "0,1", "--out", out).output == \
+        "casr: error: give --seed or --seeds, not both\n"
+    assert "--seeds must be integers" in _invoke("run", "--stream", "tiny", "--seeds", "0,x", "--out", out).output
