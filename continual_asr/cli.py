@@ -10,7 +10,9 @@ import click
 
 from .errors import CasrError
 
-OUT_HELP = "output folder (default: runs/STREAM-STRATEGY-seedN)"
+OUT_HELP = "output folder (default: runs/STREAM-STRATEGY-seedN; with --seeds: runs/STREAM-STRATEGY/seedN)"
+REFERENCE_HELP = ("a reference run folder of the same stream (adapter-oracle: single-task, joint: joint) for "
+                  "forward transfer and intransigence; repeatable")
 
 
 def _one_line_errors(command):
@@ -28,6 +30,18 @@ def _one_line_errors(command):
             sys.exit(130)
 
     return wrapper
+
+
+def _parse_seeds(text: str) -> list[int]:
+    from .errors import ConfigError
+
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be integers separated by commas, got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds must name distinct seeds, got '{text}'")
+    return seeds
 
 
 def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str):
@@ -58,25 +72,82 @@ def main() -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device")
 @click.option("--quiet", is_flag=True, help="no progress bars or log lines on the terminal (run.log still gets them)")
 @click.option("--overwrite", is_flag=True, help="start over even if --out holds an earlier run (default: continue it)")
+@click.option("--seeds", default=None, metavar="N,N,...",
+              help="run these seeds one after another into OUT/seedN sub-folders, then compare them")
+@click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
 @_one_line_errors
-def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet, overwrite) -> None:
+def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet, overwrite, seeds,
+        reference_runs) -> None:
     """Learn the stream's tasks one after another; WER on every task after each step.
 
-    Rerunning the same command into the same --out continues after the last finished task.
+    Writes results.json, wer_matrix.csv, metrics.csv, forgetting_curves.png, wer_matrix.png,
+    report.html, run.log and TensorBoard events into --out. Rerunning the same command into
+    the same --out continues after the last finished task.
     """
+    from click.core import ParameterSource
+
+    from .errors import ConfigError
     from .registry import get_strategy
+    from .reporting import compare_runs, comparison_markdown, write_comparison
     from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
 
     config, stream = _common(preset, overrides, stream_name)
     strategy = get_strategy(strategy_name)
-    out = Path(out_dir or f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}-seed{seed}")
-    ensure_writable(out, "--out")
-    setup_logging(out, quiet)
-    results = run_stream(stream, strategy, config, out, seed=seed, preset=preset,
-                         cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet,
-                         overwrite=overwrite)
-    click.echo(format_wer_table(results))
-    click.echo(f"wall time {results['wall_seconds']:.0f} s; results in {out / 'results.json'}")
+    name = f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}"
+    if seeds is None:
+        targets = [(seed, Path(out_dir or f"{name}-seed{seed}"))]
+    else:
+        if click.get_current_context().get_parameter_source("seed") is not ParameterSource.DEFAULT:
+            raise ConfigError("give --seed or --seeds, not both")
+        base = Path(out_dir or name)
+        targets = [(s, base / f"seed{s}") for s in _parse_seeds(seeds)]
+    for run_seed, out in targets:
+        ensure_writable(out, "--out")
+        setup_logging(out, quiet)
+        results = run_stream(stream, strategy, config, out, seed=run_seed, preset=preset,
+                             cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet,
+                             overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs])
+        click.echo(format_wer_table(results))
+        click.echo(f"wall time {results['wall_seconds']:.0f} s; results.json, plots and report.html in {out}")
+    if len(targets) > 1:
+        groups = compare_runs([out for _, out in targets])
+        paths = write_comparison(groups, base)
+        click.echo(comparison_markdown(groups))
+        click.echo("comparison: " + ", ".join(map(str, paths)))
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("--out", "out_dir", default=None, help="where compare.csv and compare.png go (default: runs/compare-STREAM)")
+@click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
+@_one_line_errors
+def compare(run_dirs, out_dir, reference_runs) -> None:
+    """Compare finished runs of one stream: a table (mean ± std over seeds) and an overlay plot.
+
+    Runs that differ only in their seed are aggregated. The table is printed as markdown and
+    written as compare.csv; compare.png shows AWER and zero-shot WER per step per strategy.
+    """
+    from .folders import ensure_writable
+    from .reporting import compare_runs, comparison_markdown, write_comparison
+
+    groups = compare_runs(run_dirs, reference_runs)
+    out = ensure_writable(Path(out_dir or f"runs/compare-{groups[0].runs[0]['stream']['name']}"), "--out")
+    paths = write_comparison(groups, out)
+    click.echo(comparison_markdown(groups))
+    click.echo("written: " + ", ".join(map(str, paths)))
+
+
+@main.command()
+@click.argument("run_dir")
+@_one_line_errors
+def plot(run_dir) -> None:
+    """Re-create a run's CSVs, plots and report.html from its results.json alone."""
+    from .folders import ensure_writable
+    from .reporting import load_results, write_run_outputs
+
+    results = load_results(run_dir)
+    paths = write_run_outputs(results, ensure_writable(Path(run_dir), "run folder"))
+    click.echo("written: " + ", ".join(map(str, paths)))
 
 
 @main.command()

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche.logging import TensorboardLogger
 
 from .config import RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError
-from .evaluation.wer import WordErrorRate
+from .evaluation.plugin_metrics import make_evaluator
+from .evaluation.summary import attach_metrics
+from .folders import ensure_writable
 from .registry import StrategyInfo
+from .reporting import reference_wers, write_run_outputs
 from .results import SCHEMA_VERSION, format_wer_table, package_versions, write_json_atomic
 from .stream import StreamSpec
 from .training.pretrain import pretrain_base_model, save_checkpoint
@@ -24,23 +29,12 @@ from .training.progress import ProgressPlugin
 
 log = logging.getLogger("continual_asr")
 CHECKPOINT = "checkpoint.pt"
+FRAME_SECONDS = 0.01  # the log-mel hop (continual_asr.data.features.log_mel): audio seconds per frame
 
 
 def default_cache_dir() -> Path:
     import os
     return Path(os.environ.get("CASR_CACHE", Path.home() / ".cache" / "continual-asr"))
-
-
-def ensure_writable(folder: Path, what: str) -> Path:
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise CasrError(f"{what} {folder}: not writable ({exc.strerror or exc})") from None
-    return folder
 
 
 def setup_logging(out_dir: Path | None, quiet: bool) -> None:
@@ -80,9 +74,29 @@ def _load_previous(out_dir: Path, identity: dict) -> dict | None:
 
 
 def _save(out_dir: Path, model, cl_strategy, results: dict) -> None:
-    """Checkpoint first, then results.json: both atomic, and the checkpoint holds the results too."""
-    save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state())
+    """Checkpoint first, then results.json, then the CSVs, plots and report: all atomic; the
+    checkpoint holds the results and the Avalanche clock (the x of the logged metrics) too."""
+    attach_metrics(results)
+    clock = {k: v for k, v in vars(cl_strategy.clock).items() if isinstance(v, int)}
+    save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state(),
+                    clock=clock)
     write_json_atomic(out_dir / "results.json", results)
+    write_run_outputs(results, out_dir)
+
+
+def _refresh_finished(out_dir: Path, checkpoint: dict, references: dict | None) -> dict:
+    """A finished run asked again: new references (if given) and metrics into its checkpoint and
+    results.json, and every output file rewritten."""
+    results = checkpoint["results"]
+    if references is not None:
+        results["references"] = references
+    attach_metrics(results)
+    tmp = out_dir / f"{CHECKPOINT}.tmp{os.getpid()}"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, out_dir / CHECKPOINT)
+    write_json_atomic(out_dir / "results.json", results)
+    write_run_outputs(results, out_dir)
+    return results
 
 
 def _step_record(task: str, columns: list[str], row: list[float], train_seconds: float, eval_seconds: float,
@@ -106,19 +120,27 @@ def _step_record(task: str, columns: list[str], row: list[float], train_seconds:
 
 def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *, seed: int = 0,
                preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
-               progress: bool = True, overwrite: bool = False) -> dict:
-    """Run ``strategy`` over ``stream``; checkpoints and results.json after every step.
+               progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = ()) -> dict:
+    """Run ``strategy`` over ``stream``; checkpoint, results.json (with the metrics), CSVs, plots,
+    report.html and TensorBoard events after every step.
 
     Rerunning the same run into the same ``out_dir`` continues after its last finished step.
+    ``reference_runs`` (single-task and joint runs of the same stream) give forward transfer and
+    intransigence; without them a resumed run keeps the references it had.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     identity = {"stream": {"name": stream.name, "source": stream.source, "description": stream.description},
                 "strategy": strategy.name, "seed": seed, "config": config.to_dict()}
+    columns = [t.name for t in stream.eval_tasks]
+    references = reference_wers(reference_runs, {"columns": columns}) if reference_runs else None
     previous = None if overwrite else _load_previous(out_dir, identity)
     if previous is not None and previous["results"]["complete"]:
-        log.info("%s already holds the finished run; nothing to do", out_dir)
-        return previous["results"]
+        log.info("%s already holds the finished run; nothing to train", out_dir)
+        return _refresh_finished(out_dir, previous, references)
+    if previous is None:  # a fresh start: events of an earlier run into out_dir would mix in
+        for stale in out_dir.glob("events.out.tfevents.*"):
+            stale.unlink()
     cache_dir = ensure_writable(cache_dir or default_cache_dir(), "cache folder")
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -129,14 +151,15 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     model, base_info = pretrain_base_model(data, config, seed, cache_dir, torch_device, progress=progress)
     seed_everything(seed)
 
-    wer = WordErrorRate(data.tokenizer)
+    tensorboard = TensorboardLogger(out_dir)
+    wer, matrix_metrics, evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard])
     cl_strategy = strategy.factory(model, config, device=torch_device, seed=seed,
-                                   plugins=[ProgressPlugin(progress)], evaluator=EvaluationPlugin(wer, loggers=[]))
+                                   plugins=[ProgressPlugin(progress)], evaluator=evaluator)
     cl_strategy.memory.add(data.dataset("train", stream.base))
     benchmark = data.benchmark()
     experiences = list(benchmark.train_stream)
-    columns = [t.name for t in stream.eval_tasks]
     total_base = model.parameter_counts()["total"]
+    audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
 
     def evaluate() -> tuple[list[float], float]:
         began = time.perf_counter()
@@ -145,9 +168,15 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
 
     if previous is not None:
         results = previous["results"]
+        results.setdefault("test_audio_seconds", audio_seconds)
         done = len(results["wer_matrix"])
         cl_strategy.restore(previous["strategy_state"], experiences[:done])
         model.load_state_dict(previous["state_dict"])
+        for name, value in previous.get("clock", {}).items():
+            setattr(cl_strategy.clock, name, value)
+        for row in [[results["base_wer"][c] for c in columns], *results["wer_matrix"]]:
+            for metric in matrix_metrics:
+                metric.update(row)
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(experiences))
     else:
         base_row, base_eval_seconds = evaluate()
@@ -159,6 +188,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             "tasks": [t.name for t in stream.tasks],
             "zero_shot_task": stream.zero_shot.name,
             "columns": columns,
+            "test_audio_seconds": audio_seconds,
             "base_wer": dict(zip(columns, base_row)),
             "wer_matrix": [],
             "steps": [],
@@ -169,7 +199,11 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             "complete": False,
         }
         done = 0
+    if references is not None:
+        results["references"] = references
+    if previous is None:
         _save(out_dir, model, cl_strategy, results)
+        tensorboard.writer.flush()
         log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
     wall_before = results["wall_seconds"]
 
@@ -186,7 +220,9 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
         results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
         _save(out_dir, model, cl_strategy, results)
+        tensorboard.writer.flush()
         log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
+    tensorboard.writer.close()
     return results
 
 
