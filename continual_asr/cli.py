@@ -11,6 +11,7 @@ import click
 from .errors import CasrError
 
 OUT_HELP = "output folder (default: runs/STREAM-STRATEGY-seedN; with --seeds: runs/STREAM-STRATEGY/seedN)"
+SKIP_BAD_HELP = "leave bad utterances out (counted in the log) instead of stopping with an error"
 REFERENCE_HELP = ("a reference run folder of the same stream (adapter-oracle: single-task, joint: joint) for "
                   "forward transfer and intransigence; repeatable")
 
@@ -75,9 +76,10 @@ def main() -> None:
 @click.option("--seeds", default=None, metavar="N,N,...",
               help="run these seeds one after another into OUT/seedN sub-folders, then compare them")
 @click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
+@click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @_one_line_errors
 def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet, overwrite, seeds,
-        reference_runs) -> None:
+        reference_runs, skip_bad) -> None:
     """Learn the stream's tasks one after another; WER on every task after each step.
 
     Writes results.json, wer_matrix.csv, metrics.csv, forgetting_curves.png, wer_matrix.png,
@@ -106,7 +108,8 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir,
         setup_logging(out, quiet)
         results = run_stream(stream, strategy, config, out, seed=run_seed, preset=preset,
                              cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet,
-                             overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs])
+                             overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs],
+                             skip_bad=skip_bad)
         click.echo(format_wer_table(results))
         click.echo(f"wall time {results['wall_seconds']:.0f} s; results.json, plots and report.html in {out}")
     if len(targets) > 1:
@@ -158,8 +161,9 @@ def plot(run_dir) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", is_flag=True)
+@click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @_one_line_errors
-def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet) -> None:
+def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet, skip_bad) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
     import torch
 
@@ -170,12 +174,44 @@ def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet) -> 
     config, stream = _common(preset, overrides, stream_name)
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
     setup_logging(None, quiet)
-    data = prepare_stream_data(stream, config, cache, progress=not quiet)
+    data = prepare_stream_data(stream, config, cache, progress=not quiet, skip_bad=skip_bad)
     model, info = pretrain_base_model(data, config, seed, cache, torch.device(device), progress=not quiet)
     state = "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s"
     click.echo(f"base model for {stream.name} ({state}): {info['path']}")
     wers = evaluate_base_model(model, data, config, torch.device(device))
     click.echo("base model WER %: " + ", ".join(f"{name} {wer:.1f}" for name, wer in wers.items()))
+
+
+@main.command(name="data")
+@click.option("--stream", "stream_name", default="accents-then-noise", show_default=True,
+              help="built-in stream name or path to a stream YAML file")
+@click.option("--preset", default="default", show_default=True, help="as for run: tiny caps utterances per task")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config field (repeatable)")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--skip-bad", is_flag=True, help="exit 0 despite problems (a run with --skip-bad leaves them out)")
+@click.option("--quiet", is_flag=True, help="no progress bars or log lines")
+@_one_line_errors
+def data_command(stream_name, preset, overrides, cache_dir, skip_bad, quiet) -> None:
+    """Prepare the stream's data and report on it, so that bad data shows up before a run.
+
+    Synthesizes or reads every task, caches its features, then prints per task and split:
+    utterances, hours, mean duration, vocabulary size (distinct words) and the problems found,
+    each naming its file and line. Exits with status 2 if there are problems, unless --skip-bad.
+    """
+    from .data.overview import format_overview
+    from .data.streamdata import load_stream_splits
+    from .errors import DataError
+    from .runner import default_cache_dir, ensure_writable, setup_logging
+
+    config, stream = _common(preset, overrides, stream_name)
+    cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
+    setup_logging(None, quiet)
+    splits, _ = load_stream_splits(stream, config, cache, progress=not quiet)
+    click.echo(format_overview(stream, splits))
+    problems = sum(len(features.problems) for features in splits.values())
+    if problems and not skip_bad:
+        raise DataError(f"{problems} problem(s) in the data of stream {stream.name} (listed above); fix them, "
+                        "or pass --skip-bad to leave those utterances out")
 
 
 @main.command(name="ls")

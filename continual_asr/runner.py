@@ -120,13 +120,16 @@ def _step_record(task: str, columns: list[str], row: list[float], train_seconds:
 
 def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *, seed: int = 0,
                preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
-               progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = ()) -> dict:
+               progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = (),
+               skip_bad: bool = False) -> dict:
     """Run ``strategy`` over ``stream``; checkpoint, results.json (with the metrics), CSVs, plots,
     report.html and TensorBoard events after every step.
 
     Rerunning the same run into the same ``out_dir`` continues after its last finished step.
     ``reference_runs`` (single-task and joint runs of the same stream) give forward transfer and
-    intransigence; without them a resumed run keeps the references it had.
+    intransigence; without them a resumed run keeps the references it had. Bad training data of
+    a later task stops the run (DataError) before that task, the steps before it kept;
+    ``skip_bad`` leaves bad utterances out instead.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -147,7 +150,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     torch_device = torch.device(device)
     seed_everything(seed)
 
-    data: StreamData = prepare_stream_data(stream, config, cache_dir, progress=progress)
+    data: StreamData = prepare_stream_data(stream, config, cache_dir, progress=progress, skip_bad=skip_bad)
     model, base_info = pretrain_base_model(data, config, seed, cache_dir, torch_device, progress=progress)
     seed_everything(seed)
 
@@ -170,6 +173,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         results = previous["results"]
         results.setdefault("test_audio_seconds", audio_seconds)
         done = len(results["wer_matrix"])
+        data.check_unchanged(results.get("data"), done)
         cl_strategy.restore(previous["strategy_state"], experiences[:done])
         model.load_state_dict(previous["state_dict"])
         for name, value in previous.get("clock", {}).items():
@@ -201,6 +205,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         done = 0
     if references is not None:
         results["references"] = references
+    results["data"] = data.identity()  # what the steps from here on train and test on
     if previous is None:
         _save(out_dir, model, cl_strategy, results)
         tensorboard.writer.flush()
@@ -223,6 +228,8 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         tensorboard.writer.flush()
         log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
     tensorboard.writer.close()
+    if not results["complete"]:  # the next task's training data is bad: stop before it, finished steps kept
+        raise data.stop_before(len(results["wer_matrix"]), out_dir)
     return results
 
 

@@ -98,7 +98,7 @@ def test_only_adapters_and_fusion_change_while_they_train(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--stream", "nope"], "unknown stream 'nope' (built in: accents-then-noise, tiny"),
+    (["--stream", "nope"], "unknown stream 'nope' (built in: accents, accents-then-noise, long, noise, tiny"),
     (["--strategy", "nope"], "unknown strategy 'nope' (valid: "),
     (["--set", "adapter_dim=x"], "config field 'adapter_dim' must be int"),
     (["--preset", "huge"], "unknown preset 'huge'"),

@@ -63,10 +63,76 @@ def test_invalid_fields_are_named_in_one_line(tmp_path, change, message):
 
 
 def test_unknown_stream_name_lists_the_builtin_ones():
-    with pytest.raises(StreamError, match="unknown stream 'nope' \\(built in: accents-then-noise, tiny"):
+    with pytest.raises(StreamError, match=r"unknown stream 'nope' \(built in: accents, accents-then-noise, long, "
+                                          r"noise, tiny; or a path"):
         load_stream("nope")
 
 
 def test_missing_yaml_file_is_named(tmp_path):
     with pytest.raises(StreamError, match="not found"):
         load_stream(str(tmp_path / "absent.yaml"))
+
+
+def test_new_builtin_streams_differ_from_the_base_in_every_task_and_share_its_base():
+    base = load_stream("accents-then-noise").base
+    sizes = {}
+    for name in ("accents", "noise", "long"):
+        stream = load_stream(name)
+        assert stream.base == base  # one base model serves every built-in stream
+        for task in (*stream.tasks, stream.zero_shot):
+            assert not task.from_manifests
+            assert set(task.voices) != set(base.voices) or not task.condition.is_clean, (name, task.name)
+        sizes[name] = (len(stream.tasks), {t.train for t in stream.tasks})
+    accents = load_stream("accents")
+    assert all(t.condition.is_clean for t in accents.tasks) and len(accents.tasks) > 3
+    assert not set(accents.zero_shot.voices) & {v for t in accents.tasks for v in t.voices}
+    noise = load_stream("noise")
+    assert {v for t in noise.tasks for v in t.voices} == {"en-us"}
+    for kind in ("white", "pink", "babble"):
+        assert len({t.condition.snr_db for t in noise.tasks if t.condition.noise == kind}) >= 2, kind
+    assert len({t.condition.rt60 for t in noise.tasks if t.condition.rt60}) >= 2
+    assert sizes["long"][0] >= 10 and max(sizes["long"][1]) < min(sizes["accents"][1])
+
+
+MINIMAL = """\
+name: my-corpus
+base: {name: clean, train: data/clean.train.jsonl, test: data/clean.test.jsonl}
+tasks:
+  - {name: accent-a, train: data/a.train.jsonl, test: data/a.test.jsonl}
+  - {name: accent-b, train: data/b.train.jsonl, test: data/b.test.jsonl}
+zero_shot: {name: unseen, test: data/unseen.test.jsonl}
+"""
+
+
+def test_manifest_tasks_resolve_paths_against_the_yaml_file(tmp_path, monkeypatch):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "stream.yaml").write_text(MINIMAL)
+    monkeypatch.chdir(tmp_path)
+    stream = load_stream("corpus/stream.yaml")
+    assert all(t.from_manifests and t.voices == () for t in stream.eval_tasks)
+    assert stream.tasks[1].train_manifest == str(tmp_path / "corpus" / "data" / "b.train.jsonl")
+    assert stream.zero_shot.test_manifest.endswith("unseen.test.jsonl") and stream.zero_shot.train_manifest == ""
+
+
+def test_a_stream_mixes_synthesized_and_manifest_tasks_with_conditions(tmp_path):
+    data = {**VALID, "tasks": [
+        {"name": "recorded-noisy", "train": "a.csv", "test": "b.tsv", "condition": {"noise": "pink", "snr_db": 10}},
+        {"name": "synth", "voice": "en-029", "train": 4, "test": 2},
+    ]}
+    stream = load_stream(_write(tmp_path, data))
+    recorded, synth = stream.tasks
+    assert recorded.from_manifests and recorded.condition.noise == "pink"
+    assert not synth.from_manifests and synth.voices == ("en-029",)
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"name": "t", "train": "a.jsonl", "test": 2}, "tasks[0] (t).test: train and test must both be manifest paths"),
+    ({"name": "t", "train": 4, "test": "a.jsonl"}, "tasks[0] (t).train: train and test must both be manifest paths"),
+    ({"name": "t", "voice": "en-us", "train": "a.jsonl", "test": "b.jsonl"},
+     "tasks[0] (t).voice: only synthesized tasks have voice"),
+    ({"name": "t", "train": "a.txt", "test": "b.jsonl"}, "tasks[0] (t).train: a manifest must end in .jsonl"),
+])
+def test_invalid_manifest_tasks_are_named(tmp_path, task, message):
+    with pytest.raises(StreamError) as error:
+        load_stream(_write(tmp_path, {**VALID, "tasks": [task]}))
+    assert message in str(error.value)

@@ -40,7 +40,10 @@ def read_audio(path: Path, shown: str = "") -> tuple[np.ndarray, float]:
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
-        raise DataError(f"audio file {shown} is unreadable ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0]
+        if reason.startswith("Error opening '"):  # libsndfile repeats the path: "Error opening '...': why"
+            reason = reason.split("': ", 1)[-1]
+        raise DataError(f"audio file {shown} is unreadable ({reason})") from None
     if audio.shape[0] == 0:
         raise DataError(f"audio file {shown} has no samples (zero length)")
     mono = audio.mean(axis=1)
