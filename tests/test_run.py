@@ -1,16 +1,20 @@
 """End to end on the tiny stream with the tiny preset: the CLI, results.json, determinism, errors."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from continual_asr.cli import main
 from continual_asr.config import make_config
 from continual_asr.data.streamdata import prepare_stream_data
 from continual_asr.model import AdapterFusion
 from continual_asr.registry import get_strategy
+from continual_asr.reporting import RUN_FILES
 from continual_asr.stream import load_stream
 from continual_asr.training.pretrain import pretrain_base_model
 
@@ -30,8 +34,13 @@ def shared_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, shared_cache):
-    return _run(tmp_path_factory.mktemp("run"), shared_cache, "fusion")
+def tiny_run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("run")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_run_dir, shared_cache):
+    return _run(tiny_run_dir, shared_cache, "fusion")
 
 
 @pytest.mark.parametrize("strategy", ["adapter-oracle", "adapter-avg", "finetune"])
@@ -70,6 +79,45 @@ def test_results_json_has_the_documented_schema(tiny_run):
     assert results["config"]["d_model"] == make_config("tiny").d_model
     assert results["versions"]["torch"]
     assert "after caribbean" in output and "WER %" in output
+
+
+def test_a_run_writes_metrics_plots_report_and_tensorboard_events(tiny_run, tiny_run_dir):
+    results, output = tiny_run
+    out = tiny_run_dir / "fusion"
+    for name in (*RUN_FILES, "results.json", "run.log"):
+        assert (out / name).stat().st_size > 0, name
+    rows = [[results["base_wer"][c] for c in results["columns"]], *results["wer_matrix"]]
+    summary = results["summary"]
+    assert summary["final_mean_wer"] == pytest.approx(np.mean(rows[-1][:-1]), abs=1e-3)
+    assert summary["zero_shot_wer"] == rows[-1][-1] and summary["steps_done"] == 2
+    assert summary["cost"]["eval_rtf"] > 0 and summary["cost"]["trained_parameters_per_step"] > 0
+    awer = [results["base_model"]["metrics"]["average_wer"]] + [s["metrics"]["average_wer"] for s in results["steps"]]
+    events = EventAccumulator(str(out))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("BWT/eval_phase/test_stream", "ZeroShot/eval_phase/test_stream/WER", "Loss_MB/train_phase/train_stream",
+                "Loss_Epoch/train_phase/train_stream", "WER_Exp/eval_phase/test_stream/Exp001_caribbean"):
+        assert tag in tags, tag
+    logged = events.Scalars("AWER/eval_phase/test_stream")
+    assert [e.step for e in logged] == [0, 1, 2]
+    assert [e.value for e in logged] == pytest.approx(awer, abs=0.01)
+
+
+def test_rerunning_a_finished_run_with_reference_runs_adds_forward_transfer(tmp_path, tiny_run, tiny_run_dir):
+    results, _ = tiny_run
+    out = shutil.copytree(tiny_run_dir / "fusion", tmp_path / "fusion")
+    oracle = tmp_path / "oracle"  # a hand-written single-task reference of the same stream
+    oracle.mkdir()
+    (oracle / "results.json").write_text(json.dumps({**results, "strategy": "adapter-oracle", "wer_matrix": [
+        [0.0, 10.0, 50.0, 40.0], [0.0, 10.0, 30.0, 40.0]]}))
+    again, _ = _run(tmp_path, tmp_path / "unused-cache", "fusion", extra=["--reference-runs", str(oracle)])
+    assert again["references"]["single-task"]["wer"] == {"caribbean": 10.0, "us-white-10db": 30.0}
+    diagonal = [results["wer_matrix"][0][1], results["wer_matrix"][1][2]]
+    assert again["summary"]["forward_transfer"] == pytest.approx({"caribbean": 10.0 - diagonal[0],
+                                                                  "us-white-10db": 30.0 - diagonal[1]})
+    assert again["wer_matrix"] == results["wer_matrix"]
+    page = (out / "report.html").read_text()
+    assert "single-task" in page and str(oracle) in page
 
 
 def test_same_seed_gives_the_same_wer_matrix(tmp_path, tiny_run):
