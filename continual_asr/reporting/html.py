@@ -15,11 +15,15 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2e
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th:first-child, td:first-child, table.kv td { text-align: left; }
+th:first-child, td:first-child, table.kv td { text-align: left; white-space: nowrap; }
+table.kv td + td { white-space: normal; } div.wide { overflow-x: auto; }
 th { background: #f3f3f3; } td.diag { font-weight: bold; background: #eef4ff; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.85em; }
 """
 
+# Column titles of the per-step table, in METRIC_FIELDS order.
+STEP_HEADERS = ["AWER", "BWT", "mean max forgetting", "zero-shot WER", "zero-shot change", "zero-shot change %",
+                "FWT", "intransigence", "eval RTF"]
 DEFINITIONS = [
     ("AWER_k", "mean over j &le; k of W[k, j]: WER over the tasks seen so far (base task = task 0)"),
     ("BWT_k", "mean over j &lt; k of (W[j, j] &minus; W[k, j]); negative = forgetting"),
@@ -37,14 +41,15 @@ class _Cell(str):
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    """A table; no header row when ``header`` is empty."""
+    head = "<tr>" + "".join(f"<th>{escape(str(h))}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(c if isinstance(c, _Cell) else f"<td>{escape(str(c))}</td>" for c in row)
                    + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+    return f'<div class="wide"><table class="{cls}">{head}{body}</table></div>'
 
 
 def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
-    return _table(["", ""], [(k, v) for k, v in pairs], cls="kv")
+    return _table([], pairs, cls="kv")
 
 
 def _matrix(results: dict, per_step: list[dict]) -> str:
@@ -65,7 +70,7 @@ def _per_step(results: dict, per_step: list[dict]) -> str:
         cost = ["-", "-", fmt(results["base_model"]["eval_seconds"], 2)] if step is None else [
             f"{step['parameters']['trained']:,}", fmt(step["train_seconds"], 1), fmt(step["eval_seconds"], 2)]
         body.append([label, *(fmt(block[f], 3 if f == "eval_rtf" else 2) for f in METRIC_FIELDS), *cost])
-    return _table(["after", *METRIC_FIELDS, "trained params", "train s", "eval s"], body)
+    return _table(["after", *STEP_HEADERS, "trained params", "train s", "eval s"], body)
 
 
 def _forgetting(results: dict, summary: dict) -> str:
@@ -128,8 +133,10 @@ def report_html(results: dict, metrics: dict, images: dict[str, bytes]) -> str:
         "<h2>Forgetting per task</h2>", _forgetting(results, summary),
         *(_image(name, png) for name, png in images.items()),
         "<h2>Reference runs</h2>", _references(results),
-        "<h2>Definitions</h2>", _table(["metric", "formula (W: WER matrix with the base model as row 0)"],
-                                       [[n, _Cell(f"<td>{d}</td>")] for n, d in DEFINITIONS]),
+        "<h2>Definitions</h2>",
+        '<p class="note">W: the WER matrix with the base model as row 0 (task 0 = the base task), row k = after '
+        "step k; z: the zero-shot WER. Differences are WER points.</p>",
+        _table([], [[n, _Cell(f"<td>{d}</td>")] for n, d in DEFINITIONS], cls="kv"),
         "<h2>Config</h2>", config, f'<p class="note">{escape(versions)}</p>',
     ]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
