@@ -176,7 +176,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         data.check_unchanged(results.get("data"), done)
         cl_strategy.restore(previous["strategy_state"], experiences[:done])
         model.load_state_dict(previous["state_dict"])
-        for name, value in previous.get("clock", {}).items():
+        for name, value in previous.get("clock", {"train_exp_counter": done}).items():
             setattr(cl_strategy.clock, name, value)
         for row in [[results["base_wer"][c] for c in columns], *results["wer_matrix"]]:
             for metric in matrix_metrics:

@@ -133,8 +133,18 @@ def test_avalanche_metrics_update_result_reset_and_emit_at_the_step():
     for metric in metrics:
         metric.update(rows[0])
     wer.results = dict(enumerate(rows[1]))
-    emitted = {v.name: (v.value, v.x_plot) for m in metrics
-               for v in m.after_eval(SimpleNamespace(clock=SimpleNamespace(train_exp_counter=1)))}
+
+    def evaluate(experiences):
+        strategy = SimpleNamespace(clock=SimpleNamespace(train_exp_counter=1))
+        for metric in metrics:
+            metric.before_eval(strategy)
+            for index in experiences:
+                strategy.experience = SimpleNamespace(current_experience=index)
+                metric.after_eval_exp(strategy)
+        return {v.name: (v.value, v.x_plot) for m in metrics for v in m.after_eval(strategy)}
+
+    assert evaluate([0, 1]) == {} and len(metrics[0].rows) == 1  # a partial evaluation is no step
+    emitted = evaluate(range(4))
     assert emitted == {
         "AWER/eval_phase/test_stream": (16.0, 1),
         "BWT/eval_phase/test_stream": (-2.0, 1),

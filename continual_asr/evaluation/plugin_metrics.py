@@ -33,6 +33,7 @@ class MatrixMetric(PluginMetric[dict]):
         self.wer = wer
         self.columns = list(columns)
         self.rows: list[list[float]] = []
+        self.evaluated: set[int] = set()  # test sets evaluated in the current eval call
 
     def reset(self) -> None:
         self.rows = []
@@ -48,7 +49,15 @@ class MatrixMetric(PluginMetric[dict]):
     def compute(self, learned: np.ndarray, zero_shot: np.ndarray) -> dict:
         """{name suffix: value} for the latest row; None values are not emitted."""
 
+    def before_eval(self, strategy) -> None:
+        self.evaluated = set()
+
+    def after_eval_exp(self, strategy) -> None:
+        self.evaluated.add(strategy.experience.current_experience)
+
     def after_eval(self, strategy) -> list[MetricValue]:
+        if len(self.evaluated) < len(self.columns):  # not a whole step's row (a partial evaluation)
+            return []
         self.update([self.wer.results[i] for i in range(len(self.columns))])
         step = strategy.clock.train_exp_counter
         base = f"{self.name}/eval_phase/test_stream"

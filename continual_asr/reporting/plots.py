@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -39,7 +40,8 @@ def forgetting_curves_png(results: dict) -> bytes:
     steps = np.arange(len(rows))
     figure = Figure(figsize=(8.5, 4.8))
     axes = figure.add_subplot()
-    colors = [f"C{i % 10}" for i in range(len(columns))]
+    palette = colormaps["tab10" if len(columns) <= 10 else "tab20"]
+    colors = [palette(i % palette.N) for i in range(len(columns))]
     for j, name in enumerate(columns[:-1]):
         learned = min(j, len(rows) - 1)
         axes.plot(steps[: learned + 1], rows[: learned + 1, j], ":", color=colors[j], alpha=0.7)
