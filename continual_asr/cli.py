@@ -121,7 +121,8 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir,
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True)
-@click.option("--out", "out_dir", default=None, help="where compare.csv and compare.png go (default: runs/compare-STREAM)")
+@click.option("--out", "out_dir", default=None, metavar="DIR",
+              help="where compare.csv and compare.png go (default: runs/compare-STREAM)")
 @click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
 @_one_line_errors
 def compare(run_dirs, out_dir, reference_runs) -> None:

@@ -1,1 +1,1 @@
-"""Evaluation: greedy decoding, WER (jiwer) and the WER matrix."""
+"""Evaluation: greedy decoding, WER (jiwer), and the continual-learning metrics of the WER matrix."""
