@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -51,6 +52,17 @@ class RunConfig:
     # Whole-model fine-tuning baselines
     finetune_epochs: int = _opt(6, "epochs per task of the whole-model baselines", min=1)
     finetune_lr: float = _opt(5e-4, "peak learning rate of the whole-model baselines", min=0.0)
+    ewc_lambda: float = _opt(
+        1e4, "ewc: weight of the penalty sum_i F_i (w_i - w*_i)^2 per earlier task (F: mean squared CTC gradient)",
+        min=0.0)
+    lwf_alpha: float = _opt(1.0, "lwf: weight of the distillation of the previous model's per-frame posteriors", min=0.0)
+    lwf_temperature: float = _opt(2.0, "lwf: softmax temperature of that distillation", min=0.1)
+    # Router (adapter-router)
+    router_epochs: int = _opt(
+        30, "epochs of router training after each task (on the task-balanced data's pooled features, computed once)",
+        min=0)
+    router_lr: float = _opt(3e-3, "peak learning rate of router training", min=0.0)
+    router_hidden: int = _opt(64, "hidden units of the router's utterance classifier", min=1)
     # Batching and data
     batch_frames: int = _opt(6000, "feature frames (10 ms) per training batch; batches are length-bucketed", min=100)
     eval_batch_frames: int = _opt(20000, "feature frames per evaluation batch", min=100)
@@ -139,6 +151,32 @@ def make_config(preset: str = "default", overrides: dict[str, Any] | None = None
             raise ConfigError(f"unknown config field '{key}' (valid: {', '.join(types)})")
         values[key] = _parse_value(key, raw, types[key]) if isinstance(raw, str) else raw
     return RunConfig(**values)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The config fields of a YAML mapping (``--config``); ``--set`` overrides them."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"--config {path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must be a mapping of config fields, got {type(data).__name__}")
+    valid = [f.name for f in fields(RunConfig)]
+    for key, value in data.items():
+        if key not in valid:
+            raise ConfigError(f"unknown config field '{key}' in {path} (valid: {', '.join(valid)})")
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"config field '{key}' in {path} must be a single value, got {value!r}")
+    return data
 
 
 def parse_overrides(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

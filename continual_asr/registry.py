@@ -8,8 +8,9 @@ import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
+from .config import field_help
 from .errors import ConfigError
 
 StrategyFactory = Callable[..., object]  # (model, config, *, device, plugins, evaluator, seed) -> SpeechTemplate
@@ -20,27 +21,52 @@ class StrategyInfo:
     name: str
     description: str
     factory: StrategyFactory
+    # The config fields this strategy reads beyond the model and batching ones (each documented
+    # by its help text in RunConfig); None: unknown (a strategy from a user's file).
+    options: tuple[str, ...] | None = None
+
+    def check_options(self, keys: Iterable[str]) -> None:
+        """Refuse a field set by the user that is another strategy's option but not this one's
+        (it would be silently ignored): one line naming this strategy's options."""
+        if self.options is None:
+            return
+        foreign = sorted(set(keys) & (strategy_options() - set(self.options)))
+        if foreign:
+            valid = ", ".join(self.options) or "none"
+            raise ConfigError(f"config field '{foreign[0]}' is not an option of strategy '{self.name}' "
+                              f"(its options: {valid})")
 
 
 _STRATEGIES: dict[str, StrategyInfo] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
-def register_strategy(name: str, description: str) -> Callable[[StrategyFactory], StrategyFactory]:
-    """Decorator: make ``factory`` selectable as ``--strategy name``."""
+def register_strategy(name: str, description: str, options: Iterable[str] = ()
+                      ) -> Callable[[StrategyFactory], StrategyFactory]:
+    """Decorator: make ``factory`` selectable as ``--strategy name``; ``options`` are the
+    config fields it reads beyond the model and batching ones."""
     if not _NAME.match(name):
         raise ValueError(f"strategy name {name!r} must be lowercase letters, digits and dashes")
-    if not description.strip():
+    if not description.strip() or "\n" in description.strip():
         raise ValueError(f"strategy {name!r} needs a one-line description")
+    options = tuple(options)
+    undocumented = [o for o in options if o not in field_help()]
+    if undocumented:
+        raise ValueError(f"strategy {name!r}: options {undocumented} are no RunConfig fields (undocumented)")
 
     def decorate(factory: StrategyFactory) -> StrategyFactory:
         existing = _STRATEGIES.get(name)
         if existing is not None and existing.factory is not factory:
             raise ValueError(f"strategy {name!r} is registered twice")
-        _STRATEGIES[name] = StrategyInfo(name, description.strip(), factory)
+        _STRATEGIES[name] = StrategyInfo(name, description.strip(), factory, options)
         return factory
 
     return decorate
+
+
+def strategy_options() -> set[str]:
+    """Every config field some registered strategy declares as its option."""
+    return {o for info in available_strategies().values() for o in info.options or ()}
 
 
 def _load_builtin() -> None:

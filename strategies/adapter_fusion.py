@@ -2,10 +2,11 @@
 
 from continual_asr.model import AdapterFusion
 from continual_asr.registry import register_strategy
-from continual_asr.training.adapters import AdapterStrategy
+from continual_asr.training.adapters import COMPOSITION_OPTIONS, AdapterStrategy
 
 
-@register_strategy("adapter-fusion", "Audio-AdapterFusion: per-frame attention over every task's adapter, no task ID")
+@register_strategy("adapter-fusion", "Audio-AdapterFusion: per-frame attention over every task's adapter, no task ID",
+                   options=COMPOSITION_OPTIONS + ("fusion_layernorm", "fusion_null_adapter"))
 def adapter_fusion(model, config, **common) -> AdapterStrategy:
     return AdapterStrategy(
         model=model, config=config, composition=True,

@@ -1,26 +1,25 @@
-"""Joint training on every task so far: the reference that intransigence is measured against."""
+"""Joint multi-task fine-tuning on every task so far (base included): the usual upper bound.
 
-import sys
+"Every task so far" at step k is the base task and stream tasks 1..k, all their training data,
+sampled evenly per task (the larger base task would otherwise drown the newest one). The cost
+is capped to finetune's: each step makes one pass over finetune_epochs x (new task's size)
+utterances, the same number of updates as finetune, however many tasks have been seen.
+"""
 
 from continual_asr.registry import register_strategy
-from continual_asr.training.memory import TaskMemory
-from continual_asr.training.template import SpeechTemplate, TrainingPhase
+from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate, TrainingPhase
 
 
 class JointTraining(SpeechTemplate):
-    """Whole-model fine-tuning, at each step on all the training data of the base task and of
-    every stream task up to this one (cumulative joint training, not a replay sample)."""
-
-    def __init__(self, **common) -> None:
-        super().__init__(**common)
-        self.memory = TaskMemory(sys.maxsize, self.seed)  # keeps every utterance of every task
+    """Whole-model fine-tuning on an even sample of all data of every task so far."""
 
     def training_phases(self, experience) -> list[TrainingPhase]:
-        return [TrainingPhase("joint", self.epochs, self.learning_rate,
-                              configure=lambda model: model.set_trainable(base=True),
-                              dataset=self.memory.with_dataset(experience.dataset))]
+        data = self.memory.sample_seen(experience.dataset, self.epochs * len(experience.dataset))
+        return [TrainingPhase("joint", 1, self.learning_rate, dataset=data,
+                              configure=lambda model: model.set_trainable(base=True))]
 
 
-@register_strategy("joint", "joint training: whole-model fine-tuning on all data of every task so far (a reference run)")
+@register_strategy("joint", "joint multi-task fine-tuning on all data of every task so far, base included (upper bound)",
+                   options=FINETUNE_OPTIONS)
 def joint(model, config, **common) -> SpeechTemplate:
     return JointTraining(model=model, config=config, **common)

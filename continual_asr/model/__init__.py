@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ..config import RunConfig
 from .adapters import AdapterBank, BottleneckAdapter
-from .combiners import AdapterFusion, AdapterMean, OracleRouting, SingleAdapter
+from .combiners import (AdapterFusion, AdapterMean, AdapterWeightedMean, OracleRouting, Resizable,
+                        SingleAdapter)
 from .encoder import ConformerCTC
+from .router import TaskRouter
 
 
 def build_model(config: RunConfig, num_tokens: int) -> ConformerCTC:
@@ -18,5 +20,5 @@ def build_model(config: RunConfig, num_tokens: int) -> ConformerCTC:
     )
 
 
-__all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "OracleRouting",
-           "SingleAdapter", "ConformerCTC", "build_model"]
+__all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "AdapterWeightedMean",
+           "OracleRouting", "Resizable", "SingleAdapter", "ConformerCTC", "TaskRouter", "build_model"]

@@ -8,10 +8,21 @@ may look at it, which is what makes the others task-ID-free.
 
 from __future__ import annotations
 
+import math
+from typing import Protocol, runtime_checkable
+
 import torch
 from torch import nn
 
 from .adapters import AdapterBank
+
+
+@runtime_checkable
+class Resizable(Protocol):
+    """A combiner (or router) with per-adapter parameters: told the bank's size whenever an
+    adapter joins, so its parameters exist before any optimizer is built over them."""
+
+    def resize(self, num_adapters: int) -> None: ...
 
 
 class SingleAdapter(nn.Module):
@@ -40,6 +51,48 @@ class AdapterMean(nn.Module):
 
     def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
         return bank(hidden).mean(dim=2)
+
+
+class AdapterWeightedMean(nn.Module):
+    """Adapter Weighted Mean (WAvg): per layer, a learned weighted average of the adapters' outputs.
+
+    One logit per adapter, softmax-normalised, the same for every frame and utterance (no task
+    ID). A new adapter's logit is log(sum_i exp l_i) - log(n) over the n earlier ones, which
+    gives it a fair share 1/(n+1) and leaves the earlier adapters' proportions as learned; equal
+    logits are Adapter Mean. ``layernorm`` normalises the mixture before the residual add, as
+    fusion does, with the gain calibrated on the first batch so the layer starts as the mean.
+    """
+
+    def __init__(self, d_model: int, layernorm: bool = True) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(0))
+        self.norm = nn.LayerNorm(d_model) if layernorm else None
+        self.register_buffer("calibrated", torch.tensor(not layernorm))
+
+    def resize(self, num_adapters: int) -> None:
+        logits = self.logits.detach()
+        if num_adapters < len(logits):
+            raise ValueError(f"weighted mean over {len(logits)} adapters cannot shrink to {num_adapters}")
+        while len(logits) < num_adapters:
+            fair = logits.logsumexp(0) - math.log(len(logits)) if len(logits) else logits.new_zeros(())
+            logits = torch.cat([logits, fair.reshape(1)])
+        self.logits = nn.Parameter(logits.clone(), requires_grad=self.logits.requires_grad)
+
+    def weights(self) -> torch.Tensor:
+        """(N,) the normalised weight of each adapter."""
+        return self.logits.softmax(dim=0)
+
+    def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
+        if len(self.logits) != len(bank):
+            raise ValueError(f"weighted mean has {len(self.logits)} weights for {len(bank)} adapters (resize it)")
+        mixed = torch.einsum("btnd,n->btd", bank(hidden), self.weights())
+        if self.norm is None:
+            return mixed
+        if not bool(self.calibrated):
+            with torch.no_grad():
+                self.norm.weight.fill_(float(mixed.float().std(dim=-1).mean()) + 1e-6)
+                self.calibrated.fill_(True)
+        return self.norm(mixed)
 
 
 class AdapterFusion(nn.Module):

@@ -52,6 +52,9 @@ class ConformerCTC(nn.Module):
         self.head = nn.Linear(d_model, num_tokens + 1)
         self.banks = nn.ModuleList(AdapterBank(d_model, adapter_dim) for _ in range(num_layers))
         self.combiners = nn.ModuleList()
+        # Optional utterance-level router (see forward): None, or a module with
+        # route(pooled features) -> adapter index per utterance.
+        self.register_module("router", None)
         self.adapter_tasks: list[str] = []
         self.base_frozen = False
 
@@ -75,14 +78,23 @@ class ConformerCTC(nn.Module):
             self.combiners = nn.ModuleList(make(i) for i in range(len(self.layers)))
         self.combiners.to(self.feature_mean.device)
 
+    def set_router(self, router: nn.Module | None) -> None:
+        """Install (or remove) the utterance-level router that picks each utterance's adapter."""
+        self.router = router
+        if router is not None:
+            router.to(self.feature_mean.device)
+
     def set_trainable(self, base: bool, adapters: list[int] | None = None, combiners: bool = False) -> None:
-        """Choose what trains; a frozen base is also kept in eval mode (see ``train``)."""
+        """Choose what trains (``combiners`` includes the router); a frozen base is also kept in
+        eval mode (see ``train``)."""
         for module in self.base_modules():
             module.requires_grad_(base)
         for bank in self.banks:
             for i, adapter in enumerate(bank.adapters):
                 adapter.requires_grad_(adapters is not None and i in adapters)
         self.combiners.requires_grad_(combiners)
+        if self.router is not None:
+            self.router.requires_grad_(combiners)
         self.base_frozen = not base
         self.train(self.training)
 
@@ -98,25 +110,56 @@ class ConformerCTC(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         def count(modules):
             return sum(p.numel() for m in modules for p in m.parameters())
+        composition = [self.combiners] + ([self.router] if self.router is not None else [])
         counts = {"base": count(self.base_modules()), "adapters": count(self.banks),
-                  "combiners": count(self.combiners)}
+                  "combiners": count(composition)}
         counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
         counts["total"] = counts["base"] + counts["adapters"] + counts["combiners"]
         return counts
 
     # ---- computation -----------------------------------------------------------------------
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
-                adapter_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, T, n_mels) -> (log-probs (B, T', V+1), output lengths (B,))."""
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor, adapter_index: torch.Tensor | None = None,
+               adapters: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """features (B, T, n_mels) -> (every layer's output (B, T', D), adapters included; output lengths (B,))."""
         x = (features - self.feature_mean) / self.feature_std
         x, out_lengths = self.subsampling(x, lengths)
         out_lengths = out_lengths.clamp(min=1, max=x.shape[1])
         padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
         x = x.transpose(0, 1)  # ConformerLayer works on (T, B, D)
-        use_adapters = len(self.combiners) > 0 and len(self.banks[0]) > 0
+        use_adapters = adapters and len(self.combiners) > 0 and len(self.banks[0]) > 0
+        outputs = []
         for i, layer in enumerate(self.layers):
             x = layer(x, padding)
             if use_adapters:
                 hidden = x.transpose(0, 1)
                 x = (hidden + self.combiners[i](hidden, self.banks[i], adapter_index)).transpose(0, 1)
-        return self.head(x.transpose(0, 1)).log_softmax(dim=-1), out_lengths
+            outputs.append(x.transpose(0, 1))
+        return outputs, out_lengths
+
+    @torch.no_grad()
+    def pooled_base_features(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 2 D num_layers): mean and standard deviation over each utterance's frames of every
+        layer's output of the base encoder without adapters (statistics pooling: what a router
+        classifies; lower layers keep more of the accent and channel than the last)."""
+        outputs, out_lengths = self.encode(features, lengths, adapters=False)
+        valid = (torch.arange(outputs[0].shape[1], device=features.device)[None, :] < out_lengths[:, None]).unsqueeze(-1)
+        count = out_lengths.clamp(min=1).unsqueeze(-1).to(outputs[0].dtype)
+        stats = []
+        for hidden in outputs:
+            mean = (hidden * valid).sum(dim=1) / count
+            var = (((hidden - mean.unsqueeze(1)) * valid) ** 2).sum(dim=1) / count
+            stats += [mean, var.clamp(min=1e-8).sqrt()]
+        return torch.cat(stats, dim=-1)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
+                adapter_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, T, n_mels) -> (log-probs (B, T', V+1), output lengths (B,)).
+
+        ``adapter_index`` is the true task's adapter per utterance (only oracle routing reads
+        it). With a router installed, the router's choice from a first, adapter-free pass
+        replaces it: the model is then task-ID free.
+        """
+        if self.router is not None and len(self.combiners) > 0 and len(self.banks[0]) > 0:
+            adapter_index = self.router.route(self.pooled_base_features(features, lengths))
+        outputs, out_lengths = self.encode(features, lengths, adapter_index)
+        return self.head(outputs[-1]).log_softmax(dim=-1), out_lengths

@@ -5,49 +5,102 @@ new task with the base frozen; (2) knowledge composition, the combiner (re)train
 task plus the memory of earlier tasks (base included, each repeated to the new task's size so
 the combiner does not learn to favour the newest adapter), adapters frozen unless
 ``train_adapters``. Combiners whose parameters do not depend on the number of adapters
-(fusion, Q/K/V are D x D) carry over from one task to the next: composition warm-starts.
+(fusion, Q/K/V are D x D) carry over from one task to the next: composition warm-starts; those
+that do (weighted mean, the router) are resized as each adapter joins, before any optimizer.
+
+With a router (adapter-router), the combiners route each utterance through one adapter and
+composition trains the router to classify utterances into {no adapter, task 1..N} on the
+same data; routing accuracy goes to the log.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from typing import Callable
 
+import torch
+from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from ..model import ConformerCTC, SingleAdapter
+from ..model import ConformerCTC, Resizable, SingleAdapter, TaskRouter
 from .template import SpeechTemplate, TrainingPhase
 
 CombinerFactory = Callable[[int], nn.Module]
+log = logging.getLogger("continual_asr")
+
+# The config fields adapter strategies read (their registered options).
+EXTRACTION_OPTIONS = ("adapter_dim", "adapter_epochs", "adapter_lr")
+COMPOSITION_OPTIONS = EXTRACTION_OPTIONS + ("fusion_epochs", "fusion_lr", "train_adapters", "memory_per_task")
 
 
 class AdapterStrategy(SpeechTemplate):
     """Base frozen; adapters per task; ``make_combiner(layer)`` gives the evaluation combiner.
 
     ``composition`` says whether the combiner has anything to learn (Adapter Mean and oracle
-    routing do not, unless ``train_adapters`` is set).
+    routing do not, unless ``train_adapters`` is set). ``router``: route each utterance by this
+    classifier, trained during composition (use it with oracle-routing combiners).
     """
 
     def __init__(self, *, model: ConformerCTC, config, make_combiner: CombinerFactory,
-                 composition: bool = True, **common) -> None:
+                 composition: bool = True, router: TaskRouter | None = None, **common) -> None:
+        if router is not None:
+            common["plugins"] = [*(common.get("plugins") or []), RoutingLog()]
         super().__init__(model=model, config=config, **common)
         self.combiners = nn.ModuleList(make_combiner(i) for i in range(len(model.layers)))
         self.composition = composition
+        self.router = router
+        self.task_adapters: dict[int, int] = {}  # task id (the WER-matrix column) -> its adapter
 
     def task_name(self, experience) -> str:
         return getattr(experience, "task_name", f"task{experience.current_experience}")
 
+    # ---- the bank --------------------------------------------------------------------------
+    def add_adapter(self, name: str) -> int:
+        """A fresh adapter in every layer; combiners and router grow with it."""
+        index = self.model.add_adapter(name)
+        for module in [*self.combiners, self.router]:
+            if isinstance(module, Resizable):
+                module.resize(len(self.model.adapter_tasks))
+        return index
+
+    def add_task_adapter(self, experience) -> int:
+        index = self.add_adapter(self.task_name(experience))
+        task_id = int(experience.dataset[0][3])  # every utterance of an experience has its task's id
+        self.task_adapters[task_id] = index
+        return index
+
+    def import_adapter(self, name: str, tensors: dict[str, torch.Tensor]) -> int:
+        """Add an adapter trained elsewhere (``tensors``: "layer.parameter" -> weights). It has no
+        task in this stream: combiners fuse it, oracle routing never picks it."""
+        index = self.add_adapter(name)
+        with torch.no_grad():
+            for layer, bank in enumerate(self.model.banks):
+                for parameter, value in bank.adapters[index].named_parameters():
+                    value.copy_(tensors[f"{layer}.{parameter}"])
+        return index
+
+    def adapter_routes(self, task_ids: torch.Tensor) -> torch.Tensor:
+        routes = torch.full_like(task_ids, -1)
+        for task, adapter in self.task_adapters.items():
+            routes[task_ids == task] = adapter
+        return routes
+
+    # ---- phases ----------------------------------------------------------------------------
     def training_phases(self, experience) -> list[TrainingPhase]:
-        index = self.model.add_adapter(self.task_name(experience))
+        index = self.add_task_adapter(experience)
 
         def extract(model: ConformerCTC) -> None:
+            model.set_router(None)
             model.set_combiners(lambda _: SingleAdapter(index))
             model.set_trainable(base=False, adapters=[index])
 
         phases = [TrainingPhase("adapter", self.config.adapter_epochs, self.config.adapter_lr, extract)]
+        composition_data = self.memory.balanced_with(experience.dataset)
         has_parameters = any(p.numel() for p in self.combiners.parameters())
         if self.composition and (has_parameters or self.config.train_adapters):
             phases.append(TrainingPhase("fusion", self.config.fusion_epochs, self.config.fusion_lr,
-                                        self._compose, dataset=self.memory.balanced_with(experience.dataset)))
+                                        self._compose, dataset=composition_data))
         return phases
 
     def _compose(self, model: ConformerCTC) -> None:
@@ -57,10 +110,69 @@ class AdapterStrategy(SpeechTemplate):
 
     def after_phases(self, experience) -> None:
         self.model.set_combiners(self.combiners)
+        self.model.set_router(self.router)
         self.model.set_trainable(base=False)
+        if experience is not None and self.router is not None:
+            self._fit_router(self.memory.balanced_with(experience.dataset))
+
+    def _fit_router(self, data) -> None:
+        """Train the router on the composition data: its pooled features once (the base is frozen,
+        they never change), then ``router_epochs`` epochs over them (a small MLP: seconds)."""
+        pooled, labels, task_ids = [], [], []
+        self.model.eval()
+        for batch in self.loader(data, self.config.eval_batch_frames, shuffle=False):
+            batch = batch.to(self.device)
+            pooled.append(self.model.pooled_base_features(batch.features, batch.feature_lengths))
+            labels.append(self.adapter_routes(batch.task_ids) + 1)  # class 0: no adapter
+            task_ids.append(batch.task_ids)
+        pooled, labels, task_ids = torch.cat(pooled), torch.cat(labels), torch.cat(task_ids)
+        self.router.requires_grad_(True)
+        self.trained_parameters.update({id(p): p.numel() for p in self.router.parameters()})
+        self.router.fit(pooled, labels, self.config.router_epochs, self.config.router_lr, self.config.weight_decay,
+                        seed=self.seed * 1000 + len(self.model.adapter_tasks))
+        self.router.requires_grad_(False)
+        with torch.no_grad():
+            right = self.router(pooled).argmax(dim=-1) == labels
+        shares = ", ".join(f"{self.model.adapter_tasks[self.task_adapters[t]] if t in self.task_adapters else 'base'} "
+                           f"{100 * float(right[task_ids == t].float().mean()):.0f}%" for t in task_ids.unique().tolist())
+        log.info("router: %.1f%% of the composition data routed right after training (%s)",
+                 100 * float(right.float().mean()), shares)
 
     def rebuild_structure(self, finished_experiences: list) -> None:
         for experience in finished_experiences:
-            self.model.add_adapter(self.task_name(experience))
+            self.add_task_adapter(experience)
         if finished_experiences:
             self.after_phases(None)
+
+
+class RoutingLog(SupervisedPlugin):
+    """Logs, per evaluated task, how often the router chose the right adapter (the zero-shot
+    task has none: its utterances' destinations are logged instead)."""
+
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        self.choices: Counter = Counter()
+        self.hits = 0
+        self.total = 0
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        router = strategy.model.router
+        if router is None or router.last_routes is None:
+            return
+        task_ids = strategy.mbatch.task_ids
+        chosen = router.last_routes.to(task_ids.device)
+        self.choices.update(chosen.tolist())
+        known = task_ids >= 0
+        self.hits += int((chosen == strategy.adapter_routes(task_ids))[known].sum())
+        self.total += int(known.sum())
+
+    def after_eval_exp(self, strategy, **kwargs) -> None:
+        if not self.choices:
+            return
+        name = getattr(strategy.experience, "task_name", strategy.experience.current_experience)
+        if self.total:
+            log.info("router on %s: %.1f%% routed to the right adapter", name, 100 * self.hits / self.total)
+        else:
+            names = strategy.model.adapter_tasks
+            shares = ", ".join(f"{names[k] if k >= 0 else 'no adapter'} {100 * n / sum(self.choices.values()):.0f}%"
+                               for k, n in self.choices.most_common())
+            log.info("router on %s (no adapter of its own): %s", name, shares)

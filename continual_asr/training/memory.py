@@ -7,17 +7,24 @@ from avalanche.benchmarks.utils import AvalancheDataset
 
 
 class TaskMemory:
-    """Keeps a fixed random sample of ``per_task`` utterances from each task it is given."""
+    """Keeps a fixed random sample of ``per_task`` utterances from each task it is given.
+
+    ``seen`` also lists every task's full training data, in the order given (the base task
+    first): only the joint baseline reads it, an upper bound that ignores the memory limit by
+    design. Holding it costs nothing, the datasets are in memory for the run anyway.
+    """
 
     def __init__(self, per_task: int, seed: int = 0) -> None:
         self.per_task = per_task
         self.seed = seed
         self.parts: list[AvalancheDataset] = []
+        self.seen: list[AvalancheDataset] = []
 
     def __len__(self) -> int:
         return sum(len(part) for part in self.parts)
 
     def add(self, dataset: AvalancheDataset) -> None:
+        self.seen.append(dataset)
         if self.per_task == 0:
             return
         generator = torch.Generator().manual_seed(self.seed * 7919 + len(self.parts))
@@ -47,4 +54,25 @@ class TaskMemory:
         for part in self.parts:
             repeats = max(1, round(len(dataset) / max(1, len(part))))
             merged = merged.concat(part.subset(list(range(len(part))) * repeats))
+        return merged
+
+    def sample_seen(self, dataset: AvalancheDataset, size: int) -> AvalancheDataset:
+        """``size`` utterances drawn evenly from every task seen and ``dataset`` (the new task).
+
+        Each task contributes size / tasks utterances, a seeded random permutation of its data,
+        cycled when the task is smaller than its share: balanced, so the larger base task does
+        not drown the newest one, and of a fixed size, so the cost does not grow with the tasks.
+        """
+        tasks = [*self.seen, dataset]
+        generator = torch.Generator().manual_seed(self.seed * 104729 + len(self.seen))
+        merged: AvalancheDataset | None = None
+        for i, task in enumerate(tasks):
+            share = size // len(tasks) + (1 if i < size % len(tasks) else 0)
+            if share == 0:
+                continue
+            order = torch.randperm(len(task), generator=generator).tolist()
+            part = task.subset((order * (share // len(order) + 1))[:share])
+            merged = part if merged is None else merged.concat(part)
+        if merged is None:
+            raise ValueError(f"cannot sample {size} utterances")
         return merged

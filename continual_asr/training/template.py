@@ -11,7 +11,7 @@ says which phases it runs (see continual_asr/training/adapters.py and strategies
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,12 @@ from ..model import ConformerCTC
 from .memory import TaskMemory
 
 
+def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, batch: SpeechBatch) -> torch.Tensor:
+    """Mean CTC loss of a batch (blank is class 0, token t is class t + 1)."""
+    return F.ctc_loss(log_probs.transpose(0, 1).float(), batch.targets + 1, out_lengths, batch.target_lengths,
+                      blank=0, reduction="mean", zero_infinity=True)
+
+
 @dataclass
 class TrainingPhase:
     """One stretch of training inside an experience."""
@@ -36,7 +42,22 @@ class TrainingPhase:
     epochs: int
     learning_rate: float
     configure: Callable[[ConformerCTC], None]  # installs combiners and chooses trainable parameters
-    dataset: AvalancheDataset | None = None  # None: the experience's own training data
+    dataset: AvalancheDataset | None = None  # None: the experience's training data (as plugins adapted it)
+
+
+# The config fields the whole-model strategies read (their registered options).
+FINETUNE_OPTIONS = ("finetune_epochs", "finetune_lr")
+
+
+@runtime_checkable
+class ResumablePlugin(Protocol):
+    """A plugin whose state must survive a resumed run (it goes into the checkpoint)."""
+
+    def resume_state(self) -> dict:
+        """Tensors and plain values only: checkpoints load with ``weights_only=True``."""
+
+    def restore(self, strategy: "SpeechTemplate", state: dict, finished_experiences: list) -> None:
+        """Become what the plugin was after ``finished_experiences`` (before the weights load)."""
 
 
 class SpeechTemplate(SupervisedTemplate):
@@ -77,30 +98,48 @@ class SpeechTemplate(SupervisedTemplate):
     def rebuild_structure(self, finished_experiences: list) -> None:
         """Give the model the modules it had after ``finished_experiences`` (for resuming)."""
 
+    def adapter_routes(self, task_ids: torch.Tensor) -> torch.Tensor:
+        """The true task's adapter per utterance (-1: none), which only oracle routing reads.
+
+        Here adapter k belongs to stream task k + 1 (WER-matrix column k + 1; the base task is
+        column 0 and the zero-shot task -1); AdapterStrategy keeps the real map.
+        """
+        return torch.where(task_ids > 0, task_ids - 1, -1)
+
     # ---- resuming ------------------------------------------------------------------------------
+    def _resumable_plugins(self) -> dict[str, ResumablePlugin]:
+        return {type(p).__name__: p for p in self.plugins if isinstance(p, ResumablePlugin)}
+
     def resume_state(self) -> dict:
         """What, beside the weights, an uninterrupted run carries into the next experience."""
-        return {"phase_counter": self._phase_counter, "torch_rng": torch.get_rng_state()}
+        return {"phase_counter": self._phase_counter, "torch_rng": torch.get_rng_state(),
+                "plugins": {name: p.resume_state() for name, p in self._resumable_plugins().items()}}
 
     def restore(self, state: dict, finished_experiences: list) -> None:
-        """Rebuild structure, memory and random state as they were after ``finished_experiences``;
-        load the model's weights afterwards."""
+        """Rebuild structure, memory, plugins and random state as they were after
+        ``finished_experiences``; load the model's weights afterwards."""
         self.rebuild_structure(finished_experiences)
         for experience in finished_experiences:
             self.memory.add(experience.dataset)
+        for name, plugin in self._resumable_plugins().items():
+            plugin.restore(self, state.get("plugins", {}).get(name, {}), finished_experiences)
         self._phase_counter = int(state["phase_counter"])
         torch.set_rng_state(state["torch_rng"])
 
     # ---- the training loop --------------------------------------------------------------------
     def _train_exp(self, experience, eval_streams=None, **kwargs) -> None:
         self.trained_parameters = {}
+        # Avalanche has adapted the experience's data by now (train_dataset_adaptation, then the
+        # plugins' after_train_dataset_adaptation, e.g. replay adding its buffer): phases without
+        # data of their own train on that.
+        experience_data = self.adapted_dataset
         for phase in self.training_phases(experience):
             if phase.epochs <= 0:
                 continue
             self.phase = phase
             phase.configure(self.model)
             self.model.to(self.device)
-            self.adapted_dataset = (phase.dataset or experience.dataset).train()
+            self.adapted_dataset = (phase.dataset or experience_data).train()
             self.make_train_dataloader()
             self.make_optimizer()
             self.model.train()
@@ -136,7 +175,8 @@ class SpeechTemplate(SupervisedTemplate):
             self.scheduler.step()
 
     # ---- data ---------------------------------------------------------------------------------
-    def _loader(self, dataset: AvalancheDataset, max_frames: int, shuffle: bool) -> DataLoader:
+    def loader(self, dataset: AvalancheDataset, max_frames: int, shuffle: bool) -> DataLoader:
+        """Length-bucketed batches of at most ``max_frames`` padded frames (plugins use it too)."""
         sampler = FrameBudgetBatchSampler(list(dataset.num_frames), max_frames, shuffle,
                                           seed=self.seed * 1000 + self._phase_counter)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
@@ -144,10 +184,10 @@ class SpeechTemplate(SupervisedTemplate):
 
     def make_train_dataloader(self, **kwargs) -> None:
         self._phase_counter += 1
-        self.dataloader = self._loader(self.adapted_dataset, self.config.batch_frames, shuffle=True)
+        self.dataloader = self.loader(self.adapted_dataset, self.config.batch_frames, shuffle=True)
 
     def make_eval_dataloader(self, **kwargs) -> None:
-        self.dataloader = self._loader(self.adapted_dataset, self.config.eval_batch_frames, shuffle=False)
+        self.dataloader = self.loader(self.adapted_dataset, self.config.eval_batch_frames, shuffle=False)
 
     def _unpack_minibatch(self) -> None:
         self.mbatch = self.mbatch.to(self.device)
@@ -158,15 +198,10 @@ class SpeechTemplate(SupervisedTemplate):
         features = batch.features
         if self.is_training and self.spec_augment is not None:
             features = self.spec_augment(features.transpose(1, 2)).transpose(1, 2)
-        # The true task's adapter (base and zero-shot: none). Only the oracle combiner reads it.
-        adapter_index = torch.where(batch.task_ids > 0, batch.task_ids - 1, -1)
-        return self.model(features, batch.feature_lengths, adapter_index)
+        return self.model(features, batch.feature_lengths, self.adapter_routes(batch.task_ids))
 
     def criterion(self) -> torch.Tensor:
-        log_probs, out_lengths = self.mb_output
-        batch: SpeechBatch = self.mbatch
-        loss = F.ctc_loss(log_probs.transpose(0, 1).float(), batch.targets + 1, out_lengths, batch.target_lengths,
-                          blank=0, reduction="mean", zero_infinity=True)
+        loss = ctc_loss(*self.mb_output, self.mbatch)
         if self.is_training and not torch.isfinite(loss):
             where = f"phase '{self.phase.name}', iteration {self.clock.train_exp_iterations}"
             raise TrainingError(f"non-finite loss ({loss.item()}) in {type(self).__name__}, {where}")
