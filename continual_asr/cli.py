@@ -45,12 +45,19 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str):
-    from .config import make_config, parse_overrides
+def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str, config_file: str | None = None):
+    from .config import load_config_file, make_config, parse_overrides
     from .stream import load_stream
 
-    config = make_config(config_preset, parse_overrides(overrides))
-    return config, load_stream(stream_name)
+    values = {**(load_config_file(config_file) if config_file else {}), **parse_overrides(overrides)}
+    return make_config(config_preset, values), load_stream(stream_name)
+
+
+def _user_keys(overrides: tuple[str, ...], config_file: str | None) -> set[str]:
+    """The config fields the user chose (by --config or --set), not the preset."""
+    from .config import load_config_file, parse_overrides
+
+    return set(parse_overrides(overrides)) | set(load_config_file(config_file) if config_file else {})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,6 +74,10 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help=OUT_HELP)
 @click.option("--preset", default="default", show_default=True, help="model and training sizes: tiny or default")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config field (repeatable)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML mapping of config fields (under the preset, over which --set wins)")
+@click.option("--adapter", "adapter_files", multiple=True, metavar="FILE",
+              help="an adapter file (casr adapters export) of the same base model, fused from the first task on; repeatable")
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of model init and training order")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="where synthesized audio, features and base models are cached (default: $CASR_CACHE or ~/.cache/continual-asr)")
@@ -78,8 +89,8 @@ def main() -> None:
 @click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @_one_line_errors
-def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir, device, quiet, overwrite, seeds,
-        reference_runs, skip_bad) -> None:
+def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, adapter_files, seed, cache_dir, device,
+        quiet, overwrite, seeds, reference_runs, skip_bad) -> None:
     """Learn the stream's tasks one after another; WER on every task after each step.
 
     Writes results.json, wer_matrix.csv, metrics.csv, forgetting_curves.png, wer_matrix.png,
@@ -93,8 +104,9 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir,
     from .reporting import compare_runs, comparison_markdown, write_comparison
     from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
 
-    config, stream = _common(preset, overrides, stream_name)
+    config, stream = _common(preset, overrides, stream_name, config_file)
     strategy = get_strategy(strategy_name)
+    strategy.check_options(_user_keys(overrides, config_file))
     name = f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}"
     if seeds is None:
         targets = [(seed, Path(out_dir or f"{name}-seed{seed}"))]
@@ -109,7 +121,7 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, seed, cache_dir,
         results = run_stream(stream, strategy, config, out, seed=run_seed, preset=preset,
                              cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet,
                              overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs],
-                             skip_bad=skip_bad)
+                             skip_bad=skip_bad, adapters=[Path(a) for a in adapter_files])
         click.echo(format_wer_table(results))
         click.echo(f"wall time {results['wall_seconds']:.0f} s; results.json, plots and report.html in {out}")
     if len(targets) > 1:
@@ -158,13 +170,15 @@ def plot(run_dir) -> None:
 @click.option("--stream", "stream_name", default="accents-then-noise", show_default=True)
 @click.option("--preset", default="default", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML mapping of config fields (under the preset, over which --set wins)")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--quiet", is_flag=True)
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @_one_line_errors
-def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet, skip_bad) -> None:
+def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, quiet, skip_bad) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
     import torch
 
@@ -172,7 +186,7 @@ def pretrain(stream_name, preset, overrides, seed, cache_dir, device, quiet, ski
     from .runner import default_cache_dir, ensure_writable, setup_logging
     from .training.pretrain import evaluate_base_model, pretrain_base_model
 
-    config, stream = _common(preset, overrides, stream_name)
+    config, stream = _common(preset, overrides, stream_name, config_file)
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
     setup_logging(None, quiet)
     data = prepare_stream_data(stream, config, cache, progress=not quiet, skip_bad=skip_bad)
@@ -228,7 +242,53 @@ def list_things() -> None:
     click.echo("strategies:")
     for info in available_strategies().values():
         click.echo(f"  {info.name:<22} {info.description}")
+        click.echo(f"  {'':<22} options: {', '.join(info.options) or 'none'}")
     click.echo(f"presets: {', '.join(PRESETS)}")
+    click.echo("(casr run --set FIELD=VALUE or --config FILE.yaml; every field and its help: casr fields)")
+
+
+@main.command(name="fields")
+def list_fields() -> None:
+    """List every config field with its default and help text."""
+    from .config import RunConfig, field_help
+
+    defaults = RunConfig()
+    for name, help_text in field_help().items():
+        click.echo(f"  {name:<24} {getattr(defaults, name)!s:<8} {help_text}")
+
+
+@main.group()
+def adapters() -> None:
+    """Single-task adapters as files: export one from a run, fuse it into another run of the same
+    base model with `casr run --adapter FILE`."""
+
+
+@adapters.command(name="export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("task")
+@click.argument("out_file", type=click.Path(dir_okay=False))
+@_one_line_errors
+def export_adapter_command(run_dir, task, out_file) -> None:
+    """Write the adapter of TASK in the run in RUN_DIR (from its checkpoint.pt) to OUT_FILE."""
+    from .adapter_files import export_adapter
+
+    adapter = export_adapter(Path(run_dir), task, Path(out_file))
+    click.echo(f"adapter '{adapter.task}' ({adapter.num_layers} layers, bottleneck {adapter.bottleneck}, "
+               f"base model {adapter.base_fingerprint}) written to {out_file}")
+
+
+@adapters.command(name="show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_one_line_errors
+def show_adapter_command(file) -> None:
+    """Print an adapter file's metadata."""
+    from .adapter_files import load_adapter
+
+    adapter = load_adapter(Path(file))
+    parameters = sum(t.numel() for t in adapter.tensors.values())
+    click.echo(f"task: {adapter.task}\nbase model: {adapter.base_fingerprint}\n"
+               f"dimensions: {adapter.num_layers} layers, d_model {adapter.d_model}, bottleneck {adapter.bottleneck} "
+               f"({parameters} parameters)\nsource: " + ", ".join(f"{k} {v}" for k, v in adapter.source.items()))
 
 
 if __name__ == "__main__":

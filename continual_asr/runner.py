@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from avalanche.logging import TensorboardLogger
 
+from .adapter_files import import_adapters, load_adapter
 from .config import RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError
@@ -57,6 +58,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key existed had
+
+
 def _load_previous(out_dir: Path, identity: dict) -> dict | None:
     """The checkpoint of an earlier run into ``out_dir``, if it is the same run; else None."""
     path = out_dir / CHECKPOINT
@@ -68,7 +72,7 @@ def _load_previous(out_dir: Path, identity: dict) -> dict | None:
         raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
     previous = checkpoint["results"]
     for key, value in identity.items():
-        if previous.get(key) != value:
+        if previous.get(key, IDENTITY_DEFAULTS.get(key)) != value:
             raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
     return checkpoint
 
@@ -121,7 +125,7 @@ def _step_record(task: str, columns: list[str], row: list[float], train_seconds:
 def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *, seed: int = 0,
                preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
                progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = (),
-               skip_bad: bool = False) -> dict:
+               skip_bad: bool = False, adapters: Sequence[Path] = ()) -> dict:
     """Run ``strategy`` over ``stream``; checkpoint, results.json (with the metrics), CSVs, plots,
     report.html and TensorBoard events after every step.
 
@@ -129,12 +133,15 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     ``reference_runs`` (single-task and joint runs of the same stream) give forward transfer and
     intransigence; without them a resumed run keeps the references it had. Bad training data of
     a later task stops the run (DataError) before that task, the steps before it kept;
-    ``skip_bad`` leaves bad utterances out instead.
+    ``skip_bad`` leaves bad utterances out instead. ``adapters``: adapter files (casr adapters
+    export) added to the bank before the first task, fused by every composition.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    imported = [load_adapter(path) for path in adapters]
     identity = {"stream": {"name": stream.name, "source": stream.source, "description": stream.description},
-                "strategy": strategy.name, "seed": seed, "config": config.to_dict()}
+                "strategy": strategy.name, "seed": seed, "config": config.to_dict(),
+                "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
     columns = [t.name for t in stream.eval_tasks]
     references = reference_wers(reference_runs, {"columns": columns}) if reference_runs else None
     previous = None if overwrite else _load_previous(out_dir, identity)
@@ -162,6 +169,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     benchmark = data.benchmark()
     experiences = list(benchmark.train_stream)
     total_base = model.parameter_counts()["total"]
+    import_adapters(cl_strategy, imported)
     audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
 
     def evaluate() -> tuple[list[float], float]:

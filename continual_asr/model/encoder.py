@@ -11,6 +11,11 @@ from torchaudio.models.conformer import ConformerLayer
 from .adapters import AdapterBank
 
 
+# State-dict keys of the base model: the feature normaliser and base_modules() (what adapters
+# and combiners leave alone; adapter files record a hash of it).
+BASE_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers.", "head.")
+
+
 class Conv2dSubsampling(nn.Module):
     """Two stride-2 3x3 convolutions: 10 ms frames in, 40 ms frames out."""
 
