@@ -1,0 +1,96 @@
+"""Adapters as files: export from a run's checkpoint, import into a run of the same base model,
+refusal of any other base model."""
+
+import torch
+import pytest
+
+from continual_asr.adapter_files import (IMPORTED, base_fingerprint, check_fits, export_adapter, import_adapters,
+                                         load_adapter)
+from continual_asr.config import make_config
+from continual_asr.errors import CasrError
+from continual_asr.model import build_model
+from continual_asr.registry import get_strategy
+from continual_asr.training.pretrain import save_checkpoint
+
+CONFIG = make_config("tiny")
+RESULTS = {"stream": {"name": "tiny"}, "strategy": "adapter-fusion", "seed": 0}
+
+
+def _strategy(seed: int = 0, config=CONFIG):
+    torch.manual_seed(seed)
+    return get_strategy("adapter-fusion").factory(build_model(config, num_tokens=20), config, seed=seed)
+
+
+def _trained_run(tmp_path):
+    """A run folder whose checkpoint holds two adapters with non-trivial weights."""
+    strategy = _strategy()
+    for name in ("caribbean", "babble"):
+        strategy.add_adapter(name)
+    with torch.no_grad():
+        for p in strategy.model.banks.parameters():
+            p.normal_(0, 0.1)
+    save_checkpoint(strategy.model, tmp_path / "run" / "checkpoint.pt", results=RESULTS)
+    return strategy, tmp_path / "run"
+
+
+def test_export_then_import_round_trip(tmp_path):
+    source, run_dir = _trained_run(tmp_path)
+    written = export_adapter(run_dir, "babble", tmp_path / "babble.pt")
+    adapter = load_adapter(tmp_path / "babble.pt")
+    assert (adapter.task, adapter.num_layers, adapter.bottleneck, adapter.d_model) == ("babble", 2, 8, CONFIG.d_model)
+    assert adapter.base_fingerprint == base_fingerprint(source.model.state_dict()) == written.base_fingerprint
+    assert adapter.source["strategy"] == "adapter-fusion" and adapter.digest() == written.digest()
+
+    target = _strategy()  # the same base model: same seed, same weights
+    import_adapters(target, [adapter])
+    assert target.model.adapter_tasks == [IMPORTED + "babble"]
+    for source_bank, target_bank in zip(source.model.banks, target.model.banks):
+        for a, b in zip(source_bank.adapters[1].parameters(), target_bank.adapters[0].parameters()):
+            assert torch.equal(a, b)
+    # Imported adapters grow the combiners like any other; they have no task of the stream.
+    assert target.task_adapters == {}
+
+
+def test_an_adapter_of_another_base_model_is_refused_naming_both_fingerprints(tmp_path):
+    _, run_dir = _trained_run(tmp_path)
+    export_adapter(run_dir, "caribbean", tmp_path / "caribbean.pt")
+    adapter = load_adapter(tmp_path / "caribbean.pt")
+    foreign = _strategy(seed=1)
+    with pytest.raises(CasrError) as error:
+        import_adapters(foreign, [adapter])
+    message = str(error.value)
+    assert adapter.base_fingerprint in message and base_fingerprint(foreign.model.state_dict()) in message
+    assert "\n" not in message and foreign.model.adapter_tasks == []
+
+
+def test_an_adapter_of_another_bottleneck_is_refused(tmp_path):
+    _, run_dir = _trained_run(tmp_path)
+    adapter = export_adapter(run_dir, "caribbean", tmp_path / "caribbean.pt")
+    wider = _strategy(config=make_config("tiny", {"adapter_dim": 16}))
+    with pytest.raises(CasrError, match="bottleneck 8, this run's adapter_dim is 16 \\(pass --set adapter_dim=8\\)"):
+        check_fits(adapter, wider.model)
+
+
+def test_export_names_the_adapters_a_run_has(tmp_path):
+    _, run_dir = _trained_run(tmp_path)
+    with pytest.raises(CasrError, match="has no adapter for task 'nope' \\(its adapters: caribbean, babble\\)"):
+        export_adapter(run_dir, "nope", tmp_path / "x.pt")
+
+
+def test_files_that_are_not_adapters_are_refused_without_running_code(tmp_path):
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CasrError, match="is not a casr adapter file"):
+        load_adapter(tmp_path / "other.pt")
+    torch.save({"format": "casr-adapter", "payload": CasrError("pickled object")}, tmp_path / "pickle.pt")
+    with pytest.raises(CasrError, match="not a readable adapter file"):  # weights_only refuses objects
+        load_adapter(tmp_path / "pickle.pt")
+    with pytest.raises(CasrError, match="not found"):
+        load_adapter(tmp_path / "missing.pt")
+
+
+def test_only_adapter_strategies_take_adapter_files(tmp_path):
+    _, run_dir = _trained_run(tmp_path)
+    adapter = export_adapter(run_dir, "caribbean", tmp_path / "caribbean.pt")
+    finetune = get_strategy("finetune").factory(build_model(CONFIG, num_tokens=20), CONFIG, seed=0)
+    with pytest.raises(CasrError, match="--adapter needs an adapter strategy"):
+        import_adapters(finetune, [adapter])
