@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from continual_asr.reporting import RUN_FILES
+
 
 def _command(out, cache):
     # Slow enough per task that the kill lands inside the second task.
@@ -44,3 +48,10 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path):
     assert resumed["complete"]
     assert resumed["wer_matrix"] == expected["wer_matrix"]
     assert resumed["base_wer"] == expected["base_wer"]
+    assert resumed["summary"]["final_mean_wer"] == expected["summary"]["final_mean_wer"]
+    for name in RUN_FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "wer_matrix.csv").read_text() == (reference / "wer_matrix.csv").read_text()
+    events = EventAccumulator(str(out))  # both processes' event files: each step logged once, at its step
+    events.Reload()
+    assert sorted(e.step for e in events.Scalars("AWER/eval_phase/test_stream")) == [0, 1, 2]
