@@ -26,7 +26,7 @@ def _source(task: TaskSpec, features: SplitFeatures) -> str:
 
 def format_overview(stream: StreamSpec, splits: dict[tuple[str, str], SplitFeatures]) -> str:
     """A table (utterances, hours, mean duration, distinct words, problems) and the problems themselves."""
-    header = (f"{'task':<20} {'role':<10} {'split':<5} {'utts':>7} {'hours':>7} {'mean s':>6} {'vocab':>6} "
+    header = (f"{'task':<24} {'role':<10} {'split':<5} {'utts':>7} {'hours':>7} {'mean s':>6} {'vocab':>6} "
               f"{'bad':>5}  source")
     lines = [f"stream {stream.name} ({stream.source})", header]
     problem_lines = []
@@ -38,7 +38,7 @@ def format_overview(stream: StreamSpec, splits: dict[tuple[str, str], SplitFeatu
             count, total = len(features.texts), sum(features.seconds)
             mean = total / count if count else 0.0
             vocabulary = len({word for text in features.texts for word in text.split()})
-            lines.append(f"{task.name:<20} {_role(stream, task):<10} {split:<5} {count:>7} {total / 3600:>7.2f} "
+            lines.append(f"{task.name:<24} {_role(stream, task):<10} {split:<5} {count:>7} {total / 3600:>7.2f} "
                          f"{mean:>6.2f} {vocabulary:>6} {len(features.problems):>5}  {_source(task, features)}")
             problem_lines += [f"  {p}" for p in features.problems[:PROBLEMS_SHOWN]]
             if len(features.problems) > PROBLEMS_SHOWN:

@@ -6,9 +6,10 @@ training data are logged at once but only stop the run when that task is reached
 (:meth:`StreamData.stop_before`), so the steps before it are finished and kept, and a rerun
 after the data is fixed continues from there. ``skip_bad`` leaves bad utterances out instead.
 
-The tokenizer is trained on the base task's training transcripts only: the base model is then
-a function of the base task alone, so fixing or replacing a later task's data never changes it
-under a half-finished run (and streams that share a base task share one base model).
+The tokenizer is trained on the base task's training transcripts only (plus every letter, see
+``text.LETTERS``): the base model is then a function of the base task alone, so fixing or
+replacing a later task's data never changes it under a half-finished run (and streams that
+share a base task share one base model).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .features import SplitFeatures
 from .manifest import Problem
 from .prepare import prepare_task
 from .splits import load_split
+from .text import LETTERS
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("continual_asr")
@@ -112,11 +114,11 @@ def _counts(task: TaskSpec, config: RunConfig) -> tuple[int, int]:
 
 
 def _load_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Tokenizer:
-    key = hashlib.sha256(("\n".join(texts) + f"|{vocab_size}").encode()).hexdigest()[:16]
+    key = hashlib.sha256(("\n".join(texts) + f"|{vocab_size}|{LETTERS}").encode()).hexdigest()[:16]
     path = Path(cache_dir) / "tokenizers" / f"spm-{vocab_size}-{key}.model"
     if path.is_file():
         return Tokenizer.load(path)
-    tokenizer = Tokenizer.train(texts, vocab_size)
+    tokenizer = Tokenizer.train(texts, vocab_size, required_chars=LETTERS)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tokenizer.save(tmp)

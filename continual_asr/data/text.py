@@ -12,6 +12,11 @@ import re
 import unicodedata
 from pathlib import Path
 
+# The letters normalize_text keeps. The tokenizer can always spell them, however few base-task
+# sentences it is trained on (a small base need not contain a "z"); digits it spells only if the
+# base task's transcripts have them, since digits in a later task alone mean that its corpus
+# writes numbers differently ("7" vs "seven"), which is worth an error rather than silent misses.
+LETTERS = "abcdefghijklmnopqrstuvwxyz'"
 _QUOTES = str.maketrans({c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u02bc\u0060\u00b4"})
 _NOT_KEPT = re.compile(r"[^a-z0-9' ]+")
 _LOOSE_APOSTROPHE = re.compile(r"(?<![a-z0-9])'|'(?![a-z0-9])")

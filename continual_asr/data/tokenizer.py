@@ -1,4 +1,4 @@
-"""SentencePiece tokenizer trained on a stream's training transcripts."""
+"""SentencePiece tokenizer trained on a stream's base-task training transcripts."""
 
 from __future__ import annotations
 
@@ -30,12 +30,13 @@ class Tokenizer:
                 and self._sp.piece_to_id("\u2581" + ch) == self._sp.unk_id()}
 
     @classmethod
-    def train(cls, sentences: list[str], vocab_size: int) -> "Tokenizer":
+    def train(cls, sentences: list[str], vocab_size: int, required_chars: str = "") -> "Tokenizer":
+        """Unigram model over ``sentences``; ``required_chars`` are spellable even if they never occur."""
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
             model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
-            bos_id=-1, eos_id=-1, unk_id=0, num_threads=1, minloglevel=2,
+            bos_id=-1, eos_id=-1, unk_id=0, num_threads=1, minloglevel=2, required_chars=required_chars,
         )
         return cls(model.getvalue())
 
