@@ -5,7 +5,7 @@ from continual_asr.training.plugins import SpeechEWCPlugin
 from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate
 
 
-@register_strategy("ewc", "elastic weight consolidation: fine-tuning, weights pulled back by their importance to earlier tasks (base included)",
+@register_strategy("ewc", "elastic weight consolidation: fine-tuning, weights pulled back by their importance to earlier tasks",
                    options=FINETUNE_OPTIONS + ("ewc_lambda", "memory_per_task"))
 def ewc(model, config, plugins=None, **common) -> SpeechTemplate:
     # memory_per_task: the base task's importances are measured on its remembered utterances.

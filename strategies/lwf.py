@@ -5,7 +5,7 @@ from continual_asr.training.plugins import SequenceLwFPlugin
 from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate
 
 
-@register_strategy("lwf", "learning without forgetting: fine-tuning plus distillation of the previous model's per-frame posteriors",
+@register_strategy("lwf", "learning without forgetting: fine-tuning while distilling the previous model's per-frame posteriors",
                    options=FINETUNE_OPTIONS + ("lwf_alpha", "lwf_temperature"))
 def lwf(model, config, plugins=None, **common) -> SpeechTemplate:
     plugins = [*(plugins or []), SequenceLwFPlugin(config.lwf_alpha, config.lwf_temperature)]

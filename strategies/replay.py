@@ -5,7 +5,7 @@ from continual_asr.training.plugins import SpeechReplayPlugin
 from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate
 
 
-@register_strategy("replay", "experience replay: fine-tuning on the new task mixed evenly with memory_per_task utterances of every earlier task",
+@register_strategy("replay", "experience replay: fine-tuning on the new task mixed evenly with a memory of every earlier task",
                    options=FINETUNE_OPTIONS + ("memory_per_task",))
 def replay(model, config, plugins=None, seed=0, **common) -> SpeechTemplate:
     plugins = [*(plugins or []), SpeechReplayPlugin(config.memory_per_task, seed)]

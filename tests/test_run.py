@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,12 +44,36 @@ def tiny_run(tiny_run_dir, shared_cache):
     return _run(tiny_run_dir, shared_cache, "fusion")
 
 
-@pytest.mark.parametrize("strategy", ["adapter-oracle", "adapter-avg", "finetune"])
+WHOLE_MODEL = ["finetune", "joint", "replay", "ewc", "lwf"]
+ADAPTERS = ["adapter-oracle", "adapter-avg", "adapter-wavg", "adapter-fusion", "adapter-router"]
+
+
+def _check_parameters(results: dict, strategy: str, train_adapters: bool = False) -> None:
+    """Trained: the whole model for whole-model strategies; for adapter strategies the new
+    adapter (all adapters with train_adapters) and the combiners (router included)."""
+    for k, step in enumerate(results["steps"]):
+        params = step["parameters"]
+        assert params["stored"] == params["base"] + params["adapters"] + params["combiners"]
+        assert params["trained_share"] == round(params["trained"] / params["stored"], 4)
+        if strategy in WHOLE_MODEL:
+            assert params["trained"] == params["base"] == params["stored"] and params["adapters"] == 0
+            continue
+        banked = len(results["imported_adapters"]) + k + 1
+        adapters = params["adapters"] if train_adapters else params["adapters"] // banked
+        assert params["trained"] == adapters + params["combiners"]
+        assert (params["combiners"] == 0) == (strategy in ("adapter-oracle", "adapter-avg"))
+
+
+@pytest.mark.parametrize("strategy", ADAPTERS + WHOLE_MODEL)
 def test_every_builtin_strategy_runs_on_tiny(tmp_path, shared_cache, tiny_run, strategy):
-    results, _ = _run(tmp_path, shared_cache, strategy, strategy=strategy)
+    if strategy == "adapter-fusion":
+        results = tiny_run[0]
+    else:
+        results, _ = _run(tmp_path, shared_cache, strategy, strategy=strategy)
     assert results["complete"] and results["strategy"] == strategy
     assert results["base_wer"] == tiny_run[0]["base_wer"]  # same cached base model
     assert len(results["wer_matrix"]) == 2
+    _check_parameters(results, strategy)
 
 
 def test_rerun_into_the_same_out_continues_and_a_different_run_is_refused(tmp_path, shared_cache, tiny_run):
@@ -170,3 +195,45 @@ def test_ls_lists_streams_and_strategies():
     assert result.exit_code == 0
     for name in ("accents-then-noise", "tiny", "adapter-fusion", "adapter-oracle", "finetune"):
         assert name in result.output
+
+
+def test_an_exported_adapter_joins_the_weighted_mean_of_another_run(tmp_path, shared_cache, tiny_run, tiny_run_dir):
+    vendor = tmp_path / "caribbean.pt"
+    exported = CliRunner().invoke(main, ["adapters", "export", str(tiny_run_dir / "fusion"), "caribbean", str(vendor)])
+    assert exported.exit_code == 0, exported.output
+    shown = CliRunner().invoke(main, ["adapters", "show", str(vendor)])
+    assert "task: caribbean" in shown.output and "bottleneck 8" in shown.output
+    # Both learning algorithms' switches on Adapter Weighted Mean: adapters train, no LayerNorm.
+    results, _ = _run(tmp_path, shared_cache, "wavg", strategy="adapter-wavg",
+                      extra=["--adapter", str(vendor), "--set", "train_adapters=true", "--set", "fusion_layernorm=false"])
+    assert [a["task"] for a in results["imported_adapters"]] == ["caribbean"]
+    checkpoint = torch.load(tmp_path / "wavg" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["adapter_tasks"] == ["imported:caribbean", "caribbean", "us-white-10db"]
+    assert results["steps"][-1]["parameters"]["combiners"] == make_config("tiny").num_layers * 3  # 3 logits per layer
+    _check_parameters(results, "adapter-wavg", train_adapters=True)
+    # A rerun without the adapter is another run.
+    again = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--strategy", "adapter-wavg",
+                                      "--out", str(tmp_path / "wavg"), "--cache-dir", str(shared_cache), "--quiet",
+                                      "--set", "train_adapters=true", "--set", "fusion_layernorm=false"])
+    assert again.exit_code == 2 and "different imported_adapters" in again.output
+
+
+def test_the_readme_strategy_example_runs_from_its_own_file(tmp_path, shared_cache, tiny_run):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = readme.split("<!-- example strategy -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.splitlines()) <= 30
+    assert code == (Path(__file__).parents[1] / "examples" / "l2sp.py").read_text()
+    (tmp_path / "my_strategy.py").write_text(code)
+    results, _ = _run(tmp_path, shared_cache, "mine", strategy=f"{tmp_path / 'my_strategy.py'}:L2SP")
+    assert results["complete"] and results["strategy"] == "my_strategy.py:L2SP"
+    _check_parameters(results, "finetune")
+
+
+def test_config_file_and_strategy_options_are_checked_in_one_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("ewc_lambda: 10\n")
+    for extra, message in [(["--config", str(config)], "config field 'ewc_lambda' is not an option of strategy 'finetune'"),
+                           (["--set", "nope=1"], "unknown config field 'nope' (valid: ")]:
+        result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "finetune", "--out",
+                                           str(tmp_path / "o"), *extra])
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
