@@ -1,0 +1,134 @@
+"""Training and evaluation speed of the default model on this machine's CPU cores.
+
+    python experiments/bench_training.py
+    python experiments/bench_training.py --preset tiny --steps 3      # a quick look
+
+Prints, for three kinds of training step (base pretraining: the whole model trains; adapter
+training: one adapter, base frozen; fusion: 5 adapters, fusion trains):
+- utterances/s and audio-seconds/s;
+- achieved FLOP/s of the step (forward + backward, counted by torch's FlopCounterMode) as a
+  share of the dense float32 matmul throughput measured on the same cores in the same run
+  (issue 7's target: at least 30 %);
+and the evaluation real-time factor (forward + greedy decoding, 5 adapters fused).
+
+Batches are synthetic but shaped like the real ones: ``batch_frames`` of the preset filled with
+utterances of ``--seconds`` each (length bucketing makes real batches nearly unpadded), random
+token targets of a realistic length. The real data path (cached log-mel features, bucketed
+batches) adds little on top: run.log prints the utterances/s of every real epoch.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import click
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from continual_asr.config import make_config
+from continual_asr.data.dataset import SpeechBatch
+from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
+
+
+def matmul_flops_per_second(size: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    began = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size**3 * reps / (time.perf_counter() - began)
+
+
+def synthetic_batch(config, utterances: int, frames: int, tokens_per_second: float, seconds: float) -> SpeechBatch:
+    generator = torch.Generator().manual_seed(0)
+    target_length = max(1, int(tokens_per_second * seconds))
+    return SpeechBatch(
+        features=torch.randn(utterances, frames, config.n_mels, generator=generator),
+        feature_lengths=torch.full((utterances,), frames),
+        targets=torch.randint(1, config.vocab_size - 1, (utterances, target_length), generator=generator),
+        target_lengths=torch.full((utterances,), target_length),
+        task_ids=torch.zeros(utterances, dtype=torch.long),
+        texts=[""] * utterances,
+    )
+
+
+def configure(model, kind: str, adapters: int) -> None:
+    if kind == "pretraining":
+        model.set_combiners(None)
+        model.set_trainable(base=True)
+        return
+    while len(model.adapter_tasks) < adapters:
+        model.add_adapter(f"task{len(model.adapter_tasks)}")
+    if kind == "adapter training":
+        model.set_combiners(lambda _: SingleAdapter(adapters - 1))
+        model.set_trainable(base=False, adapters=[adapters - 1])
+    else:
+        model.set_combiners(lambda _: AdapterFusion(model.banks[0].d_model))
+        model.set_trainable(base=False, combiners=True)
+
+
+def train_step(model, batch: SpeechBatch, optimizer) -> None:
+    encoded, lengths = model(batch.features, batch.feature_lengths)
+    loss = head_of(model).loss(encoded, lengths, batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@click.command()
+@click.option("--preset", default="default", show_default=True)
+@click.option("--seconds", default=4.0, show_default=True, help="length of every synthetic utterance")
+@click.option("--steps", default=8, show_default=True, help="timed steps per kind (after 2 warm-up steps)")
+@click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
+def main(preset: str, seconds: float, steps: int, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    config = make_config(preset, {})
+    frames = int(seconds * 100)
+    utterances = max(1, config.batch_frames // frames)
+    batch = synthetic_batch(config, utterances, frames, tokens_per_second=4.0, seconds=seconds)
+    peak = matmul_flops_per_second()
+    print(f"{config.num_layers}-layer d={config.d_model} {config.head} model, {torch.get_num_threads()} threads; "
+          f"batch {utterances} x {seconds:g} s ({config.batch_frames} frames)")
+    print(f"dense float32 matmul (1024^3): {peak / 1e9:.1f} GFLOP/s\n")
+    print("| step | ms/step | utterances/s | audio s/s | GFLOP/step | GFLOP/s | share of matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    model = build_model(config, num_tokens=config.vocab_size)
+    for kind in ("pretraining", "adapter training", "fusion (5 adapters)"):
+        configure(model, kind, adapters=5)
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        with FlopCounterMode(display=False) as counter:
+            train_step(model, batch, optimizer)
+        flops = counter.get_total_flops()
+        train_step(model, batch, optimizer)
+        times = []
+        for _ in range(steps):
+            began = time.perf_counter()
+            train_step(model, batch, optimizer)
+            times.append(time.perf_counter() - began)
+        step = statistics.median(times)
+        print(f"| {kind} | {1000 * step:.0f} | {utterances / step:.1f} | {utterances * seconds / step:.1f} "
+              f"| {flops / 1e9:.2f} | {flops / step / 1e9:.1f} | {100 * flops / step / peak:.0f} % |")
+
+    eval_batch = synthetic_batch(config, max(1, config.eval_batch_frames // frames), frames, 4.0, seconds)
+    model.eval()
+    with torch.inference_mode():
+        head = head_of(model)
+        head.decode(*model(eval_batch.features, eval_batch.feature_lengths))
+        began = time.perf_counter()
+        for _ in range(max(1, steps // 2)):
+            head.decode(*model(eval_batch.features, eval_batch.feature_lengths))
+        took = (time.perf_counter() - began) / max(1, steps // 2)
+    audio = len(eval_batch.texts) * seconds
+    print(f"\nevaluation (fusion of 5 adapters, greedy decoding): real-time factor {took / audio:.4f} "
+          f"({audio / took:.0f} s of audio per second)")
+    print(f"peak RSS of this benchmark: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
