@@ -14,6 +14,9 @@ OUT_HELP = "output folder (default: runs/STREAM-STRATEGY-seedN; with --seeds: ru
 SKIP_BAD_HELP = "leave bad utterances out (counted in the log) instead of stopping with an error"
 REFERENCE_HELP = ("a reference run folder of the same stream (adapter-oracle: single-task, joint: joint) for "
                   "forward transfer and intransigence; repeatable")
+DEVICE_HELP = "auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N; bf16 mixed precision on a GPU"
+NPROC_HELP = ("run as N data-parallel processes on this machine (relaunches itself with torch.distributed.run; "
+              "with cuda, one GPU each); several machines: torchrun ... -m continual_asr")
 
 
 def _one_line_errors(command):
@@ -21,10 +24,18 @@ def _one_line_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from . import distributed
+        from .errors import TrainingError
+
         try:
             return command(*args, **kwargs)
         except CasrError as exc:
-            click.echo(f"casr: error: {exc}", err=True)
+            # Several processes meet the same bad input: rank 0 says it once. A training error
+            # (a non-finite loss on one process's part of a batch) may be that rank's alone.
+            if distributed.is_main():
+                click.echo(f"casr: error: {exc}", err=True)
+            elif isinstance(exc, TrainingError):
+                click.echo(f"casr: error (process {distributed.rank()}): {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
@@ -51,6 +62,51 @@ def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str, co
 
     values = {**(load_config_file(config_file) if config_file else {}), **parse_overrides(overrides)}
     return make_config(config_preset, values), load_stream(stream_name)
+
+
+def _start_processes(command: str, device: str, nproc: int):
+    """The torch device of this process. With ``--nproc N`` (N > 1) in a plain process, run this
+    command again as N processes through torch.distributed.run and exit with their status;
+    under torchrun, join its process group (continual_asr/distributed.py)."""
+    import subprocess
+
+    from click.core import ParameterSource
+
+    from . import distributed
+    from .errors import ConfigError
+
+    torch_device = distributed.resolve_device(device)
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    if nproc > 1:
+        if distributed.launched():
+            raise ConfigError("--nproc starts processes itself; under torchrun leave it out (torchrun's "
+                              "--nproc-per-node says how many)")
+        if torch_device.type == "cuda":
+            import torch
+
+            if nproc > torch.cuda.device_count():
+                raise ConfigError(f"--nproc {nproc} with --device {device}: one GPU per process, and only "
+                                  f"{torch.cuda.device_count()} are visible")
+        ctx = click.get_current_context()
+        args = [command]
+        for param in ctx.command.params:
+            if not isinstance(param, click.Option) or param.name == "nproc":
+                continue
+            if ctx.get_parameter_source(param.name) in (ParameterSource.DEFAULT, None):
+                continue
+            value, flag = ctx.params[param.name], max(param.opts, key=len)
+            if param.is_flag:
+                args += [flag] if value else []
+            elif param.multiple:
+                args += [item for v in value for item in (flag, str(v))]
+            elif value is not None:
+                args += [flag, str(value)]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                    "-m", "continual_asr", *args]
+        sys.exit(subprocess.call(launcher))
+    distributed.init(torch_device)
+    return torch_device
 
 
 def _user_keys(overrides: tuple[str, ...], config_file: str | None) -> set[str]:
@@ -81,7 +137,8 @@ def main() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of model init and training order")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="where synthesized audio, features and base models are cached (default: $CASR_CACHE or ~/.cache/continual-asr)")
-@click.option("--device", default="cpu", show_default=True, help="torch device")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--nproc", default=1, show_default=True, type=int, metavar="N", help=NPROC_HELP)
 @click.option("--quiet", is_flag=True, help="no progress bars or log lines on the terminal (run.log still gets them)")
 @click.option("--overwrite", is_flag=True, help="start over even if --out holds an earlier run (default: continue it)")
 @click.option("--seeds", default=None, metavar="N,N,...",
@@ -90,15 +147,17 @@ def main() -> None:
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @_one_line_errors
 def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, adapter_files, seed, cache_dir, device,
-        quiet, overwrite, seeds, reference_runs, skip_bad) -> None:
+        nproc, quiet, overwrite, seeds, reference_runs, skip_bad) -> None:
     """Learn the stream's tasks one after another; WER on every task after each step.
 
     Writes results.json, wer_matrix.csv, metrics.csv, forgetting_curves.png, wer_matrix.png,
     report.html, run.log and TensorBoard events into --out. Rerunning the same command into
-    the same --out continues after the last finished task.
+    the same --out continues after the last finished task. Several processes: --nproc N here,
+    or torchrun --nproc-per-node N [--nnodes ...] -m continual_asr run ...
     """
     from click.core import ParameterSource
 
+    from . import distributed
     from .errors import ConfigError
     from .registry import get_strategy
     from .reporting import compare_runs, comparison_markdown, write_comparison
@@ -115,16 +174,22 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
             raise ConfigError("give --seed or --seeds, not both")
         base = Path(out_dir or name)
         targets = [(s, base / f"seed{s}") for s in _parse_seeds(seeds)]
+    rank0 = distributed.is_main()  # rank 0 alone writes; the other processes log errors only
+    if rank0:
+        for _, out in targets:
+            ensure_writable(out, "--out")
+    torch_device = _start_processes("run", device, nproc)
     for run_seed, out in targets:
-        ensure_writable(out, "--out")
-        setup_logging(out, quiet)
+        setup_logging(out if rank0 else None, quiet, errors_only=not rank0)
         results = run_stream(stream, strategy, config, out, seed=run_seed, preset=preset,
-                             cache_dir=Path(cache_dir) if cache_dir else None, device=device, progress=not quiet,
-                             overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs],
+                             cache_dir=Path(cache_dir) if cache_dir else None, device=torch_device,
+                             progress=not quiet, overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs],
                              skip_bad=skip_bad, adapters=[Path(a) for a in adapter_files])
-        click.echo(format_wer_table(results))
-        click.echo(f"wall time {results['wall_seconds']:.0f} s; results.json, plots and report.html in {out}")
-    if len(targets) > 1:
+        if rank0:
+            click.echo(format_wer_table(results))
+            click.echo(f"wall time {results['wall_seconds']:.0f} s; results.json, plots and report.html in {out}")
+    distributed.shutdown()
+    if len(targets) > 1 and rank0:
         groups = compare_runs([out for _, out in targets])
         paths = write_comparison(groups, base)
         click.echo(comparison_markdown(groups))
@@ -174,27 +239,33 @@ def plot(run_dir) -> None:
               help="YAML mapping of config fields (under the preset, over which --set wins)")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--nproc", default=1, show_default=True, type=int, metavar="N", help=NPROC_HELP)
 @click.option("--quiet", is_flag=True)
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @_one_line_errors
-def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, quiet, skip_bad) -> None:
+def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, nproc, quiet, skip_bad) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
-    import torch
-
+    from . import distributed
     from .data.streamdata import prepare_stream_data
     from .runner import default_cache_dir, ensure_writable, setup_logging
     from .training.pretrain import evaluate_base_model, pretrain_base_model
 
     config, stream = _common(preset, overrides, stream_name, config_file)
+    torch_device = _start_processes("pretrain", device, nproc)
+    rank0 = distributed.is_main()
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
-    setup_logging(None, quiet)
-    data = prepare_stream_data(stream, config, cache, progress=not quiet, skip_bad=skip_bad)
-    model, info = pretrain_base_model(data, config, seed, cache, torch.device(device), progress=not quiet)
+    setup_logging(None, quiet, errors_only=not rank0)
+    progress = not quiet and rank0
+    data = distributed.in_turn(lambda: prepare_stream_data(stream, config, cache, progress=progress, skip_bad=skip_bad))
+    model, info = pretrain_base_model(data, config, seed, cache, torch_device, progress=progress)
     state = "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s"
-    click.echo(f"base model for {stream.name} ({state}): {info['path']}")
-    wers = evaluate_base_model(model, data, config, torch.device(device))
-    click.echo("base model WER %: " + ", ".join(f"{name} {wer:.1f}" for name, wer in wers.items()))
+    if rank0:
+        click.echo(f"base model for {stream.name} ({state}): {info['path']}")
+    wers = evaluate_base_model(model, data, config, torch_device)
+    if rank0:
+        click.echo("base model WER %: " + ", ".join(f"{name} {wer:.1f}" for name, wer in wers.items()))
+    distributed.shutdown()
 
 
 @main.command(name="data")

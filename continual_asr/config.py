@@ -78,6 +78,11 @@ class RunConfig:
         20.0, "longest utterance accepted, in seconds; a longer one is bad data (an error, or skipped with --skip-bad)",
         min=0.1)
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
+    # Devices (--device, and several processes: continual_asr/distributed.py)
+    num_workers: int = _opt(
+        -1, "DataLoader worker processes per process (-1 = auto: none on the CPU, up to 4 per GPU, "
+            "collating into pinned memory)", min=-1)
+    mixed_precision: bool = _opt(True, "bf16 autocast of forward pass and loss on a GPU (no effect on the CPU)")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -104,6 +109,8 @@ class RunConfig:
         return {n: getattr(self, n) for n in names}
 
 
+# How a run executes, not what it computes: a resumed run may change them.
+RUNTIME_FIELDS = ("threads", "num_workers")
 MODEL_FIELDS = ["n_mels", "subsampling_channels", "d_model", "num_layers", "num_heads", "ffn_dim", "conv_kernel", "dropout", "vocab_size"]
 PRETRAIN_FIELDS = MODEL_FIELDS + ["pretrain_epochs", "pretrain_lr", "batch_frames", "weight_decay", "specaugment",
                                   "max_train_utterances"]

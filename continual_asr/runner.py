@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from avalanche.logging import TensorboardLogger
 
+from . import distributed
 from .adapter_files import import_adapters, load_adapter
-from .config import RunConfig
+from .config import RUNTIME_FIELDS, RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
-from .errors import CasrError
+from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import make_evaluator
 from .evaluation.summary import attach_metrics
 from .folders import ensure_writable
@@ -38,12 +39,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CASR_CACHE", Path.home() / ".cache" / "continual-asr"))
 
 
-def setup_logging(out_dir: Path | None, quiet: bool) -> None:
+def setup_logging(out_dir: Path | None, quiet: bool, errors_only: bool = False) -> None:
+    """Log lines to stderr (warnings only if ``quiet``; errors only if ``errors_only``: the
+    processes other than rank 0) and to ``out_dir``/run.log."""
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
     console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setLevel(logging.ERROR if errors_only else logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if out_dir is not None:
@@ -61,6 +64,14 @@ def seed_everything(seed: int) -> None:
 IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key existed had
 
 
+def _same_run_value(key: str, previous, value) -> bool:
+    """Config fields that did not exist when the earlier run began (it ran as their default
+    does) and fields of how a run executes (threads, workers) do not make it another run."""
+    if key != "config" or not isinstance(previous, dict):
+        return previous == value
+    return all(value.get(name) == old for name, old in previous.items() if name not in RUNTIME_FIELDS)
+
+
 def _load_previous(out_dir: Path, identity: dict) -> dict | None:
     """The checkpoint of an earlier run into ``out_dir``, if it is the same run; else None."""
     path = out_dir / CHECKPOINT
@@ -72,7 +83,7 @@ def _load_previous(out_dir: Path, identity: dict) -> dict | None:
         raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
     previous = checkpoint["results"]
     for key, value in identity.items():
-        if previous.get(key, IDENTITY_DEFAULTS.get(key)) != value:
+        if not _same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value):
             raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
     return checkpoint
 
@@ -135,20 +146,28 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     a later task stops the run (DataError) before that task, the steps before it kept;
     ``skip_bad`` leaves bad utterances out instead. ``adapters``: adapter files (casr adapters
     export) added to the bank before the first task, fused by every composition.
+
+    With several processes (torch.distributed initialised, see continual_asr/distributed.py)
+    every rank calls this alike; rank 0 alone reads and writes ``out_dir`` and shows progress.
+    A non-finite loss ends the run with a TrainingError naming strategy, task, phase and
+    iteration; the steps finished before it are kept.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    imported = [load_adapter(path) for path in adapters]
+    main = distributed.is_main()
+    progress = progress and main
+    imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
     identity = {"stream": {"name": stream.name, "source": stream.source, "description": stream.description},
                 "strategy": strategy.name, "seed": seed, "config": config.to_dict(),
                 "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
     columns = [t.name for t in stream.eval_tasks]
-    references = reference_wers(reference_runs, {"columns": columns}) if reference_runs else None
-    previous = None if overwrite else _load_previous(out_dir, identity)
+    references = distributed.broadcast_object(
+        reference_wers(reference_runs, {"columns": columns}) if reference_runs and main else None)
+    previous = distributed.broadcast_object(None if overwrite or not main else _load_previous(out_dir, identity))
     if previous is not None and previous["results"]["complete"]:
         log.info("%s already holds the finished run; nothing to train", out_dir)
-        return _refresh_finished(out_dir, previous, references)
-    if previous is None:  # a fresh start: events of an earlier run into out_dir would mix in
+        return _refresh_finished(out_dir, previous, references) if main else previous["results"]
+    if previous is None and main:  # a fresh start: events of an earlier run into out_dir would mix in
         for stale in out_dir.glob("events.out.tfevents.*"):
             stale.unlink()
     cache_dir = ensure_writable(cache_dir or default_cache_dir(), "cache folder")
@@ -157,12 +176,16 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     torch_device = torch.device(device)
     seed_everything(seed)
 
-    data: StreamData = prepare_stream_data(stream, config, cache_dir, progress=progress, skip_bad=skip_bad)
-    model, base_info = pretrain_base_model(data, config, seed, cache_dir, torch_device, progress=progress)
+    data: StreamData = distributed.in_turn(
+        lambda: prepare_stream_data(stream, config, cache_dir, progress=progress, skip_bad=skip_bad))
+    try:
+        model, base_info = pretrain_base_model(data, config, seed, cache_dir, torch_device, progress=progress)
+    except TrainingError as exc:
+        raise TrainingError(f"strategy {strategy.name}, base-model pretraining on {stream.base.name}: {exc}") from None
     seed_everything(seed)
 
-    tensorboard = TensorboardLogger(out_dir)
-    wer, matrix_metrics, evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard])
+    tensorboard = TensorboardLogger(out_dir) if main else None
+    wer, matrix_metrics, evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard] if main else [])
     cl_strategy = strategy.factory(model, config, device=torch_device, seed=seed,
                                    plugins=[ProgressPlugin(progress)], evaluator=evaluator)
     cl_strategy.memory.add(data.dataset("train", stream.base))
@@ -206,6 +229,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             "steps": [],
             "base_model": {**base_info, "parameters": total_base, "eval_seconds": round(base_eval_seconds, 2)},
             "device": str(torch_device),
+            "processes": distributed.world_size(),
             "versions": package_versions(),
             "wall_seconds": 0.0,
             "complete": False,
@@ -214,7 +238,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     if references is not None:
         results["references"] = references
     results["data"] = data.identity()  # what the steps from here on train and test on
-    if previous is None:
+    if previous is None and main:
         _save(out_dir, model, cl_strategy, results)
         tensorboard.writer.flush()
         log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
@@ -223,7 +247,14 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     for experience, task in zip(experiences[done:], stream.tasks[done:]):
         log.info("task %d/%d: %s", experience.current_experience + 1, len(stream.tasks), task.name)
         began = time.perf_counter()
-        cl_strategy.train(experience, eval_streams=[])
+        try:
+            cl_strategy.train(experience, eval_streams=[])
+        except TrainingError as exc:
+            kept = len(results["wer_matrix"])
+            raise TrainingError(
+                f"strategy {strategy.name}, task {experience.current_experience + 1}/{len(stream.tasks)} "
+                f"({task.name}): {exc}; the {kept} finished step(s) are kept in {out_dir} (rerunning the same "
+                "command retries this task)") from None
         train_seconds = time.perf_counter() - began
         row, eval_seconds = evaluate()
         trained = sum(cl_strategy.trained_parameters.values())
@@ -232,10 +263,12 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                                              model.parameter_counts(), trained, total_base))
         results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
         results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
-        _save(out_dir, model, cl_strategy, results)
-        tensorboard.writer.flush()
+        if main:
+            _save(out_dir, model, cl_strategy, results)
+            tensorboard.writer.flush()
         log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
-    tensorboard.writer.close()
+    if main:
+        tensorboard.writer.close()
     if not results["complete"]:  # the next task's training data is bad: stop before it, finished steps kept
         raise data.stop_before(len(results["wer_matrix"]), out_dir)
     return results

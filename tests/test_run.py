@@ -237,3 +237,39 @@ def test_config_file_and_strategy_options_are_checked_in_one_line(tmp_path):
         result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "finetune", "--out",
                                            str(tmp_path / "o"), *extra])
         assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+
+
+POISONED_STRATEGY = '''"""Fine-tuning whose loss turns NaN in the stream's second task."""
+from avalanche.core import SupervisedPlugin
+
+from continual_asr.training.template import SpeechTemplate
+
+
+class Poison(SupervisedPlugin):
+    def after_forward(self, strategy, **kwargs):
+        if strategy.experience.current_experience == 1:
+            first, *rest = strategy.mb_output
+            strategy.mb_output = (first * float("nan"), *rest)
+
+
+def Poisoned(model, config, plugins=None, **common):
+    """Fine-tuning whose loss turns NaN in the second task."""
+    return SpeechTemplate(model=model, config=config, plugins=[*(plugins or []), Poison()], **common)
+'''
+
+
+def test_a_non_finite_loss_names_strategy_task_phase_and_iteration_and_keeps_finished_steps(tmp_path, shared_cache,
+                                                                                               tiny_run):
+    (tmp_path / "poisoned.py").write_text(POISONED_STRATEGY)
+    out = tmp_path / "nan"
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--strategy",
+                                       f"{tmp_path / 'poisoned.py'}:Poisoned", "--out", str(out),
+                                       "--cache-dir", str(shared_cache), "--quiet"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "Traceback" not in result.output
+    assert line.startswith("casr: error: strategy ") and "poisoned.py:Poisoned" in line
+    assert "task 2/2 (us-white-10db): non-finite loss (nan)" in line
+    assert "phase 'finetune', iteration " in line and "the 1 finished step(s) are kept" in line
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["wer_matrix"]) == 1 and results["complete"] is False

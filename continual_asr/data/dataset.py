@@ -3,6 +3,10 @@
 A sample is (features (T, F) float16, token ids (S,), transcript str, task id int). The task id
 is the column of the WER matrix the utterance belongs to (0 = base task, k = k-th stream task,
 -1 = zero-shot); only the oracle strategy ever feeds it to the model.
+
+With several processes (continual_asr/distributed.py) each one loads its part of every batch
+through :class:`ShardedBatchSampler` and :class:`ShardView`: the batch then also says where its
+utterances are in the dataset and what share of the global batch it holds.
 """
 
 from __future__ import annotations
@@ -25,9 +29,14 @@ class SpeechBatch(NamedTuple):
     target_lengths: torch.Tensor  # (B,)
     task_ids: torch.Tensor  # (B,)
     texts: list[str]
+    # Only for one process's part of a global batch (ShardedBatchSampler): each utterance's index
+    # in the dataset (-1: a stand-in that only keeps a rank without utterances in step, whose
+    # outputs count nowhere), and this part's share of the global batch's utterances.
+    positions: list[int] | None = None
+    share: float = 1.0
 
     def to(self, device: torch.device) -> "SpeechBatch":
-        return SpeechBatch(*(t.to(device, non_blocking=True) for t in self[:5]), self.texts)
+        return SpeechBatch(*(t.to(device, non_blocking=True) for t in self[:5]), *self[5:])
 
 
 class SpeechDataset(Dataset):
@@ -45,14 +54,24 @@ class SpeechDataset(Dataset):
 
 
 def collate(samples: Sequence[tuple]) -> SpeechBatch:
-    features, tokens, texts, task_ids = zip(*samples)
+    """Zero-padded batch of samples; samples from a :class:`ShardView` (seven fields) are padded
+    to their global batch's longest utterance and keep their positions and share."""
+    features, tokens, texts, task_ids = list(zip(*samples))[:4]
+    padded = torch.nn.utils.rnn.pad_sequence([f.float() for f in features], batch_first=True)
+    positions, share = None, 1.0
+    if len(samples[0]) == 7:
+        pad_to, positions, shares = list(zip(*samples))[4:]
+        padded = torch.nn.functional.pad(padded, (0, 0, 0, max(pad_to) - padded.shape[1]))
+        positions, share = list(positions), float(shares[0])
     return SpeechBatch(
-        features=torch.nn.utils.rnn.pad_sequence([f.float() for f in features], batch_first=True),
+        features=padded,
         feature_lengths=torch.tensor([f.shape[0] for f in features]),
         targets=torch.nn.utils.rnn.pad_sequence(list(tokens), batch_first=True),
         target_lengths=torch.tensor([len(t) for t in tokens]),
         task_ids=torch.tensor(task_ids),
         texts=list(texts),
+        positions=positions,
+        share=share,
     )
 
 
@@ -116,3 +135,55 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
         batches = self._plan(generator)
         for i in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[i]
+
+
+class ShardedBatchSampler(Sampler[list[tuple[int, int, int, float]]]):
+    """One process's part of every batch of ``batches`` (which every process builds alike).
+
+    Each global batch (length-sorted) is split into ``world_size`` contiguous parts, as even as
+    possible (the first ``B mod world_size`` parts one utterance longer); this rank yields its
+    part, each item (dataset index, global batch's longest utterance in frames, position,
+    share of the global batch's utterances), for :class:`ShardView`. Every rank yields the same
+    number of batches, ``len(batches)``. A rank whose part is empty (a global batch of fewer
+    utterances than processes) gets the batch's first utterance as a stand-in: position -1,
+    share 0, so it computes in step with the others and counts nowhere.
+    """
+
+    def __init__(self, batches: FrameBudgetBatchSampler, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.batches = batches
+        self.lengths = batches.lengths.tolist()
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def part(self, batch: list[int]) -> list[tuple[int, int, int, float]]:
+        longest = int(max(self.lengths[i] for i in batch))
+        size, extra = divmod(len(batch), self.world_size)
+        start = self.rank * size + min(self.rank, extra)
+        mine = batch[start: start + size + (1 if self.rank < extra else 0)]
+        if not mine:
+            return [(batch[0], longest, -1, 0.0)]
+        return [(index, longest, index, len(mine) / len(batch)) for index in mine]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, float]]]:
+        for batch in self.batches:
+            yield self.part(batch)
+
+
+class ShardView(Dataset):
+    """``dataset`` indexed by :class:`ShardedBatchSampler` items: a sample plus its padding
+    target, position and share (what :func:`collate` needs to build a part of a global batch)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int, int, float]):
+        index, longest, position, share = item
+        return (*self.dataset[index], longest, position, share)

@@ -9,6 +9,7 @@ import torch
 from avalanche.evaluation import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 
+from .. import distributed
 from ..data.text import normalize_text
 from ..data.tokenizer import Tokenizer
 
@@ -45,10 +46,12 @@ class WordErrorRate(PluginMetric[float]):
         self.columns = list(columns)
         self.references: list[str] = []
         self.hypotheses: list[str] = []
+        self.order: list[tuple[int, int, int] | None] = []  # (batch, rank, row) of each transcript
+        self._batches = 0
         self.results: dict[int, float] = {}
 
     def reset(self) -> None:
-        self.references, self.hypotheses = [], []
+        self.references, self.hypotheses, self.order, self._batches = [], [], [], 0
 
     def update(self, log_probs: torch.Tensor, lengths: torch.Tensor, references: list[str]) -> None:
         self.hypotheses.extend(greedy_decode(log_probs, lengths, self.tokenizer))
@@ -64,8 +67,18 @@ class WordErrorRate(PluginMetric[float]):
         log_probs, lengths = strategy.mb_output
         self.update(log_probs, lengths, strategy.mbatch.texts)
 
+    def after_eval_forward(self, strategy) -> None:
+        """Where each utterance of the batch belongs: with several processes, each holds its part
+        of every batch (None: a stand-in that counts nowhere)."""
+        positions = strategy.mbatch.positions or [0] * len(strategy.mbatch.texts)
+        here = distributed.rank()
+        self.order.extend((self._batches, here, row) if p >= 0 else None for row, p in enumerate(positions))
+        self._batches += 1
+
     def after_eval_exp(self, strategy) -> list[MetricValue]:
         index = strategy.experience.current_experience
+        # With several processes each saw its part of the test set: all of it, in order, here.
+        self.references, self.hypotheses = distributed.gather_transcripts(self.order, self.references, self.hypotheses)
         value = self.result()
         self.results[index] = value
         name = f"WER_Exp/eval_phase/test_stream/Exp{index:03d}"

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..distributed import global_mean
 from .adapters import AdapterBank
 
 
@@ -60,7 +61,8 @@ class AdapterWeightedMean(nn.Module):
     ID). A new adapter's logit is log(sum_i exp l_i) - log(n) over the n earlier ones, which
     gives it a fair share 1/(n+1) and leaves the earlier adapters' proportions as learned; equal
     logits are Adapter Mean. ``layernorm`` normalises the mixture before the residual add, as
-    fusion does, with the gain calibrated on the first batch so the layer starts as the mean.
+    fusion does, with the gain calibrated on the first batch so the layer starts as the mean
+    (with several processes, on the whole global batch: every rank gets the same gain).
     """
 
     def __init__(self, d_model: int, layernorm: bool = True) -> None:
@@ -90,7 +92,7 @@ class AdapterWeightedMean(nn.Module):
             return mixed
         if not bool(self.calibrated):
             with torch.no_grad():
-                self.norm.weight.fill_(float(mixed.float().std(dim=-1).mean()) + 1e-6)
+                self.norm.weight.fill_(global_mean(mixed.float().std(dim=-1)) + 1e-6)
                 self.calibrated.fill_(True)
         return self.norm(mixed)
 
@@ -146,7 +148,7 @@ class AdapterFusion(nn.Module):
         fused = self.value(torch.einsum("btn,btnd->btd", adapter_probs / gate.clamp_min(1e-9), outputs))
         if not bool(self.calibrated):
             with torch.no_grad():
-                self.norm.weight.fill_(float(fused.float().std(dim=-1).mean()) + 1e-6)
+                self.norm.weight.fill_(global_mean(fused.float().std(dim=-1)) + 1e-6)
                 self.calibrated.fill_(True)
         return gate * self.norm(fused)
 

@@ -24,6 +24,7 @@ from avalanche.core import SupervisedPlugin
 from torch import nn
 
 from ..model import ConformerCTC, Resizable, SingleAdapter, TaskRouter
+from .. import distributed
 from .template import SpeechTemplate, TrainingPhase
 
 CombinerFactory = Callable[[int], nn.Module]
@@ -160,12 +161,19 @@ class RoutingLog(SupervisedPlugin):
             return
         task_ids = strategy.mbatch.task_ids
         chosen = router.last_routes.to(task_ids.device)
+        if strategy.mbatch.positions is not None:  # one process's part of a batch: stand-ins count nowhere
+            real = torch.tensor(strategy.mbatch.positions, device=task_ids.device) >= 0
+            task_ids, chosen = task_ids[real], chosen[real]
         self.choices.update(chosen.tolist())
         known = task_ids >= 0
         self.hits += int((chosen == strategy.adapter_routes(task_ids))[known].sum())
         self.total += int(known.sum())
 
     def after_eval_exp(self, strategy, **kwargs) -> None:
+        if distributed.is_active():  # every process's counts
+            parts = distributed.gather_objects((self.choices, self.hits, self.total))
+            self.choices = sum((part[0] for part in parts), Counter())
+            self.hits, self.total = sum(part[1] for part in parts), sum(part[2] for part in parts)
         if not self.choices:
             return
         name = getattr(strategy.experience, "task_name", strategy.experience.current_experience)

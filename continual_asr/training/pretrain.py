@@ -14,6 +14,7 @@ import torch
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..config import PRETRAIN_FIELDS, RunConfig
+from .. import distributed
 from ..data.streamdata import StreamData
 from ..evaluation.wer import WordErrorRate
 from ..model import ConformerCTC, build_model
@@ -51,9 +52,16 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
     info = {"cache_key": key, "path": str(path)}
-    if path.is_file():
+    # With several processes rank 0 alone looks in the cache and gives the others its weights
+    # (they need no shared cache folder); pretraining itself is data-parallel, rank 0 saves.
+    if distributed.broadcast_object(path.is_file()):
         log.info("base model: reusing %s", path)
-        return load_base_model(path, config, len(data.tokenizer)), {**info, "cached": True, "seconds": 0.0}
+        if distributed.is_main():
+            model = load_base_model(path, config, len(data.tokenizer))
+        else:
+            model = build_model(config, len(data.tokenizer))
+        distributed.broadcast_module(model)
+        return model, {**info, "cached": True, "seconds": 0.0}
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
@@ -68,7 +76,8 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     strategy.train(experience, eval_streams=[])
     seconds = time.perf_counter() - started
     model.cpu()
-    save_checkpoint(model, path, key=key, seconds=seconds)
+    if distributed.is_main():
+        save_checkpoint(model, path, key=key, seconds=seconds)
     return model, {**info, "cached": False, "seconds": seconds}
 
 

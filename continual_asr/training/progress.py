@@ -12,7 +12,10 @@ log = logging.getLogger("continual_asr")
 
 
 class ProgressPlugin(SupervisedPlugin):
-    """A bar per training epoch (loss, utterances/s) and per evaluated task; a log line each."""
+    """A bar per training epoch (loss, utterances/s) and per evaluated task; a log line each.
+
+    With several processes (only rank 0 shows it) loss and utterances are the whole global batch's.
+    """
 
     def __init__(self, enabled: bool = True, label: str = "") -> None:
         super().__init__()
@@ -38,7 +41,11 @@ class ProgressPlugin(SupervisedPlugin):
         self._open(len(strategy.dataloader), self.epoch_label)
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        self.utterances += len(strategy.mbatch.texts)
+        batch = strategy.mbatch
+        if batch.positions is None:
+            self.utterances += len(batch.texts)
+        elif batch.share > 0:  # one process's part of a global batch: count the whole batch
+            self.utterances += round(sum(p >= 0 for p in batch.positions) / batch.share)
         self.loss_sum += float(strategy.loss.detach())
         self.batches += 1
         if self.bar is not None:

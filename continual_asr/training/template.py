@@ -22,7 +22,8 @@ from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig
-from ..data.dataset import FrameBudgetBatchSampler, SpeechBatch, collate
+from .. import distributed
+from ..data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, ShardView, SpeechBatch, collate
 from ..errors import TrainingError
 from ..model import ConformerCTC
 from .memory import TaskMemory
@@ -72,6 +73,8 @@ class SpeechTemplate(SupervisedTemplate):
                          evaluator=evaluator or EvaluationPlugin(loggers=[]), eval_every=-1)
         self.config = config
         self.seed = seed
+        if distributed.is_active():
+            distributed.sync_batchnorm(model)  # training statistics over the whole global batch
         self.epochs = config.finetune_epochs if epochs is None else epochs
         self.learning_rate = config.finetune_lr if learning_rate is None else learning_rate
         self.memory = TaskMemory(config.memory_per_task, seed)
@@ -139,6 +142,7 @@ class SpeechTemplate(SupervisedTemplate):
             self.phase = phase
             phase.configure(self.model)
             self.model.to(self.device)
+            distributed.broadcast_module(self.model)  # every process starts the phase from rank 0's weights
             self.adapted_dataset = (phase.dataset or experience_data).train()
             self.make_train_dataloader()
             self.make_optimizer()
@@ -149,6 +153,7 @@ class SpeechTemplate(SupervisedTemplate):
                 self._after_training_epoch(**kwargs)
         self.phase = None
         self.after_phases(experience)
+        distributed.broadcast_module(self.model)  # what ranks fitted on their own (the router) stays rank 0's
         self.memory.add(experience.dataset)
 
     def check_model_and_optimizer(self, **kwargs) -> None:
@@ -174,20 +179,88 @@ class SpeechTemplate(SupervisedTemplate):
         if self.scheduler is not None and self.scheduler.last_epoch + 1 < self.scheduler.total_steps:
             self.scheduler.step()
 
+    # ---- the loops: mixed precision, several processes -----------------------------------------
+    def autocast(self):
+        """bf16 autocast on a GPU (``mixed_precision``), nothing on the CPU."""
+        return distributed.autocast(self.device, self.config.mixed_precision)
+
+    def _float32(self, output):
+        """The model's outputs in float32 after an autocast forward: losses and decoding (which
+        runs outside autocast, in the metrics) then see the dtype of the weights."""
+        if self.device.type != "cuda" or not isinstance(output, (tuple, list)):
+            return output
+        return type(output)(t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in output)
+
+    def training_epoch(self, **kwargs) -> None:
+        """Avalanche's loop (SGDUpdate.training_epoch) with forward, loss and the plugins' loss
+        terms under autocast, and backward (see ``backward``) outside it."""
+        for self.mbatch in self.dataloader:
+            if self._stop_training:
+                break
+            self._unpack_minibatch()
+            self._before_training_iteration(**kwargs)
+            self.optimizer.zero_grad()
+            self.loss = self._make_empty_loss()
+            with self.autocast():
+                self._before_forward(**kwargs)
+                self.mb_output = self._float32(self.forward())
+                self._after_forward(**kwargs)
+                self.loss += self.criterion()
+                self._before_backward(**kwargs)
+            self.backward()
+            self._after_backward(**kwargs)
+            self._before_update(**kwargs)
+            self.optimizer_step()
+            self._after_update(**kwargs)
+            self._after_training_iteration(**kwargs)
+
+    def eval_epoch(self, **kwargs) -> None:
+        """Avalanche's evaluation loop (BaseSGDTemplate.eval_epoch) with forward under autocast."""
+        for self.mbatch in self.dataloader:
+            self._unpack_minibatch()
+            self._before_eval_iteration(**kwargs)
+            with self.autocast():
+                self._before_eval_forward(**kwargs)
+                self.mb_output = self._float32(self.forward())
+                self._after_eval_forward(**kwargs)
+                self.loss = self.criterion()
+            self._after_eval_iteration(**kwargs)
+
+    def backward(self) -> None:
+        """With several processes: each rank's loss weighted by its share of the global batch's
+        utterances, gradients summed over the ranks (the whole batch's mean-loss gradient on
+        every rank, before clipping); ``loss`` becomes the whole batch's, for the logs."""
+        if not distributed.is_active():
+            return super().backward()
+        weighted = self.loss * self.mbatch.share
+        weighted.backward(retain_graph=self.retain_graph)
+        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.loss = distributed.reduce_gradients(trained, weighted)
+
     # ---- data ---------------------------------------------------------------------------------
-    def loader(self, dataset: AvalancheDataset, max_frames: int, shuffle: bool) -> DataLoader:
-        """Length-bucketed batches of at most ``max_frames`` padded frames (plugins use it too)."""
+    def loader(self, dataset: AvalancheDataset, max_frames: int, shuffle: bool, sharded: bool = False) -> DataLoader:
+        """Length-bucketed batches of at most ``max_frames`` padded frames (plugins use it too).
+
+        ``sharded`` (the training and evaluation loaders): with several processes, this
+        process's part of every batch (continual_asr/distributed.py); otherwise whole batches.
+        On a GPU, worker processes collate into pinned memory.
+        """
         sampler = FrameBudgetBatchSampler(list(dataset.num_frames), max_frames, shuffle,
                                           seed=self.seed * 1000 + self._phase_counter)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
-                          pin_memory=self.device.type == "cuda")
+        if sharded and distributed.is_active():
+            sampler = ShardedBatchSampler(sampler, distributed.rank(), distributed.world_size())
+            dataset = ShardView(dataset)
+        workers = distributed.loader_workers(self.config.num_workers, self.device)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
 
     def make_train_dataloader(self, **kwargs) -> None:
         self._phase_counter += 1
-        self.dataloader = self.loader(self.adapted_dataset, self.config.batch_frames, shuffle=True)
+        self.dataloader = self.loader(self.adapted_dataset, self.config.batch_frames, shuffle=True, sharded=True)
 
     def make_eval_dataloader(self, **kwargs) -> None:
-        self.dataloader = self.loader(self.adapted_dataset, self.config.eval_batch_frames, shuffle=False)
+        self.dataloader = self.loader(self.adapted_dataset, self.config.eval_batch_frames, shuffle=False,
+                                      sharded=True)
 
     def _unpack_minibatch(self) -> None:
         self.mbatch = self.mbatch.to(self.device)
