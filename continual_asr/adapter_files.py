@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .errors import CasrError
-from .model import ConformerCTC
+from .model import ConformerASR
 from .model.encoder import BASE_STATE_PREFIXES
 
 FORMAT = "casr-adapter"
@@ -118,7 +118,7 @@ def load_adapter(path: Path) -> AdapterFile:
                        source=payload["source"], tensors=payload["tensors"])
 
 
-def check_fits(adapter: AdapterFile, model: ConformerCTC) -> None:
+def check_fits(adapter: AdapterFile, model: ConformerASR) -> None:
     """Refuse, in one line, an adapter trained on another base model or with another bottleneck."""
     fingerprint = base_fingerprint(model.state_dict())
     if adapter.base_fingerprint != fingerprint:

@@ -18,6 +18,11 @@ def _opt(default: Any, help: str, **checks: Any) -> Any:
     return field(default=default, metadata={"help": help, **checks})
 
 
+def _kind(f: dataclasses.Field) -> type:
+    """The value type of a config field (annotations are strings here: postponed evaluation)."""
+    return {"bool": bool, "int": int, "str": str}.get(getattr(f.type, "__name__", f.type), float)
+
+
 @dataclass
 class RunConfig:
     # Features and model
@@ -33,6 +38,13 @@ class RunConfig:
     # SpecAugment plus fresh sentences regularise enough at this size.
     dropout: float = _opt(0.0, "dropout inside the Conformer layers", min=0.0, max=0.9)
     vocab_size: int = _opt(256, "SentencePiece vocabulary size (an upper bound on tiny text)", min=16)
+    # Output head (part of the frozen base; adapters and combiners live in the encoder either way)
+    head: str = _opt("ctc", "output head: ctc (one linear layer, CTC loss) or rnnt (transducer: LSTM prediction "
+                            "network and joiner, RNN-T loss; slower to train and decode)", choices=("ctc", "rnnt"))
+    rnnt_pred_dim: int = _opt(128, "rnnt: width of the prediction network (token embedding and one LSTM layer)", min=4)
+    rnnt_joint_dim: int = _opt(128, "rnnt: width of the joiner that encoder and prediction network are projected to",
+                               min=4)
+    rnnt_max_symbols: int = _opt(4, "rnnt: most tokens greedy decoding emits per encoder frame (40 ms)", min=1)
     # Base pretraining
     pretrain_epochs: int = _opt(18, "epochs of base-model pretraining on the base task", min=1)
     pretrain_lr: float = _opt(2e-3, "peak learning rate of pretraining (one-cycle schedule)", min=0.0)
@@ -53,9 +65,11 @@ class RunConfig:
     finetune_epochs: int = _opt(6, "epochs per task of the whole-model baselines", min=1)
     finetune_lr: float = _opt(5e-4, "peak learning rate of the whole-model baselines", min=0.0)
     ewc_lambda: float = _opt(
-        1e4, "ewc: weight of the penalty sum_i F_i (w_i - w*_i)^2 per earlier task (F: mean squared CTC gradient)",
+        1e4, "ewc: weight of the penalty sum_i F_i (w_i - w*_i)^2 per earlier task (F: mean squared loss gradient)",
         min=0.0)
-    lwf_alpha: float = _opt(1.0, "lwf: weight of the distillation of the previous model's per-frame posteriors", min=0.0)
+    lwf_alpha: float = _opt(
+        1.0, "lwf: weight of the distillation of the previous model's posteriors (per frame; rnnt: per lattice node)",
+        min=0.0)
     lwf_temperature: float = _opt(2.0, "lwf: softmax temperature of that distillation", min=0.1)
     # Router (adapter-router)
     router_epochs: int = _opt(
@@ -87,7 +101,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            expected = bool if f.type in (bool, "bool") else int if f.type in (int, "int") else float
+            expected = _kind(f)
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
                 setattr(self, f.name, value)
@@ -97,6 +111,9 @@ class RunConfig:
                 raise ConfigError(f"config field '{f.name}' must be >= {f.metadata['min']}, got {value!r}")
             if "max" in f.metadata and value > f.metadata["max"]:
                 raise ConfigError(f"config field '{f.name}' must be <= {f.metadata['max']}, got {value!r}")
+            if "choices" in f.metadata and value not in f.metadata["choices"]:
+                raise ConfigError(f"config field '{f.name}' must be one of {', '.join(f.metadata['choices'])}, "
+                                  f"got {value!r}")
         if self.d_model % self.num_heads:
             raise ConfigError(f"config field 'num_heads' ({self.num_heads}) must divide d_model ({self.d_model})")
         if self.conv_kernel % 2 == 0:
@@ -112,6 +129,9 @@ class RunConfig:
 # How a run executes, not what it computes: a resumed run may change them.
 RUNTIME_FIELDS = ("threads", "num_workers")
 MODEL_FIELDS = ["n_mels", "subsampling_channels", "d_model", "num_layers", "num_heads", "ffn_dim", "conv_kernel", "dropout", "vocab_size"]
+# The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
+# keys of base models cached before heads were selectable stay valid.
+HEAD_FIELDS: dict[str, list[str]] = {"ctc": [], "rnnt": ["head", "rnnt_pred_dim", "rnnt_joint_dim"]}
 PRETRAIN_FIELDS = MODEL_FIELDS + ["pretrain_epochs", "pretrain_lr", "batch_frames", "weight_decay", "specaugment",
                                   "max_train_utterances"]
 
@@ -123,7 +143,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         subsampling_channels=16, d_model=32, num_layers=2, num_heads=2, ffn_dim=64, conv_kernel=7, vocab_size=64,
         pretrain_epochs=80, pretrain_lr=3e-3, adapter_dim=8, adapter_epochs=10, fusion_epochs=3,
         finetune_epochs=3, memory_per_task=8, batch_frames=1000, max_train_utterances=64,
-        max_test_utterances=12,
+        max_test_utterances=12, rnnt_pred_dim=32, rnnt_joint_dim=32,
     ),
 }
 
@@ -151,8 +171,7 @@ def make_config(preset: str = "default", overrides: dict[str, Any] | None = None
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}' (valid: {', '.join(PRESETS)})")
     values = dict(PRESETS[preset])
-    types = {f.name: (bool if f.type in (bool, "bool") else int if f.type in (int, "int") else float)
-             for f in fields(RunConfig)}
+    types = {f.name: _kind(f) for f in fields(RunConfig)}
     for key, raw in (overrides or {}).items():
         if key not in types:
             raise ConfigError(f"unknown config field '{key}' (valid: {', '.join(types)})")

@@ -1,4 +1,5 @@
-"""Learning without Forgetting: fine-tuning while distilling the previous model's per-frame CTC posteriors."""
+"""Learning without Forgetting: fine-tuning while distilling the previous model's posteriors (per-frame CTC
+posteriors; with head=rnnt the joiner's posteriors on the reference lattice)."""
 
 from continual_asr.registry import register_strategy
 from continual_asr.training.plugins import SequenceLwFPlugin

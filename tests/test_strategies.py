@@ -13,6 +13,7 @@ from continual_asr.config import load_config_file, make_config
 from continual_asr.data.dataset import collate
 from continual_asr.errors import ConfigError
 from continual_asr.model import AdapterBank, AdapterWeightedMean, TaskRouter, build_model
+from continual_asr.model.heads import frame_mask
 from continual_asr.registry import available_strategies, get_strategy, register_strategy
 from continual_asr.training.memory import TaskMemory
 from continual_asr.training.plugins import SequenceLwFPlugin, SpeechEWCPlugin, SpeechReplayPlugin
@@ -142,7 +143,7 @@ def test_lwf_distillation_ignores_padded_frames():
     teacher = torch.randn(1, 6, 5).log_softmax(-1)
     student = teacher.clone()
     student[0, 4:] = torch.randn(2, 5).log_softmax(-1)  # differs only beyond the length
-    assert float(lwf.distillation(student, teacher, torch.tensor([4]))) == pytest.approx(0.0, abs=1e-6)
+    assert float(lwf.distillation(student, teacher, frame_mask(torch.tensor([4]), 6))) == pytest.approx(0.0, abs=1e-6)
 
 
 # ---- EWC -----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Greedy CTC decoding and word error rate (jiwer), as an Avalanche plugin metric."""
+"""Word error rate (jiwer) of the model head's greedy transcripts, as an Avalanche plugin metric."""
 
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ from avalanche.evaluation.metric_results import MetricValue
 from .. import distributed
 from ..data.text import normalize_text
 from ..data.tokenizer import Tokenizer
+from ..model.heads import head_of
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: Tokenizer) -> list[str]:
-    """Best path: argmax per frame, merge repeats, drop blanks (class 0), detokenize."""
-    best = log_probs.argmax(dim=-1).cpu()
-    texts = []
-    for path, length in zip(best, lengths.cpu().tolist()):
-        path = torch.unique_consecutive(path[:length])
-        texts.append(tokenizer.decode([t - 1 for t in path.tolist() if t != 0]))
-    return texts
+def greedy_decode(model: torch.nn.Module, encoded: torch.Tensor, lengths: torch.Tensor,
+                  tokenizer: Tokenizer) -> list[str]:
+    """Transcripts of a batch: the model head's greedy token ids (CTC best path or transducer
+    greedy search, see model/heads.py), detokenized."""
+    return [tokenizer.decode(tokens) for tokens in head_of(model).decode(encoded, lengths)]
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
@@ -53,8 +51,8 @@ class WordErrorRate(PluginMetric[float]):
     def reset(self) -> None:
         self.references, self.hypotheses, self.order, self._batches = [], [], [], 0
 
-    def update(self, log_probs: torch.Tensor, lengths: torch.Tensor, references: list[str]) -> None:
-        self.hypotheses.extend(greedy_decode(log_probs, lengths, self.tokenizer))
+    def update(self, hypotheses: list[str], references: list[str]) -> None:
+        self.hypotheses.extend(hypotheses)
         self.references.extend(references)
 
     def result(self) -> float:
@@ -64,8 +62,8 @@ class WordErrorRate(PluginMetric[float]):
         self.reset()
 
     def after_eval_iteration(self, strategy) -> None:
-        log_probs, lengths = strategy.mb_output
-        self.update(log_probs, lengths, strategy.mbatch.texts)
+        encoded, lengths = strategy.mb_output
+        self.update(greedy_decode(strategy.model, encoded, lengths, self.tokenizer), strategy.mbatch.texts)
 
     def after_eval_forward(self, strategy) -> None:
         """Where each utterance of the batch belongs: with several processes, each holds its part

@@ -1,4 +1,4 @@
-"""Conformer-CTC, adapter banks and combiners."""
+"""The Conformer encoder with its output head (CTC or transducer), adapter banks and combiners."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ from ..config import RunConfig
 from .adapters import AdapterBank, BottleneckAdapter
 from .combiners import (AdapterFusion, AdapterMean, AdapterWeightedMean, OracleRouting, Resizable,
                         SingleAdapter)
-from .encoder import ConformerCTC
+from .encoder import ConformerASR, ConformerCTC
+from .heads import CTCHead, TransducerHead, head_of, make_head
 from .router import TaskRouter
 
 
-def build_model(config: RunConfig, num_tokens: int) -> ConformerCTC:
-    """A fresh base model sized by the config, for a tokenizer of ``num_tokens`` pieces."""
-    return ConformerCTC(
+def build_model(config: RunConfig, num_tokens: int) -> ConformerASR:
+    """A fresh base model sized by the config (head included), for a tokenizer of ``num_tokens`` pieces."""
+    return ConformerASR(
         n_mels=config.n_mels, d_model=config.d_model, num_layers=config.num_layers,
         num_heads=config.num_heads, ffn_dim=config.ffn_dim, conv_kernel=config.conv_kernel,
         dropout=config.dropout, num_tokens=num_tokens, adapter_dim=config.adapter_dim,
-        subsampling_channels=config.subsampling_channels,
+        subsampling_channels=config.subsampling_channels, head=lambda: make_head(config, num_tokens),
     )
 
 
 __all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "AdapterWeightedMean",
-           "OracleRouting", "Resizable", "SingleAdapter", "ConformerCTC", "TaskRouter", "build_model"]
+           "OracleRouting", "Resizable", "SingleAdapter", "ConformerASR", "ConformerCTC", "CTCHead",
+           "TransducerHead", "TaskRouter", "build_model", "head_of", "make_head"]

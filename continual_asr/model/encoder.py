@@ -1,4 +1,5 @@
-"""Conformer-CTC with an adapter bank and a combiner in every layer's residual path."""
+"""The Conformer encoder with an adapter bank and a combiner in every layer's residual path, and
+an output head (CTC or transducer, see heads.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from torch import nn
 from torchaudio.models.conformer import ConformerLayer
 
 from .adapters import AdapterBank
+from .heads import CTCHead
 
 
 # State-dict keys of the base model: the feature normaliser and base_modules() (what adapters
-# and combiners leave alone; adapter files record a hash of it).
+# and combiners leave alone; adapter files record a hash of it). "head." covers either head,
+# the transducer's prediction network and joiner included.
 BASE_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers.", "head.")
 
 
@@ -37,8 +40,11 @@ class Conv2dSubsampling(nn.Module):
         return x, self.output_lengths(lengths)
 
 
-class ConformerCTC(nn.Module):
-    """Log-mel in, CTC log-probabilities out. Blank is class 0; token t is class t + 1.
+class ConformerASR(nn.Module):
+    """Log-mel in, encoder frames out; ``head`` (heads.py) turns them into a loss and transcripts.
+
+    ``head`` builds the head (default: CTC); a transducer head belongs to the base as CTC's
+    linear layer does: pretrained with it, frozen with it.
 
     Adapters: ``banks[i]`` holds every task's adapter of layer i and ``combiners[i]`` decides
     how they are combined (see combiners.py); with no adapters the model is the plain base.
@@ -46,7 +52,7 @@ class ConformerCTC(nn.Module):
 
     def __init__(self, n_mels: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
                  conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int,
-                 subsampling_channels: int = 36) -> None:
+                 subsampling_channels: int = 36, head: Callable[[], nn.Module] | None = None) -> None:
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(n_mels))
         self.register_buffer("feature_std", torch.ones(n_mels))
@@ -54,7 +60,9 @@ class ConformerCTC(nn.Module):
         self.layers = nn.ModuleList(
             ConformerLayer(d_model, ffn_dim, num_heads, conv_kernel, dropout=dropout) for _ in range(num_layers)
         )
-        self.head = nn.Linear(d_model, num_tokens + 1)
+        # The head is built here, after the layers, so a seed gives the same initial weights
+        # as it did when the CTC layer was hard-wired.
+        self.head = CTCHead(d_model, num_tokens) if head is None else head()
         self.banks = nn.ModuleList(AdapterBank(d_model, adapter_dim) for _ in range(num_layers))
         self.combiners = nn.ModuleList()
         # Optional utterance-level router (see forward): None, or a module with
@@ -103,7 +111,7 @@ class ConformerCTC(nn.Module):
         self.base_frozen = not base
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "ConformerCTC":
+    def train(self, mode: bool = True) -> "ConformerASR":
         super().train(mode)
         if self.base_frozen:
             # The Conformer's convolution module has BatchNorm: a frozen base must not update its
@@ -158,7 +166,8 @@ class ConformerCTC(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor,
                 adapter_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, T, n_mels) -> (log-probs (B, T', V+1), output lengths (B,)).
+        """features (B, T, n_mels) -> (encoder output (B, T', D), output lengths (B,)): the
+        input of ``head.loss`` and ``head.decode``.
 
         ``adapter_index`` is the true task's adapter per utterance (only oracle routing reads
         it). With a router installed, the router's choice from a first, adapter-free pass
@@ -167,4 +176,7 @@ class ConformerCTC(nn.Module):
         if self.router is not None and len(self.combiners) > 0 and len(self.banks[0]) > 0:
             adapter_index = self.router.route(self.pooled_base_features(features, lengths))
         outputs, out_lengths = self.encode(features, lengths, adapter_index)
-        return self.head(outputs[-1]).log_softmax(dim=-1), out_lengths
+        return outputs[-1], out_lengths
+
+
+ConformerCTC = ConformerASR  # the name from before heads were selectable

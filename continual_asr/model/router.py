@@ -4,7 +4,7 @@ A learned alternative to fusion (beyond the paper): instead of mixing adapters f
 classify the whole utterance into {base task / no adapter, task 1..N} and send it through that
 one adapter, as oracle routing does with the true task. The features are the statistics pooling
 (mean and std over frames) of every layer's output of the frozen base encoder without
-adapters (ConformerCTC.pooled_base_features), so routing
+adapters (ConformerASR.pooled_base_features), so routing
 costs one extra adapter-free pass and never depends on the adapters it chooses between.
 The router trains on the composition data (memory plus the new task, balanced); since the base
 is frozen, the pooled features are computed once per task and the small classifier trains on

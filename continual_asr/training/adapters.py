@@ -23,7 +23,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 from torch import nn
 
-from ..model import ConformerCTC, Resizable, SingleAdapter, TaskRouter
+from ..model import ConformerASR, Resizable, SingleAdapter, TaskRouter
 from .. import distributed
 from .template import SpeechTemplate, TrainingPhase
 
@@ -43,7 +43,7 @@ class AdapterStrategy(SpeechTemplate):
     classifier, trained during composition (use it with oracle-routing combiners).
     """
 
-    def __init__(self, *, model: ConformerCTC, config, make_combiner: CombinerFactory,
+    def __init__(self, *, model: ConformerASR, config, make_combiner: CombinerFactory,
                  composition: bool = True, router: TaskRouter | None = None, **common) -> None:
         if router is not None:
             common["plugins"] = [*(common.get("plugins") or []), RoutingLog()]
@@ -91,7 +91,7 @@ class AdapterStrategy(SpeechTemplate):
     def training_phases(self, experience) -> list[TrainingPhase]:
         index = self.add_task_adapter(experience)
 
-        def extract(model: ConformerCTC) -> None:
+        def extract(model: ConformerASR) -> None:
             model.set_router(None)
             model.set_combiners(lambda _: SingleAdapter(index))
             model.set_trainable(base=False, adapters=[index])
@@ -104,7 +104,7 @@ class AdapterStrategy(SpeechTemplate):
                                         self._compose, dataset=composition_data))
         return phases
 
-    def _compose(self, model: ConformerCTC) -> None:
+    def _compose(self, model: ConformerASR) -> None:
         model.set_combiners(self.combiners)
         adapters = list(range(len(model.adapter_tasks))) if self.config.train_adapters else None
         model.set_trainable(base=False, adapters=adapters, combiners=True)

@@ -1,9 +1,11 @@
-"""The whole-model continual-learning baselines as Avalanche plugins, fitted to CTC speech models.
+"""The whole-model continual-learning baselines as Avalanche plugins, fitted to speech models.
 
 Replay and EWC are Avalanche's own plugins with the one piece that assumes fixed-size
 classification batches replaced; LwF distils class logits in Avalanche, so the sequence version
-(per-frame CTC posteriors) is written here. All three treat the base task as the first task to
-protect: it is no experience of the stream, but forgetting it is forgetting all the same.
+(the head's output distributions: per-frame CTC posteriors, or the transducer's joiner
+posteriors on the reference lattice) is written here. All three treat the base task as the
+first task to protect: it is no experience of the stream, but forgetting it is forgetting all
+the same.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from avalanche.training.plugins import EWCPlugin, ReplayPlugin
 from avalanche.training.storage_policy import ExperienceBalancedBuffer
 from avalanche.training.utils import ParamData, copy_params_dict, zerolike_params_dict
 
-from .template import SpeechTemplate, ctc_loss
+from ..model.heads import head_of
+from .template import SpeechTemplate
 
 
 class SpeechReplayPlugin(ReplayPlugin):
@@ -81,14 +84,14 @@ class SpeechReplayPlugin(ReplayPlugin):
 
 class SpeechEWCPlugin(EWCPlugin):
     """Elastic weight consolidation: Avalanche's EWCPlugin in "separate" mode (one quadratic
-    penalty per consolidated task, importance = mean squared gradient), for CTC models.
+    penalty per consolidated task, importance = mean squared gradient), for speech models.
 
     Replaced: compute_importances, whose fixed-size DataLoader and ``criterion(model(batch[0]),
-    batch[1])`` fit classification only; here the template's length-bucketed batches and CTC
-    loss, with the model in eval mode so BatchNorm statistics stay put. And the bookkeeping: the
-    base task is consolidated first, on its remembered sample, before the first experience
-    (Avalanche counts consolidated experiences with the clock, which knows no base task), so
-    before_backward sums the penalty over every consolidated task.
+    batch[1])`` fit classification only; here the template's length-bucketed batches and the
+    head's loss (CTC or RNN-T), with the model in eval mode so BatchNorm statistics stay put.
+    And the bookkeeping: the base task is consolidated first, on its remembered sample, before
+    the first experience (Avalanche counts consolidated experiences with the clock, which knows
+    no base task), so before_backward sums the penalty over every consolidated task.
     """
 
     def __init__(self, ewc_lambda: float, batch_frames: int) -> None:
@@ -104,9 +107,8 @@ class SpeechEWCPlugin(EWCPlugin):
         for batch in loader:
             batch = batch.to(strategy.device)
             model.zero_grad(set_to_none=True)
-            log_probs, out_lengths = model(batch.features, batch.feature_lengths,
-                                           strategy.adapter_routes(batch.task_ids))
-            ctc_loss(log_probs, out_lengths, batch).backward()
+            encoded, out_lengths = model(batch.features, batch.feature_lengths, strategy.adapter_routes(batch.task_ids))
+            head_of(model).loss(encoded, out_lengths, batch).backward()
             for name, parameter in model.named_parameters():
                 if parameter.grad is not None:
                     importances[name].data += parameter.grad.detach().pow(2)
@@ -159,12 +161,14 @@ class SpeechEWCPlugin(EWCPlugin):
 
 
 class SequenceLwFPlugin(SupervisedPlugin):
-    """Learning without Forgetting for CTC: distil the previous model's per-frame posteriors.
+    """Learning without Forgetting for speech: distil the previous model's output distributions.
 
-    Avalanche's LwFPlugin distils the logits of previously seen classes; a CTC model has one
-    distribution over the same vocabulary per output frame, for every task. The teacher is the
-    model as it was when the experience began (the base model before the first one); the
-    penalty is alpha * T^2 * the mean over valid frames of KL(teacher || student), both
+    Avalanche's LwFPlugin distils the logits of previously seen classes; a speech model has
+    distributions over the same vocabulary for every task: per output frame for CTC, per
+    (frame, reference-prefix) node of the lattice the RNN-T loss scores for a transducer (its
+    joiner posteriors; the predictor hears the reference tokens, as in training). The teacher is
+    the model as it was when the experience began (the base model before the first one); the
+    penalty is alpha * T^2 * the mean over valid distributions of KL(teacher || student), both
     softened by temperature T (Hinton et al.'s scaling keeps gradients comparable across T).
     The teacher hears the batch without SpecAugment: its posteriors are the targets, masking
     only perturbs the student, and masks keep the frame count, so frames stay aligned.
@@ -177,14 +181,14 @@ class SequenceLwFPlugin(SupervisedPlugin):
         self.teacher: torch.nn.Module | None = None
 
     def distillation(self, student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor,
-                     lengths: torch.Tensor) -> torch.Tensor:
-        """alpha * T^2 * mean over valid frames of KL(teacher_T || student_T); inputs (B, T, V)."""
+                     valid: torch.Tensor) -> torch.Tensor:
+        """alpha * T^2 * mean over the valid distributions of KL(teacher_T || student_T); inputs
+        (..., V) log-probabilities, ``valid`` a mask of their leading dimensions."""
         t = self.temperature
         student = F.log_softmax(student_log_probs.float() / t, dim=-1)
         teacher = F.log_softmax(teacher_log_probs.float() / t, dim=-1)
-        kl = (teacher.exp() * (teacher - student)).sum(dim=-1)  # (B, T)
-        valid = torch.arange(kl.shape[1], device=kl.device)[None, :] < lengths[:, None].to(kl.device)
-        return self.alpha * t * t * kl[valid].mean()
+        kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
+        return self.alpha * t * t * kl[valid.to(kl.device)].mean()
 
     def before_training_exp(self, strategy: SpeechTemplate, **kwargs) -> None:
         self.teacher = copy.deepcopy(strategy.model).eval().requires_grad_(False)
@@ -194,10 +198,11 @@ class SequenceLwFPlugin(SupervisedPlugin):
             return
         batch = strategy.mbatch
         with torch.no_grad():
-            teacher_log_probs, _ = self.teacher(batch.features, batch.feature_lengths,
-                                                strategy.adapter_routes(batch.task_ids))
-        student_log_probs, lengths = strategy.mb_output
-        strategy.loss += self.distillation(student_log_probs, teacher_log_probs, lengths)
+            encoded, lengths = self.teacher(batch.features, batch.feature_lengths,
+                                            strategy.adapter_routes(batch.task_ids))
+            teacher_log_probs, _ = head_of(self.teacher).posteriors(encoded, lengths, batch)
+        student_log_probs, valid = head_of(strategy.model).posteriors(*strategy.mb_output, batch)
+        strategy.loss += self.distillation(student_log_probs, teacher_log_probs, valid)
 
     def after_training_exp(self, strategy: SpeechTemplate, **kwargs) -> None:
         self.teacher = None  # the next experience copies the model as it is then

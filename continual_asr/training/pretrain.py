@@ -1,4 +1,4 @@
-"""Base-model pretraining on the stream's base task, cached by (data, model config, seed)."""
+"""Base-model pretraining on the stream's base task, cached by (data, model config and head, seed)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import torch
 
 from avalanche.training.plugins import EvaluationPlugin
 
-from ..config import PRETRAIN_FIELDS, RunConfig
+from ..config import HEAD_FIELDS, PRETRAIN_FIELDS, RunConfig
 from .. import distributed
 from ..data.streamdata import StreamData
 from ..evaluation.wer import WordErrorRate
-from ..model import ConformerCTC, build_model
+from ..model import ConformerASR, build_model
 from .progress import ProgressPlugin
 from .template import SpeechTemplate
 
@@ -26,12 +26,13 @@ PRETRAIN_VERSION = 1
 
 
 def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
-    payload = {"data": data.fingerprint, "config": config.subset(PRETRAIN_FIELDS), "seed": seed,
+    fields = PRETRAIN_FIELDS + HEAD_FIELDS[config.head]  # the head is part of the base model
+    payload = {"data": data.fingerprint, "config": config.subset(fields), "seed": seed,
                "version": PRETRAIN_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(model: ConformerCTC, path: Path, **metadata) -> None:
+def save_checkpoint(model: ConformerASR, path: Path, **metadata) -> None:
     """Atomic: a temporary file renamed into place, so a crash never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -39,7 +40,7 @@ def save_checkpoint(model: ConformerCTC, path: Path, **metadata) -> None:
     os.replace(tmp, path)
 
 
-def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> ConformerCTC:
+def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> ConformerASR:
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     model = build_model(config, num_tokens)
     model.load_state_dict(checkpoint["state_dict"])
@@ -47,7 +48,7 @@ def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> Conformer
 
 
 def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_dir: Path,
-                        device: torch.device, progress: bool = True) -> tuple[ConformerCTC, dict]:
+                        device: torch.device, progress: bool = True) -> tuple[ConformerASR, dict]:
     """The base model for this stream's base task: from the cache, or trained now and cached."""
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
@@ -81,7 +82,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     return model, {**info, "cached": False, "seconds": seconds}
 
 
-def evaluate_base_model(model: ConformerCTC, data: StreamData, config: RunConfig,
+def evaluate_base_model(model: ConformerASR, data: StreamData, config: RunConfig,
                         device: torch.device) -> dict[str, float]:
     """WER (%) of the plain base model on every test set of the stream (no adapters)."""
     wer = WordErrorRate(data.tokenizer)

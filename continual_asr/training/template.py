@@ -1,8 +1,9 @@
-"""The one Avalanche template every strategy shares: CTC speech recognition in training phases.
+"""The one Avalanche template every strategy shares: speech recognition in training phases.
 
 ``SpeechTemplate`` is a ``SupervisedTemplate`` that (a) batches variable-length speech with
 the dataset's collate function on both paths (Avalanche 0.6.0 drops it when training,
-issue #1531), (b) carries transcripts through the minibatch, (c) computes the CTC loss, and
+issue #1531), (b) carries transcripts through the minibatch, (c) computes the loss of the model's
+head (CTC or transducer, continual_asr/model/heads.py) on the encoder output, and
 (d) runs each experience as a list of :class:`TrainingPhase` objects, each choosing what trains,
 on which data, for how long, with its own one-cycle learning-rate schedule. A strategy only
 says which phases it runs (see continual_asr/training/adapters.py and strategies/).
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 import torchaudio
 from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.training.plugins import EvaluationPlugin
@@ -25,14 +25,8 @@ from ..config import RunConfig
 from .. import distributed
 from ..data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, ShardView, SpeechBatch, collate
 from ..errors import TrainingError
-from ..model import ConformerCTC
+from ..model import ConformerCTC, head_of
 from .memory import TaskMemory
-
-
-def ctc_loss(log_probs: torch.Tensor, out_lengths: torch.Tensor, batch: SpeechBatch) -> torch.Tensor:
-    """Mean CTC loss of a batch (blank is class 0, token t is class t + 1)."""
-    return F.ctc_loss(log_probs.transpose(0, 1).float(), batch.targets + 1, out_lengths, batch.target_lengths,
-                      blank=0, reduction="mean", zero_infinity=True)
 
 
 @dataclass
@@ -274,8 +268,12 @@ class SpeechTemplate(SupervisedTemplate):
         return self.model(features, batch.feature_lengths, self.adapter_routes(batch.task_ids))
 
     def criterion(self) -> torch.Tensor:
-        loss = ctc_loss(*self.mb_output, self.mbatch)
-        if self.is_training and not torch.isfinite(loss):
+        if not self.is_training:
+            # Evaluation only decodes: no metric reads an evaluation loss, and the transducer's
+            # would score the whole frame x token lattice for nothing.
+            return torch.zeros((), device=self.device)
+        loss = head_of(self.model).loss(*self.mb_output, self.mbatch)
+        if not torch.isfinite(loss):
             where = f"phase '{self.phase.name}', iteration {self.clock.train_exp_iterations}"
             raise TrainingError(f"non-finite loss ({loss.item()}) in {type(self).__name__}, {where}")
         return loss

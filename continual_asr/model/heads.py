@@ -1,0 +1,160 @@
+"""Output heads: what turns the encoder's frames into a loss and a transcript.
+
+The model's forward returns the encoder output (B, T', D) and its lengths; the head (the
+model's ``head`` module, part of the frozen base) gives
+
+- ``loss(encoded, lengths, batch)``: the mean training loss, normalised per target token;
+- ``decode(encoded, lengths)``: greedy token ids per utterance;
+- ``posteriors(encoded, lengths, batch)``: every output distribution the loss scores, with a
+  mask of the valid ones (what LwF distils).
+
+Both heads share the class layout: blank is class 0, token t is class t + 1. Adapters and
+combiners live in the encoder, so they work the same under either head.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+from ..config import RunConfig
+
+if TYPE_CHECKING:  # only a type here: the model package needs no data loading
+    from ..data.dataset import SpeechBatch
+
+
+def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, frames) True where a frame is inside its utterance."""
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """The head of a model, also when a wrapper (DistributedDataParallel) holds it as ``module``."""
+    return getattr(model, "module", model).head
+
+
+class CTCHead(nn.Linear):
+    """CTC: one linear layer to (V + 1) classes per frame. A ``Linear`` itself, so its state
+    keeps the names ``head.weight``/``head.bias`` that cached base models and adapter files'
+    base fingerprints were made with."""
+
+    def __init__(self, d_model: int, num_tokens: int) -> None:
+        super().__init__(d_model, num_tokens + 1)
+
+    def log_probs(self, encoded: torch.Tensor) -> torch.Tensor:
+        return super().forward(encoded).log_softmax(dim=-1)
+
+    def loss(self, encoded: torch.Tensor, lengths: torch.Tensor, batch: SpeechBatch) -> torch.Tensor:
+        """Mean over the batch of the CTC loss divided by the target length."""
+        return F.ctc_loss(self.log_probs(encoded).transpose(0, 1).float(), batch.targets + 1, lengths,
+                          batch.target_lengths, blank=0, reduction="mean", zero_infinity=True)
+
+    @torch.no_grad()
+    def decode(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """Best path: argmax per frame, merge repeats, drop blanks."""
+        best = self(encoded).argmax(dim=-1).cpu()
+        hypotheses = []
+        for path, length in zip(best, lengths.cpu().tolist()):
+            path = torch.unique_consecutive(path[:length])
+            hypotheses.append([t - 1 for t in path.tolist() if t != 0])
+        return hypotheses
+
+    def posteriors(self, encoded: torch.Tensor, lengths: torch.Tensor,
+                   batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame log-posteriors (B, T', V + 1) and the valid frames (B, T')."""
+        return self.log_probs(encoded), frame_mask(lengths, encoded.shape[1])
+
+
+class TransducerHead(nn.Module):
+    """RNN-T: a prediction network (token embedding, one LSTM layer) over the tokens so far and
+    a joiner, out(tanh(W_enc e_t + W_pred p_u)), scoring each (frame, tokens-so-far) pair.
+
+    Blank (class 0) doubles as the start symbol fed to the predictor before any token.
+    Costlier than CTC: the loss scores the whole B x T' x (U + 1) lattice through the joiner,
+    and decoding steps the predictor token by token (batched over utterances, one step per
+    emitted token, at most ``max_symbols`` per frame).
+    """
+
+    def __init__(self, d_model: int, num_tokens: int, pred_dim: int, joint_dim: int, max_symbols: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_tokens + 1, pred_dim)
+        self.predictor = nn.LSTM(pred_dim, pred_dim, batch_first=True)
+        self.enc_proj = nn.Linear(d_model, joint_dim)
+        self.pred_proj = nn.Linear(pred_dim, joint_dim, bias=False)  # enc_proj's bias serves both
+        self.out = nn.Linear(joint_dim, num_tokens + 1)
+        self.max_symbols = max_symbols  # a decoding setting, not a weight: not in the state dict
+
+    # ---- pieces --------------------------------------------------------------------------------
+    def predict(self, classes: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """classes (B, U) -> projected predictor output (B, U, J) and the LSTM state."""
+        out, state = self.predictor(self.embedding(classes), state)
+        return self.pred_proj(out), state
+
+    def joint(self, enc: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Logits over the V + 1 classes of projected encoder and predictor outputs (broadcast)."""
+        return self.out(torch.tanh(enc + pred))
+
+    def lattice_logits(self, encoded: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, T', U + 1, V + 1): the joiner at every frame and every prefix of ``targets`` (B, U)."""
+        prefixes = F.pad(targets + 1, (1, 0), value=0)  # start symbol, then the targets
+        pred, _ = self.predict(prefixes)
+        return self.joint(self.enc_proj(encoded).unsqueeze(2), pred.unsqueeze(1))
+
+    # ---- the head interface ----------------------------------------------------------------------
+    def loss(self, encoded: torch.Tensor, lengths: torch.Tensor, batch: SpeechBatch) -> torch.Tensor:
+        """Mean over the batch of the RNN-T loss divided by the target length (CTC's
+        normalisation, so learning rates and gradient clipping mean the same for both heads)."""
+        # The loss kernel wants the lattice exactly as long as the longest utterance and transcript.
+        encoded = encoded[:, : int(lengths.max())]
+        targets = batch.targets[:, : int(batch.target_lengths.max())]
+        logits = self.lattice_logits(encoded, targets).float()  # the kernel takes float32
+        costs = torchaudio.functional.rnnt_loss(
+            logits, (targets + 1).int(), lengths.int(), batch.target_lengths.int(), blank=0, reduction="none")
+        return (costs / batch.target_lengths.clamp(min=1).to(costs.dtype)).mean()
+
+    @torch.no_grad()
+    def decode(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """Greedy search, all utterances at once: at each frame, emit the argmax token and step
+        the predictor while it is not blank (at most ``max_symbols`` times), then move on."""
+        batch = encoded.shape[0]
+        enc = self.enc_proj(encoded)
+        pred, state = self.predict(torch.zeros(batch, 1, dtype=torch.long, device=encoded.device))
+        pred = pred[:, 0]
+        hypotheses: list[list[int]] = [[] for _ in range(batch)]
+        for t in range(int(lengths.max()) if batch else 0):
+            active = t < lengths  # utterances that may still emit at this frame
+            for _ in range(self.max_symbols):
+                best = self.joint(enc[:, t], pred).argmax(dim=-1)
+                emit = active & (best != 0)
+                if not bool(emit.any()):
+                    break
+                for b, token in zip(emit.nonzero()[:, 0].tolist(), best[emit].tolist()):
+                    hypotheses[b].append(token - 1)
+                # Step the predictor for everyone (one batched call), keep it where a token was emitted.
+                new_pred, new_state = self.predict(best.unsqueeze(1), state)
+                keep = emit.unsqueeze(-1)
+                pred = torch.where(keep, new_pred[:, 0], pred)
+                state = tuple(torch.where(keep.unsqueeze(0), new, old) for new, old in zip(new_state, state))
+                active = emit  # a blank ends that utterance's turn at this frame
+        return hypotheses
+
+    def posteriors(self, encoded: torch.Tensor, lengths: torch.Tensor,
+                   batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joiner's log-posteriors on the reference lattice (B, T', U + 1, V + 1) and the
+        valid nodes (frame inside the utterance, prefix no longer than its transcript)."""
+        log_probs = self.lattice_logits(encoded, batch.targets).log_softmax(dim=-1)
+        prefixes = frame_mask(batch.target_lengths + 1, log_probs.shape[2])
+        return log_probs, frame_mask(lengths, log_probs.shape[1])[:, :, None] & prefixes[:, None, :]
+
+
+def make_head(config: RunConfig, num_tokens: int) -> nn.Module:
+    """The head ``config.head`` names, sized by the config."""
+    if config.head == "rnnt":
+        return TransducerHead(config.d_model, num_tokens, config.rnnt_pred_dim, config.rnnt_joint_dim,
+                              config.rnnt_max_symbols)
+    return CTCHead(config.d_model, num_tokens)

@@ -1,0 +1,250 @@
+"""The transducer head (--set head=rnnt): loss, greedy search, adapters, the frozen base, LwF,
+config and cache keys, and end to end on tiny with a resume."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from continual_asr.adapter_files import base_fingerprint
+from continual_asr.cli import main
+from continual_asr.config import HEAD_FIELDS, PRETRAIN_FIELDS, make_config
+from continual_asr.data.dataset import collate
+from continual_asr.errors import ConfigError
+from continual_asr.model import (AdapterFusion, AdapterMean, SingleAdapter, TransducerHead, build_model,
+                                 head_of)
+from continual_asr.model.encoder import BASE_STATE_PREFIXES
+from continual_asr.training.plugins import SequenceLwFPlugin
+from continual_asr.training.pretrain import base_model_key
+
+from test_run import _check_parameters, _run
+
+RNNT = make_config("tiny", {"head": "rnnt"})
+NUM_TOKENS = 10
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(RNNT, num_tokens=NUM_TOKENS)
+
+
+def _batch(count: int = 3, seed: int = 1):
+    """Random log-mel utterances of different lengths with short random transcripts."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for i in range(count):
+        frames = 90 - 15 * i
+        tokens = torch.randint(0, NUM_TOKENS, (5 - i,), generator=generator)
+        samples.append((torch.randn(frames, RNNT.n_mels, generator=generator).half(), tokens, "x", 0))
+    return collate(samples)
+
+
+# ---- loss and decoding ---------------------------------------------------------------------
+def test_rnnt_loss_decreases_on_a_tiny_overfit_batch():
+    model = _model().train()
+    batch = _batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(400):  # about 200 steps on this seed
+        optimizer.zero_grad()
+        loss = model.head.loss(*model(batch.features, batch.feature_lengths), batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+        if losses[-1] < 0.05:
+            break
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.05 < 0.01 * losses[0]
+    model.eval()
+    hypotheses = model.head.decode(*model(batch.features, batch.feature_lengths))
+    targets = [t[:n].tolist() for t, n in zip(batch.targets, batch.target_lengths)]
+    assert hypotheses == targets  # overfit: greedy search reads the transcripts back
+
+
+def _scripted_head(script: list[dict[tuple[int, int], int]], max_symbols: int) -> TransducerHead:
+    """A head whose joiner is a table: the class utterance b gets at frame t after n emitted
+    tokens is script[b][(t, n)] (blank where absent). The 'encoder' carries the frame index and
+    the 'predictor' counts the tokens fed to it (the start symbol is blank)."""
+    head = TransducerHead(d_model=1, num_tokens=NUM_TOKENS, pred_dim=1, joint_dim=1, max_symbols=max_symbols)
+    head.enc_proj = torch.nn.Identity()
+
+    def predict(classes, state=None):
+        count = (state[0] if state is not None else torch.zeros(1, classes.shape[0], 1))
+        count = count + (classes[:, -1] != 0).float().view(1, -1, 1)
+        return count[0].unsqueeze(1), (count, count.clone())
+
+    def joint(enc, pred):
+        logits = torch.zeros(enc.shape[0], NUM_TOKENS + 1)
+        for b in range(enc.shape[0]):
+            logits[b, script[b].get((int(enc[b, 0]), int(pred[b, 0])), 0)] = 1.0
+        return logits
+
+    head.predict, head.joint = predict, joint
+    return head
+
+
+def test_greedy_search_of_a_hand_made_joiner_gives_the_expected_tokens():
+    script = [
+        {(0, 0): 5, (0, 1): 2, (2, 2): 3},  # two tokens at frame 0, one at frame 2
+        {(1, 0): 7, (1, 1): 7, (1, 2): 7, (1, 3): 7, (3, 3): 4},  # never blank at frame 1; frame 3 is padding
+        {},  # only blanks
+    ]
+    head = _scripted_head(script, max_symbols=3)
+    encoded = torch.arange(4.0).view(1, 4, 1).expand(3, 4, 1)
+    hypotheses = head.decode(encoded, torch.tensor([4, 3, 2]))
+    # Classes are tokens + 1; utterance 1 is cut at max_symbols per frame and never reaches frame 3.
+    assert hypotheses == [[4, 1, 2], [6, 6, 6], []]
+
+
+def _greedy_one_by_one(head: TransducerHead, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Textbook greedy search, one utterance at a time, for checking the batched one."""
+    results = []
+    for b in range(encoded.shape[0]):
+        enc = head.enc_proj(encoded[b, : int(lengths[b])])
+        pred, state = head.predict(torch.zeros(1, 1, dtype=torch.long))
+        tokens = []
+        for t in range(enc.shape[0]):
+            for _ in range(head.max_symbols):
+                best = int(head.joint(enc[t], pred[0, 0]).argmax())
+                if best == 0:
+                    break
+                tokens.append(best - 1)
+                pred, state = head.predict(torch.tensor([[best]]), state)
+        results.append(tokens)
+    return results
+
+
+@torch.no_grad()
+def test_batched_greedy_search_matches_one_utterance_at_a_time():
+    torch.manual_seed(3)
+    head = TransducerHead(d_model=8, num_tokens=NUM_TOKENS, pred_dim=6, joint_dim=12, max_symbols=2)
+    with torch.no_grad():
+        head.out.bias[0] += 1.0  # blank about as likely as the tokens: a mix of emissions and skips
+    encoded = torch.randn(4, 9, 8) * 2
+    lengths = torch.tensor([9, 4, 7, 1])
+    expected = _greedy_one_by_one(head, encoded, lengths)
+    assert head.decode(encoded, lengths) == expected
+    assert any(expected) and sum(map(len, expected)) < 2 * int(lengths.sum())  # neither all blank nor all capped
+
+
+# ---- adapters and the frozen base ------------------------------------------------------------
+@torch.no_grad()
+def test_a_zero_initialised_adapter_leaves_the_rnnt_model_unchanged():
+    model = _model().eval()
+    batch = _batch()
+    before = model(batch.features, batch.feature_lengths)
+    lattice = model.head.posteriors(*before, batch)[0]
+    index = model.add_adapter("new")
+    for make in (lambda _: SingleAdapter(index), lambda _: AdapterMean(),
+                 lambda _: AdapterFusion(RNNT.d_model, layernorm=False)):
+        model.set_combiners(make)
+        after = model(batch.features, batch.feature_lengths, torch.zeros(3, dtype=torch.long))
+        torch.testing.assert_close(after[0], before[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(model.head.posteriors(*after, batch)[0], lattice, rtol=0, atol=1e-5)
+        assert model.head.decode(*after) == model.head.decode(*before)
+
+
+def test_predictor_and_joiner_are_part_of_the_frozen_base():
+    model = _model()
+    assert isinstance(model.head, TransducerHead) and model.head in model.base_modules()
+    head_keys = [k for k in model.state_dict() if k.startswith("head.")]
+    assert any(".predictor." in k for k in head_keys) and any(".out." in k for k in head_keys)
+    assert all(k.startswith(BASE_STATE_PREFIXES) for k in head_keys)
+    model.add_adapter("a")
+    model.set_trainable(base=False, adapters=[0])
+    model.train()
+    assert not any(p.requires_grad for p in model.head.parameters()) and not model.head.training
+    counts = model.parameter_counts()
+    assert counts["base"] >= sum(p.numel() for p in model.head.parameters())
+    before = base_fingerprint(model.state_dict())
+    with torch.no_grad():
+        model.head.predictor.weight_hh_l0.add_(0.01)
+    assert base_fingerprint(model.state_dict()) != before  # adapter files notice another predictor
+
+
+def test_lwf_distils_the_joiner_posteriors_of_the_previous_model():
+    model = _model().eval()  # BatchNorm on running statistics, as the teacher's
+    strategy = SimpleNamespace(model=model, adapter_routes=lambda ids: torch.full_like(ids, -1))
+    lwf = SequenceLwFPlugin(alpha=1.0, temperature=2.0)
+    lwf.before_training_exp(strategy)
+    batch = _batch()
+    penalties = []
+    for _ in range(2):
+        fake = SimpleNamespace(**vars(strategy), mbatch=batch, loss=torch.zeros(()),
+                               mb_output=model(batch.features, batch.feature_lengths))
+        lwf.before_backward(fake)
+        penalties.append(float(fake.loss))
+        with torch.no_grad():
+            model.head.out.weight.add_(0.5 * torch.randn_like(model.head.out.weight))
+    assert penalties[0] == pytest.approx(0.0, abs=1e-6) and penalties[1] > 1e-3
+    encoded, lengths = model(batch.features, batch.feature_lengths)
+    log_probs, valid = head_of(model).posteriors(encoded, lengths, batch)
+    assert log_probs.shape[:3] == valid.shape  # (B, frames, prefixes): one distribution per lattice node
+    assert int(valid[2].sum()) == int(lengths[2]) * int(batch.target_lengths[2] + 1)
+
+
+# ---- config and cache keys ------------------------------------------------------------------
+def test_head_config_is_checked_and_keys_the_cached_base_model():
+    with pytest.raises(ConfigError, match="config field 'head' must be one of ctc, rnnt, got 'lstm'"):
+        make_config("tiny", {"head": "lstm"})
+    with pytest.raises(ConfigError, match="rnnt_pred_dim"):
+        make_config("tiny", {"rnnt_pred_dim": "0"})
+    data = SimpleNamespace(fingerprint="data")
+    ctc = make_config("tiny")
+    assert base_model_key(data, ctc, 0) != base_model_key(data, RNNT, 0)
+    wider = make_config("tiny", {"head": "rnnt", "rnnt_joint_dim": "48"})
+    assert base_model_key(data, wider, 0) != base_model_key(data, RNNT, 0)
+    # Decoding settings and the other head's fields leave a base model's key alone.
+    assert base_model_key(data, make_config("tiny", {"head": "rnnt", "rnnt_max_symbols": "2"}), 0) == \
+        base_model_key(data, RNNT, 0)
+    assert base_model_key(data, make_config("tiny", {"rnnt_pred_dim": "8"}), 0) == base_model_key(data, ctc, 0)
+    assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
+
+
+# ---- end to end -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rnnt_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("rnnt-cache")
+
+
+@pytest.fixture(scope="module")
+def rnnt_run(tmp_path_factory, rnnt_cache):
+    out = tmp_path_factory.mktemp("rnnt-run")
+    return (*_run(out, rnnt_cache, "fusion", extra=["--set", "head=rnnt"]), out / "fusion")
+
+
+def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache):
+    results, _, out = rnnt_run
+    assert results["complete"] and results["config"]["head"] == "rnnt" and len(results["wer_matrix"]) == 2
+    assert all(0.0 <= v for row in results["wer_matrix"] for v in row)
+    _check_parameters(results, "adapter-fusion")
+    # The base (predictor and joiner included) is bit for bit the cached base model.
+    base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]
+    final = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert any(k.startswith("head.predictor.") for k in base)
+    for key, value in base.items():
+        assert torch.equal(final[key], value), key
+
+
+def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, rnnt_cache, monkeypatch):
+    import continual_asr.runner as runner
+
+    real_save, saves = runner._save, []
+
+    def save_then_die(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 3:  # base model, first task, then killed before the second task's checkpoint
+            raise RuntimeError("killed")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_save", save_then_die)
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "adapter-fusion", "--preset", "tiny",
+                                       "--seed", "0", "--set", "head=rnnt",
+                                       "--out", str(tmp_path / "fusion"), "--cache-dir", str(rnnt_cache), "--quiet"])
+    assert result.exit_code != 0 and len(saves) == 3
+    monkeypatch.setattr(runner, "_save", real_save)
+    resumed, output = _run(tmp_path, rnnt_cache, "fusion", extra=["--set", "head=rnnt"])
+    assert "after 1 of 2 tasks" in (tmp_path / "fusion" / "run.log").read_text()  # resumed, not redone
+    assert resumed["wer_matrix"] == rnnt_run[0]["wer_matrix"]
+    assert resumed["base_wer"] == rnnt_run[0]["base_wer"]
