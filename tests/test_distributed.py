@@ -195,14 +195,26 @@ def test_device_choice_is_checked_in_one_line():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CASR_SLOW_TESTS"), reason="slow: set CASR_SLOW_TESTS=1")
-def test_torchrun_two_processes_run_the_tiny_stream(tmp_path):
-    """End to end: torchrun --nproc-per-node 2 -m continual_asr run, rank 0 writing the run."""
+def test_torchrun_two_processes_run_the_tiny_stream_as_one_process_does(tmp_path):
+    """End to end (about 2 minutes on one core): torchrun --nproc-per-node 2 -m continual_asr run
+    synthesizes, pretrains data-parallel and runs the tiny stream, rank 0 writing the run; one
+    process then runs it again on that cached base model and gets the same WER matrix."""
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["run", "--stream", "tiny", "--preset", "tiny", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+            "--quiet"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "continual_asr", "run", "--stream", "tiny", "--preset", "tiny", "--device", "cpu",
-               "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+               "-m", "continual_asr", *args, "--out", str(tmp_path / "two")]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["complete"] and results["processes"] == 2 and len(results["wer_matrix"]) == 2
-    assert len(list((tmp_path / "run").glob("events.out.tfevents.*"))) == 1  # TensorBoard from rank 0 only
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["complete"] and two["processes"] == 2 and len(two["wer_matrix"]) == 2
+    assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1  # TensorBoard from rank 0 only
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
+    assert result.exit_code == 0, result.output
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert one["base_model"]["cached"] and one["processes"] == 1
+    assert one["base_wer"] == two["base_wer"] and one["wer_matrix"] == two["wer_matrix"]
