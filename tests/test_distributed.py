@@ -193,6 +193,42 @@ def test_device_choice_is_checked_in_one_line():
             distributed.resolve_device("cuda")
 
 
+def test_nproc_relaunches_the_same_command_through_torchrun(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    launched = []
+    monkeypatch.setattr(subprocess, "call", lambda command: launched.append(command) or 0)
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--device", "cpu", "--nproc", "2",
+                                       "--out", str(tmp_path / "o"), "--set", "adapter_epochs=2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    (command,) = launched
+    assert command[1:7] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "continual_asr"]
+    rest = command[7:]
+    assert rest[0] == "run" and "--nproc" not in rest and "--quiet" in rest
+    for option, value in [("--stream", "tiny"), ("--preset", "tiny"), ("--device", "cpu"), ("--set", "adapter_epochs=2"),
+                          ("--out", str(tmp_path / "o"))]:
+        assert rest[rest.index(option) + 1] == value
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--nproc", "2"], {"WORLD_SIZE": "2"}, "under torchrun leave it out"),
+    (["--nproc", "0"], {}, "--nproc must be at least 1"),
+    (["--device", "tpu"], {}, "--device must be auto, cpu or cuda"),
+])
+def test_process_and_device_mistakes_are_one_line(tmp_path, monkeypatch, args, env, message):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--out", str(tmp_path / "o"),
+                                       "--device", "cpu", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("CASR_SLOW_TESTS"), reason="slow: set CASR_SLOW_TESTS=1")
 def test_torchrun_two_processes_run_the_tiny_stream_as_one_process_does(tmp_path):
