@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torchaudio
 from click.testing import CliRunner
 
 from continual_asr.adapter_files import base_fingerprint
@@ -15,6 +16,7 @@ from continual_asr.errors import ConfigError
 from continual_asr.model import (AdapterFusion, AdapterMean, SingleAdapter, TransducerHead, build_model,
                                  head_of)
 from continual_asr.model.encoder import BASE_STATE_PREFIXES
+from continual_asr.model.heads import transducer_loss
 from continual_asr.training.plugins import SequenceLwFPlugin
 from continual_asr.training.pretrain import base_model_key
 
@@ -60,6 +62,21 @@ def test_rnnt_loss_decreases_on_a_tiny_overfit_batch():
     hypotheses = model.head.decode(*model(batch.features, batch.feature_lengths))
     targets = [t[:n].tolist() for t, n in zip(batch.targets, batch.target_lengths)]
     assert hypotheses == targets  # overfit: greedy search reads the transcripts back
+
+
+def test_the_two_class_lattice_gives_torchaudios_full_rnnt_loss_and_gradients():
+    torch.manual_seed(4)
+    logits = torch.randn(4, 13, 7, 9) * 2
+    targets = torch.randint(1, 9, (4, 6))
+    lengths, target_lengths = torch.tensor([13, 10, 7, 13]), torch.tensor([6, 3, 5, 0])
+    full_in, pair_in = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    full = torchaudio.functional.rnnt_loss(full_in, targets.int(), lengths.int(), target_lengths.int(), blank=0,
+                                           reduction="none")
+    pair = transducer_loss(pair_in, targets, lengths, target_lengths)
+    torch.testing.assert_close(pair, full, rtol=1e-5, atol=1e-4)
+    full.sum().backward()
+    pair.sum().backward()
+    torch.testing.assert_close(pair_in.grad, full_in.grad, rtol=1e-4, atol=1e-5)
 
 
 def _scripted_head(script: list[dict[tuple[int, int], int]], max_symbols: int) -> TransducerHead:

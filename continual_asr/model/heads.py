@@ -69,6 +69,26 @@ class CTCHead(nn.Linear):
         return self.log_probs(encoded), frame_mask(lengths, encoded.shape[1])
 
 
+def transducer_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
+                    target_lengths: torch.Tensor) -> torch.Tensor:
+    """Per-utterance RNN-T loss (torchaudio's rnnt_loss, blank 0) of lattice logits (B, T, U + 1, C)
+    and target classes (B, U).
+
+    The loss reads two log-probabilities per lattice node, blank and the next reference class.
+    They are gathered here from a log-softmax over the lattice and given to the kernel as a
+    two-class lattice (``fused_log_softmax=False``): the same loss and gradients as the whole
+    logits, but the kernel, whose per-class loop over the full lattice dominated a training step
+    on a CPU, touches 2 classes instead of C (about 4x faster at the default sizes).
+    """
+    log_probs = logits.float().log_softmax(dim=-1)  # the kernel takes float32
+    batch, frames, prefixes, _ = log_probs.shape
+    following = F.pad(targets, (0, 1), value=0)  # the class after each prefix (after the last: any)
+    emit = log_probs.gather(-1, following[:, None, :, None].expand(batch, frames, prefixes, 1)).squeeze(-1)
+    pair = torch.stack([log_probs[..., 0], emit], dim=-1)  # class 0: blank, class 1: the next token
+    return torchaudio.functional.rnnt_loss(pair, torch.ones_like(targets, dtype=torch.int32), lengths.int(),
+                                           target_lengths.int(), blank=0, reduction="none", fused_log_softmax=False)
+
+
 class TransducerHead(nn.Module):
     """RNN-T: a prediction network (token embedding, one LSTM layer) over the tokens so far and
     a joiner, out(tanh(W_enc e_t + W_pred p_u)), scoring each (frame, tokens-so-far) pair.
@@ -112,9 +132,7 @@ class TransducerHead(nn.Module):
         # The loss kernel wants the lattice exactly as long as the longest utterance and transcript.
         encoded = encoded[:, : int(lengths.max())]
         targets = batch.targets[:, : int(batch.target_lengths.max())]
-        logits = self.lattice_logits(encoded, targets).float()  # the kernel takes float32
-        costs = torchaudio.functional.rnnt_loss(
-            logits, (targets + 1).int(), lengths.int(), batch.target_lengths.int(), blank=0, reduction="none")
+        costs = transducer_loss(self.lattice_logits(encoded, targets), targets + 1, lengths, batch.target_lengths)
         return (costs / batch.target_lengths.clamp(min=1).to(costs.dtype)).mean()
 
     @torch.no_grad()
