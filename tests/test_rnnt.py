@@ -244,6 +244,14 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
         assert torch.equal(final[key], value), key
 
 
+@pytest.mark.parametrize("strategy", ["lwf", "ewc", "adapter-router"])
+def test_distillation_consolidation_and_routing_run_with_the_rnnt_head(tmp_path, rnnt_run, rnnt_cache, strategy):
+    results, _ = _run(tmp_path, rnnt_cache, strategy, strategy=strategy, extra=["--set", "head=rnnt"])
+    assert results["complete"] and results["base_model"]["cached"]  # the adapter-fusion run's base model
+    assert results["base_wer"] == rnnt_run[0]["base_wer"]
+    _check_parameters(results, strategy)
+
+
 def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, rnnt_cache, monkeypatch):
     import continual_asr.runner as runner
 
