@@ -56,12 +56,18 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _common(config_preset: str, overrides: tuple[str, ...], stream_name: str, config_file: str | None = None):
+PRESET_HELP = "model and training sizes: tiny or default (default: the stream's own preset if it names one, else default)"
+
+
+def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: str, config_file: str | None = None):
+    """(config, stream, preset name): without --preset, the stream's own preset, else default."""
     from .config import load_config_file, make_config, parse_overrides
     from .stream import load_stream
 
     values = {**(load_config_file(config_file) if config_file else {}), **parse_overrides(overrides)}
-    return make_config(config_preset, values), load_stream(stream_name)
+    stream = load_stream(stream_name)
+    preset = config_preset or stream.preset or "default"
+    return make_config(preset, values), stream, preset
 
 
 def _start_processes(command: str, device: str, nproc: int):
@@ -128,7 +134,7 @@ def main() -> None:
 @click.option("--strategy", "strategy_name", default="adapter-fusion", show_default=True,
               help="registered strategy name, or path/to/file.py:Name")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None, help=OUT_HELP)
-@click.option("--preset", default="default", show_default=True, help="model and training sizes: tiny or default")
+@click.option("--preset", default=None, help=PRESET_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config field (repeatable)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML mapping of config fields (under the preset, over which --set wins)")
@@ -163,7 +169,7 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
     from .reporting import compare_runs, comparison_markdown, write_comparison
     from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
 
-    config, stream = _common(preset, overrides, stream_name, config_file)
+    config, stream, preset = _common(preset, overrides, stream_name, config_file)
     strategy = get_strategy(strategy_name)
     strategy.check_options(_user_keys(overrides, config_file))
     name = f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}"
@@ -233,7 +239,7 @@ def plot(run_dir) -> None:
 
 @main.command()
 @click.option("--stream", "stream_name", default="accents-then-noise", show_default=True)
-@click.option("--preset", default="default", show_default=True)
+@click.option("--preset", default=None, help=PRESET_HELP)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML mapping of config fields (under the preset, over which --set wins)")
@@ -251,7 +257,7 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     from .runner import default_cache_dir, ensure_writable, setup_logging
     from .training.pretrain import evaluate_base_model, pretrain_base_model
 
-    config, stream = _common(preset, overrides, stream_name, config_file)
+    config, stream, preset = _common(preset, overrides, stream_name, config_file)
     torch_device = _start_processes("pretrain", device, nproc)
     rank0 = distributed.is_main()
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
@@ -271,7 +277,7 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
 @main.command(name="data")
 @click.option("--stream", "stream_name", default="accents-then-noise", show_default=True,
               help="built-in stream name or path to a stream YAML file")
-@click.option("--preset", default="default", show_default=True, help="as for run: tiny caps utterances per task")
+@click.option("--preset", default=None, help="as for run: tiny caps utterances per task")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config field (repeatable)")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--skip-bad", is_flag=True, help="exit 0 despite problems (a run with --skip-bad leaves them out)")
@@ -289,7 +295,7 @@ def data_command(stream_name, preset, overrides, cache_dir, skip_bad, quiet) -> 
     from .errors import DataError
     from .runner import default_cache_dir, ensure_writable, setup_logging
 
-    config, stream = _common(preset, overrides, stream_name)
+    config, stream, preset = _common(preset, overrides, stream_name)
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
     setup_logging(None, quiet)
     splits, _ = load_stream_splits(stream, config, cache, progress=not quiet)

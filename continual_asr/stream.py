@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .config import PRESETS
 from .data.conditions import Condition
 from .data.manifest import MANIFEST_SUFFIXES
 from .errors import StreamError
@@ -25,7 +26,7 @@ from .errors import StreamError
 TASK_FIELDS = ("name", "voice", "voices", "speakers", "condition", "train", "test", "text")
 SYNTHESIS_FIELDS = ("voice", "voices", "speakers", "text")  # meaningless for a task read from manifests
 MANIFEST_FIELDS = ("train_manifest", "test_manifest")
-STREAM_FIELDS = ("name", "description", "text", "speakers", "defaults", "base", "tasks", "zero_shot", "seed")
+STREAM_FIELDS = ("name", "description", "text", "speakers", "defaults", "base", "tasks", "zero_shot", "seed", "preset")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class StreamSpec:
     tasks: tuple[TaskSpec, ...]
     zero_shot: TaskSpec
     source: str = ""
+    preset: str | None = None  # the preset a run uses when --preset is not given (e.g. tiny for smoke streams)
 
     @property
     def eval_tasks(self) -> tuple[TaskSpec, ...]:
@@ -216,5 +218,8 @@ def parse_stream(data: Any, path: Path) -> StreamSpec:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise StreamError(f"{path}: task name '{duplicates[0]}' is used twice")
+    preset = data.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise StreamError(f"{path}: preset '{preset}' is not a preset (valid: {', '.join(PRESETS)})")
     return StreamSpec(name=str(data["name"]), description=str(data.get("description", "")).strip(),
-                      base=base, tasks=tasks, zero_shot=zero_shot, source=str(path))
+                      base=base, tasks=tasks, zero_shot=zero_shot, source=str(path), preset=preset)

@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from continual_asr.config import make_config
 from continual_asr.errors import StreamError
 from continual_asr.stream import builtin_streams, load_stream
 
@@ -42,6 +43,18 @@ VALID = {
 def test_a_valid_user_stream_loads(tmp_path):
     stream = load_stream(_write(tmp_path, VALID))
     assert [t.name for t in stream.eval_tasks] == ["b", "t", "z"]
+    assert stream.preset is None
+
+
+def test_a_stream_may_name_the_preset_runs_use_without_preset():
+    from continual_asr.cli import _common
+
+    assert load_stream("tiny").preset == "tiny" and load_stream("accents-then-noise").preset is None
+    config, _, preset = _common(None, (), "tiny")
+    assert preset == "tiny" and config == make_config("tiny")
+    config, _, preset = _common("default", (), "tiny")  # --preset wins
+    assert preset == "default" and config == make_config("default")
+    assert _common(None, (), "accents-then-noise")[2] == "default"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -55,6 +68,7 @@ def test_a_valid_user_stream_loads(tmp_path):
      "condition"),
     ({"tasks": [{"name": "b", "voice": "en-029", "train": 4, "test": 2}]}, "task name 'b' is used twice"),
     ({"zero_shot": {"name": "z", "voice": "en-us-nyc", "train": 3, "test": 2}}, "the zero-shot task is never trained on"),
+    ({"preset": "huge"}, "preset 'huge' is not a preset (valid: default, tiny)"),
 ])
 def test_invalid_fields_are_named_in_one_line(tmp_path, change, message):
     with pytest.raises(StreamError) as error:
