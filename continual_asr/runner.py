@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -69,7 +70,9 @@ def _same_run_value(key: str, previous, value) -> bool:
     does) and fields of how a run executes (threads, workers) do not make it another run."""
     if key != "config" or not isinstance(previous, dict):
         return previous == value
-    return all(value.get(name) == old for name, old in previous.items() if name not in RUNTIME_FIELDS)
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    return all(old == value.get(name) for name, old in {**defaults, **previous}.items()
+               if name not in RUNTIME_FIELDS and name in value)
 
 
 def _load_previous(out_dir: Path, identity: dict) -> dict | None:

@@ -55,3 +55,15 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path):
     events = EventAccumulator(str(out))  # both processes' event files: each step logged once, at its step
     events.Reload()
     assert sorted(e.step for e in events.Scalars("AWER/eval_phase/test_stream")) == [0, 1, 2]
+
+
+def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default():
+    from continual_asr.config import make_config
+    from continual_asr.runner import _same_run_value
+
+    older = make_config("tiny").to_dict()
+    del older["head"]  # a run from before heads were selectable ran a CTC head
+    assert _same_run_value("config", older, make_config("tiny").to_dict())
+    assert not _same_run_value("config", older, make_config("tiny", {"head": "rnnt"}).to_dict())
+    changed_threads = make_config("tiny", {"threads": 1}).to_dict()
+    assert _same_run_value("config", make_config("tiny").to_dict(), changed_threads)  # how it runs, not what
