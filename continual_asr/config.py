@@ -48,6 +48,9 @@ class RunConfig:
     # Base pretraining
     pretrain_epochs: int = _opt(18, "epochs of base-model pretraining on the base task", min=1)
     pretrain_lr: float = _opt(2e-3, "peak learning rate of pretraining (one-cycle schedule)", min=0.0)
+    pretrain_seed: int = _opt(
+        -1, "seed of base-model pretraining (-1 = the run's seed); a sweep fixes it so that every seed starts "
+            "from one base model, as the paper's runs start from one pretrained model", min=-1)
     # Adapters (knowledge extraction)
     adapter_dim: int = _opt(32, "bottleneck width of each single-task adapter", min=1)
     adapter_epochs: int = _opt(10, "epochs of single-task adapter training per task", min=1)

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,12 @@ def _refresh_finished(out_dir: Path, checkpoint: dict, references: dict | None) 
     return results
 
 
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def _step_record(task: str, columns: list[str], row: list[float], train_seconds: float, eval_seconds: float,
                  counts: dict, trained: int, total_base: int) -> dict:
     return {
@@ -124,6 +131,7 @@ def _step_record(task: str, columns: list[str], row: list[float], train_seconds:
         "wer": dict(zip(columns, row)),
         "train_seconds": round(train_seconds, 2),
         "eval_seconds": round(eval_seconds, 2),
+        "peak_rss_mib": peak_rss_mib(),
         "parameters": {
             "trained": trained,
             "stored": counts["total"],

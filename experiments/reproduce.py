@@ -53,6 +53,9 @@ def load_plan(path: Path, out: Path, stream: str | None, preset: str | None, see
     preset = preset or spec.get("preset", "default")
     seeds = seeds if seeds is not None else [int(s) for s in spec.get("seeds", [0])]
     names = list(spec["runs"])
+    common = spec.get("set") or {}  # config fields of every run
+    if not isinstance(common, dict):
+        raise CasrError(f"{path}: 'set' must be a mapping of config fields")
     if only:
         unknown = [n for n in only if n not in spec["runs"]]
         if unknown:
@@ -65,7 +68,7 @@ def load_plan(path: Path, out: Path, stream: str | None, preset: str | None, see
             if not isinstance(entry, dict) or "strategy" not in entry:
                 raise CasrError(f"{path}: run '{name}' needs a strategy")
             info = get_strategy(str(entry["strategy"]))
-            changes = entry.get("set") or {}
+            changes = {**common, **(entry.get("set") or {})}
             info.check_options(changes)
             config = make_config(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
                                           for k, v in changes.items()})

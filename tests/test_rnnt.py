@@ -219,6 +219,14 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
 
 
+def test_pretrain_seed_shares_one_base_model_across_run_seeds():
+    data = SimpleNamespace(fingerprint="data")
+    shared = make_config("tiny", {"pretrain_seed": "0"})
+    assert base_model_key(data, shared, 1) == base_model_key(data, shared, 2) == \
+        base_model_key(data, make_config("tiny"), 0)
+    assert base_model_key(data, make_config("tiny"), 1) != base_model_key(data, make_config("tiny"), 0)
+
+
 # ---- end to end -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rnnt_cache(tmp_path_factory):

@@ -25,7 +25,13 @@ log = logging.getLogger("continual_asr")
 PRETRAIN_VERSION = 1
 
 
+def pretrain_seed(config: RunConfig, run_seed: int) -> int:
+    return run_seed if config.pretrain_seed < 0 else config.pretrain_seed
+
+
 def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
+    """``seed``: the run's; ``config.pretrain_seed`` overrides it (the key is the seed used)."""
+    seed = pretrain_seed(config, seed)
     fields = PRETRAIN_FIELDS + HEAD_FIELDS[config.head]  # the head is part of the base model
     payload = {"data": data.fingerprint, "config": config.subset(fields), "seed": seed,
                "version": PRETRAIN_VERSION}
@@ -63,6 +69,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
             model = build_model(config, len(data.tokenizer))
         distributed.broadcast_module(model)
         return model, {**info, "cached": True, "seconds": 0.0}
+    seed = pretrain_seed(config, seed)
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
