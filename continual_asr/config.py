@@ -95,6 +95,9 @@ class RunConfig:
         20.0, "longest utterance accepted, in seconds; a longer one is bad data (an error, or skipped with --skip-bad)",
         min=0.1)
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)", min=0)
+    share_adapters: bool = _opt(
+        True, "adapter strategies reuse a single-task adapter an earlier run trained on the same base, task data, "
+              "extraction settings and seed (the cache folder's adapters/); the weights are the same as training it")
     # Devices (--device, and several processes: continual_asr/distributed.py)
     num_workers: int = _opt(
         -1, "DataLoader worker processes per process (-1 = auto: none on the CPU, up to 4 per GPU, "
@@ -130,7 +133,7 @@ class RunConfig:
 
 
 # How a run executes, not what it computes: a resumed run may change them.
-RUNTIME_FIELDS = ("threads", "num_workers")
+RUNTIME_FIELDS = ("threads", "num_workers", "share_adapters")
 MODEL_FIELDS = ["n_mels", "subsampling_channels", "d_model", "num_layers", "num_heads", "ffn_dim", "conv_kernel", "dropout", "vocab_size"]
 # The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
 # keys of base models cached before heads were selectable stay valid.

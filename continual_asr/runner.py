@@ -17,7 +17,7 @@ import torch
 from avalanche.logging import TensorboardLogger
 
 from . import distributed
-from .adapter_files import import_adapters, load_adapter
+from .adapter_files import base_fingerprint, import_adapters, load_adapter
 from .config import RUNTIME_FIELDS, RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
@@ -29,6 +29,7 @@ from .reporting import reference_wers, write_run_outputs
 from .results import SCHEMA_VERSION, format_wer_table, package_versions, write_json_atomic
 from .stream import StreamSpec
 from .training.pretrain import pretrain_base_model, save_checkpoint
+from .training.extraction_cache import ExtractionCache
 from .training.progress import ProgressPlugin
 
 log = logging.getLogger("continual_asr")
@@ -204,6 +205,10 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     experiences = list(benchmark.train_stream)
     total_base = model.parameter_counts()["total"]
     import_adapters(cl_strategy, imported)
+    if hasattr(cl_strategy, "extraction_cache") and config.share_adapters:
+        cl_strategy.extraction_cache = ExtractionCache(
+            cache_dir / "adapters", base_fingerprint(model.state_dict()),
+            {name: split.digest for name, split in data.train.items()}, data.fingerprint, config, seed)
     audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
 
     def evaluate() -> tuple[list[float], float]:
@@ -270,8 +275,9 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         row, eval_seconds = evaluate()
         trained = sum(cl_strategy.trained_parameters.values())
         results["wer_matrix"].append(row)
-        results["steps"].append(_step_record(task.name, columns, row, train_seconds, eval_seconds,
-                                             model.parameter_counts(), trained, total_base))
+        results["steps"].append({**_step_record(task.name, columns, row, train_seconds, eval_seconds,
+                                                model.parameter_counts(), trained, total_base),
+                                 **cl_strategy.step_details})
         results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
         results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
         if main:

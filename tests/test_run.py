@@ -151,6 +151,24 @@ def test_same_seed_gives_the_same_wer_matrix(tmp_path, tiny_run):
     assert again["base_wer"] == tiny_run[0]["base_wer"]
 
 
+def test_adapter_strategies_share_extraction_and_reused_adapters_equal_trained_ones(tmp_path, shared_cache,
+                                                                                   tiny_run):
+    # tiny_run (adapter-fusion) has put both tasks' adapters into shared_cache.
+    reused, _ = _run(tmp_path, shared_cache, "reused", strategy="adapter-avg")
+    trained, _ = _run(tmp_path, shared_cache, "trained", strategy="adapter-avg",
+                      extra=["--set", "share_adapters=false"])
+    assert [s["adapter"] for s in reused["steps"]] == ["reused", "reused"]
+    assert [s["adapter"] for s in trained["steps"]] == ["trained", "trained"]
+    assert reused["steps"][0]["adapter_seconds"] > 0
+    assert reused["wer_matrix"] == trained["wer_matrix"]
+    assert [s["parameters"] for s in reused["steps"]] == [s["parameters"] for s in trained["steps"]]
+    weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["state_dict"]
+               for name in ("reused", "trained")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    other_seed, _ = _run(tmp_path, shared_cache, "seed1", strategy="adapter-oracle", seed=1)
+    assert [s["adapter"] for s in other_seed["steps"]] == ["trained", "trained"]
+
+
 def test_only_adapters_and_fusion_change_while_they_train(tmp_path):
     config = make_config("tiny")
     stream = load_stream("tiny")

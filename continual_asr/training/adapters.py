@@ -16,6 +16,7 @@ same data; routing accuracy goes to the log.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Callable
 
@@ -25,7 +26,8 @@ from torch import nn
 
 from ..model import ConformerASR, Resizable, SingleAdapter, TaskRouter
 from .. import distributed
-from .template import SpeechTemplate, TrainingPhase
+from .extraction_cache import ExtractionCache
+from .template import SpeechTemplate, TrainingPhase, phase_seed
 
 CombinerFactory = Callable[[int], nn.Module]
 log = logging.getLogger("continual_asr")
@@ -52,6 +54,8 @@ class AdapterStrategy(SpeechTemplate):
         self.composition = composition
         self.router = router
         self.task_adapters: dict[int, int] = {}  # task id (the WER-matrix column) -> its adapter
+        # Set by the runner: single-task adapters shared with earlier runs (None: always train).
+        self.extraction_cache: ExtractionCache | None = None
 
     def task_name(self, experience) -> str:
         return getattr(experience, "task_name", f"task{experience.current_experience}")
@@ -89,20 +93,61 @@ class AdapterStrategy(SpeechTemplate):
 
     # ---- phases ----------------------------------------------------------------------------
     def training_phases(self, experience) -> list[TrainingPhase]:
+        # Extraction depends on nothing but (seed, task), so that runs can share it (ExtractionCache).
+        position = experience.current_experience
+        extraction_seed = phase_seed(self.seed, position, "adapter")
+        torch.manual_seed(extraction_seed)  # the fresh adapter's initial down-projection
         index = self.add_task_adapter(experience)
-
-        def extract(model: ConformerASR) -> None:
-            model.set_router(None)
-            model.set_combiners(lambda _: SingleAdapter(index))
-            model.set_trainable(base=False, adapters=[index])
-
-        phases = [TrainingPhase("adapter", self.config.adapter_epochs, self.config.adapter_lr, extract)]
+        phases = []
+        if not self._reuse_adapter(index, position):
+            phases.append(self._extraction_phase(index, position, extraction_seed))
         composition_data = self.memory.balanced_with(experience.dataset)
         has_parameters = any(p.numel() for p in self.combiners.parameters())
         if self.composition and (has_parameters or self.config.train_adapters):
             phases.append(TrainingPhase("fusion", self.config.fusion_epochs, self.config.fusion_lr,
-                                        self._compose, dataset=composition_data))
+                                        self._compose, dataset=composition_data,
+                                        seed=phase_seed(self.seed, position, "fusion")))
         return phases
+
+    def _extraction_phase(self, index: int, position: int, seed: int) -> TrainingPhase:
+        began = 0.0
+
+        def extract(model: ConformerASR) -> None:
+            nonlocal began
+            began = time.perf_counter()
+            model.set_router(None)
+            model.set_combiners(lambda _: SingleAdapter(index))
+            model.set_trainable(base=False, adapters=[index])
+
+        def keep(model: ConformerASR) -> None:
+            seconds = time.perf_counter() - began
+            self.step_details.update(adapter="trained", adapter_seconds=round(seconds, 2))
+            if self.extraction_cache is not None and distributed.is_main():
+                self.extraction_cache.save(model.adapter_tasks[index], position,
+                                           [bank.adapters[index].state_dict() for bank in model.banks], seconds)
+
+        return TrainingPhase("adapter", self.config.adapter_epochs, self.config.adapter_lr, extract, seed=seed,
+                             finish=keep)
+
+    def _reuse_adapter(self, index: int, position: int) -> bool:
+        """Load this task's adapter from the extraction cache, if an earlier run trained it."""
+        if self.extraction_cache is None:
+            return False
+        task = self.model.adapter_tasks[index]
+        cached = distributed.broadcast_object(self.extraction_cache.load(task, position)
+                                              if distributed.is_main() else None)
+        if cached is None:
+            return False
+        layers, seconds = cached
+        for bank, weights in zip(self.model.banks, layers):
+            bank.adapters[index].load_state_dict(weights)
+        # It counts as trained in this step, as it would have been without the cache.
+        self.trained_parameters.update({id(p): p.numel() for bank in self.model.banks
+                                        for p in bank.adapters[index].parameters()})
+        self.step_details.update(adapter="reused", adapter_seconds=seconds)
+        log.info("adapter for %s: reused from %s (its training took %.0f s)", task,
+                 self.extraction_cache.path(task, position), seconds)
+        return True
 
     def _compose(self, model: ConformerASR) -> None:
         model.set_combiners(self.combiners)

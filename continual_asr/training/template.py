@@ -11,6 +11,7 @@ says which phases it runs (see continual_asr/training/adapters.py and strategies
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
@@ -38,6 +39,16 @@ class TrainingPhase:
     learning_rate: float
     configure: Callable[[ConformerCTC], None]  # installs combiners and chooses trainable parameters
     dataset: AvalancheDataset | None = None  # None: the experience's training data (as plugins adapted it)
+    # A seed of its own (torch's RNG and batch order) makes the phase independent of every phase
+    # before it, so its result can be reused (adapter extraction); None: the run's RNG flows on.
+    seed: int | None = None
+    finish: Callable[[ConformerCTC], None] | None = None  # called once the phase's epochs are done
+
+
+def phase_seed(run_seed: int, experience: int, phase: str) -> int:
+    """A seed for one phase of one experience, independent of every other phase."""
+    digest = hashlib.sha256(f"{run_seed}/{experience}/{phase}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 # The config fields the whole-model strategies read (their registered options).
@@ -75,6 +86,7 @@ class SpeechTemplate(SupervisedTemplate):
         self.phase: TrainingPhase | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.trained_parameters: dict[int, int] = {}  # id -> numel of every parameter trained this experience
+        self.step_details: dict = {}  # what a strategy adds to this experience's record in results.json
         self._phase_counter = 0
         self.phase_epoch = 0
         self.spec_augment = torch.nn.Sequential(
@@ -126,6 +138,7 @@ class SpeechTemplate(SupervisedTemplate):
     # ---- the training loop --------------------------------------------------------------------
     def _train_exp(self, experience, eval_streams=None, **kwargs) -> None:
         self.trained_parameters = {}
+        self.step_details = {}
         # Avalanche has adapted the experience's data by now (train_dataset_adaptation, then the
         # plugins' after_train_dataset_adaptation, e.g. replay adding its buffer): phases without
         # data of their own train on that.
@@ -134,6 +147,8 @@ class SpeechTemplate(SupervisedTemplate):
             if phase.epochs <= 0:
                 continue
             self.phase = phase
+            if phase.seed is not None:
+                torch.manual_seed(phase.seed)
             phase.configure(self.model)
             self.model.to(self.device)
             distributed.broadcast_module(self.model)  # every process starts the phase from rank 0's weights
@@ -145,6 +160,8 @@ class SpeechTemplate(SupervisedTemplate):
                 self._before_training_epoch(**kwargs)
                 self.training_epoch(**kwargs)
                 self._after_training_epoch(**kwargs)
+            if phase.finish is not None:
+                phase.finish(self.model)
         self.phase = None
         self.after_phases(experience)
         distributed.broadcast_module(self.model)  # what ranks fitted on their own (the router) stays rank 0's
@@ -232,15 +249,17 @@ class SpeechTemplate(SupervisedTemplate):
         self.loss = distributed.reduce_gradients(trained, weighted)
 
     # ---- data ---------------------------------------------------------------------------------
-    def loader(self, dataset: AvalancheDataset, max_frames: int, shuffle: bool, sharded: bool = False) -> DataLoader:
+    def loader(self, dataset: AvalancheDataset, max_frames: int, shuffle: bool, sharded: bool = False,
+               seed: int | None = None) -> DataLoader:
         """Length-bucketed batches of at most ``max_frames`` padded frames (plugins use it too).
 
         ``sharded`` (the training and evaluation loaders): with several processes, this
         process's part of every batch (continual_asr/distributed.py); otherwise whole batches.
-        On a GPU, worker processes collate into pinned memory.
+        On a GPU, worker processes collate into pinned memory. ``seed``: of the batch order
+        (default: from the run's seed and how many training phases came before).
         """
         sampler = FrameBudgetBatchSampler(list(dataset.num_frames), max_frames, shuffle,
-                                          seed=self.seed * 1000 + self._phase_counter)
+                                          seed=self.seed * 1000 + self._phase_counter if seed is None else seed)
         if sharded and distributed.is_active():
             sampler = ShardedBatchSampler(sampler, distributed.rank(), distributed.world_size())
             dataset = ShardView(dataset)
@@ -250,7 +269,8 @@ class SpeechTemplate(SupervisedTemplate):
 
     def make_train_dataloader(self, **kwargs) -> None:
         self._phase_counter += 1
-        self.dataloader = self.loader(self.adapted_dataset, self.config.batch_frames, shuffle=True, sharded=True)
+        self.dataloader = self.loader(self.adapted_dataset, self.config.batch_frames, shuffle=True, sharded=True,
+                                      seed=self.phase.seed if self.phase is not None else None)
 
     def make_eval_dataloader(self, **kwargs) -> None:
         self.dataloader = self.loader(self.adapted_dataset, self.config.eval_batch_frames, shuffle=False,

@@ -1,0 +1,197 @@
+"""Sweeps: many runs (strategy x config changes x seed) of one stream from a YAML file.
+
+A sweep file names a stream, a preset, seeds, config fields of every run (``set``) and the runs
+(name -> strategy and its own ``set``); experiments/paper.yaml is the reproduction of the A-AF
+paper. Runs go to OUT/NAME/seedS and are resumable one by one (continual_asr.runner), so a
+sweep is too: finished runs are read back, an unfinished one continues. ``--jobs`` runs
+several at a time, each in a fresh process with its share of the cores; the adapter strategies
+of a seed wait for the first of them, whose single-task adapters they then reuse
+(continual_asr/training/extraction_cache.py).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from .config import RunConfig, make_config
+from .errors import CasrError
+from .evaluation.summary import compute_metrics
+from .registry import StrategyInfo, get_strategy
+from .reporting.compare import RunGroup
+from .reporting.runs import load_results
+from .runner import run_stream, setup_logging
+from .stream import load_stream
+from .training.adapters import EXTRACTION_OPTIONS
+
+HISTORY = "sweep_history.jsonl"
+Echo = Callable[[str], None]
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    strategy_spec: str  # as the sweep file names it (a child process looks it up again)
+    strategy: StrategyInfo
+    config: RunConfig
+    seed: int
+    out: Path
+
+    @property
+    def extracts_adapters(self) -> bool:
+        return set(EXTRACTION_OPTIONS) <= set(self.strategy.options or ())
+
+
+def load_plan(path: Path, out: Path, stream: str | None, preset: str | None, seeds: list[int] | None,
+              only: list[str] | None) -> tuple[str, str, list[PlannedRun]]:
+    """The runs of a sweep file, seed-major; command-line choices override the file's."""
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CasrError(f"{path}: cannot read the sweep file ({exc.__class__.__name__})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
+        raise CasrError(f"{path}: a sweep file needs a 'runs' mapping of name -> {{strategy, set}}")
+    stream = stream or spec.get("stream", "accents-then-noise")
+    preset = preset or spec.get("preset", "default")
+    seeds = seeds if seeds is not None else [int(s) for s in spec.get("seeds", [0])]
+    names = list(spec["runs"])
+    common = spec.get("set") or {}  # config fields of every run
+    if not isinstance(common, dict):
+        raise CasrError(f"{path}: 'set' must be a mapping of config fields")
+    if only:
+        unknown = [n for n in only if n not in spec["runs"]]
+        if unknown:
+            raise CasrError(f"--only: no run named {', '.join(unknown)} in {path} (valid: {', '.join(names)})")
+        names = [n for n in names if n in only]
+    plan = []
+    for seed in seeds:
+        for name in names:
+            entry = spec["runs"][name] or {}
+            if not isinstance(entry, dict) or "strategy" not in entry:
+                raise CasrError(f"{path}: run '{name}' needs a strategy")
+            info = get_strategy(str(entry["strategy"]))
+            changes = {**common, **(entry.get("set") or {})}
+            info.check_options(changes)
+            config = make_config(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                                          for k, v in changes.items()})
+            plan.append(PlannedRun(name, str(entry["strategy"]), info, config, seed, out / name / f"seed{seed}"))
+    return stream, preset, plan
+
+
+def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0) -> str | None:
+    """One run of the sweep (in this process or a worker); an error message, or None."""
+    if threads:
+        torch.set_num_threads(threads)
+    run.out.mkdir(parents=True, exist_ok=True)
+    setup_logging(run.out, quiet=True)
+    try:
+        info = get_strategy(run.strategy_spec)
+        run_stream(load_stream(stream_name), info, run.config, run.out, seed=run.seed, preset=preset,
+                   cache_dir=Path(cache_dir) if cache_dir else None, progress=False)
+    except CasrError as exc:  # one broken run should not cost the others
+        return str(exc)
+    return None
+
+
+def schedule(plan: list[PlannedRun]) -> list[tuple[PlannedRun, PlannedRun | None]]:
+    """The runs in the order they start, each with the run it waits for: the adapter
+    strategies of one seed share their single-task adapters (the extraction cache), so the
+    first of them runs first and the others start once it has trained them."""
+    order, extractor = [], {}
+    for run in plan:
+        if run.extracts_adapters and run.seed not in extractor:
+            extractor[run.seed] = run
+            order.append((run, None))
+    for run in plan:
+        if run is not extractor.get(run.seed):
+            order.append((run, extractor.get(run.seed) if run.extracts_adapters else None))
+    return order
+
+
+def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: str | None, jobs: int,
+            echo: Echo = print) -> list[str]:
+    """Every run of ``plan``, ``jobs`` at a time (each in a fresh process with its share of the
+    cores); the names of those that failed."""
+    failed: list[str] = []
+    order = schedule(plan)
+    if jobs <= 1:
+        for number, (run, _) in enumerate(order, start=1):
+            echo(f"[{number}/{len(order)}] {run.name}, seed {run.seed}: {run.out}")
+            error = run_one(run, stream_name, preset, cache_dir)
+            if error:
+                echo(f"{run.name}, seed {run.seed}: error: {error}")
+                failed.append(f"{run.name}/seed{run.seed}")
+        return failed
+    threads = max(1, (os.cpu_count() or jobs) // jobs)
+    ended: set[int] = set()
+    started = 0
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        running = {}
+        while order or running:
+            while len(running) < jobs:
+                ready = next((entry for entry in order if entry[1] is None or id(entry[1]) in ended), None)
+                if ready is None:
+                    break
+                order.remove(ready)
+                run = ready[0]
+                started += 1
+                echo(f"[{started}/{len(plan)}] {run.name}, seed {run.seed}: {run.out}")
+                running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads)] = run
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                ended.add(id(run))
+                error = future.exception() or future.result()
+                if error:
+                    echo(f"{run.name}, seed {run.seed}: error: {error}")
+                    failed.append(f"{run.name}/seed{run.seed}")
+    return failed
+
+
+def finished_groups(plan: list[PlannedRun]) -> dict[str, RunGroup]:
+    groups: dict[str, RunGroup] = {}
+    for run in plan:
+        try:
+            results = load_results(run.out)
+        except CasrError:
+            continue
+        if results.get("complete"):
+            group = groups.setdefault(run.name, RunGroup(run.name))
+            group.runs.append(results)
+            group.metrics.append(compute_metrics(results))
+    return groups
+
+
+
+
+def record_invocation(out: Path, began: float, jobs: int, runs: int, failed: list[str]) -> None:
+    """One line per finished invocation in OUT/sweep_history.jsonl: how long the sweep took."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / HISTORY, "a", encoding="utf-8") as history:
+        history.write(json.dumps({"began": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(began)),
+                                  "wall_seconds": round(time.time() - began, 1), "jobs": jobs,
+                                  "runs": runs, "failed": failed}) + "\n")
+
+
+def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
+    """A sentence on the time the finished runs and the sweep's invocations took."""
+    hours = sum(r["wall_seconds"] for g in groups.values() for r in g.runs) / 3600
+    reused = sum(s.get("adapter_seconds", 0) for g in groups.values() for r in g.runs for s in r["steps"]
+                 if s.get("adapter") == "reused") / 3600
+    text = (f"Their wall times add up to {hours:.2f} h (base pretraining included where a run did it; "
+            f"single-task adapters reused from an earlier run of the sweep, {reused:.2f} h of training, not).")
+    history = out / HISTORY
+    if history.is_file():
+        invocations = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text += (f" The sweep ran in {len(invocations)} invocation(s): "
+                 + ", ".join(f"{i['wall_seconds'] / 3600:.2f} h with --jobs {i['jobs']}" for i in invocations) + ".")
+    return text

@@ -1,0 +1,58 @@
+"""The reproduction sweep (experiments/reproduce.py): its plan, its schedule, a tiny sweep with two jobs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from continual_asr import sweep
+from continual_asr.errors import CasrError
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reproduce)
+
+SWEEP = """
+stream: tiny
+preset: tiny
+seeds: [0, 1]
+set: {pretrain_seed: 0}
+runs:
+  finetune: {strategy: finetune}
+  avg: {strategy: adapter-avg}
+  oracle: {strategy: adapter-oracle, set: {adapter_epochs: 2}}
+"""
+
+
+def test_the_plan_applies_common_fields_and_the_schedule_runs_one_extractor_first_per_seed(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP)
+    stream, preset, plan = sweep.load_plan(path, tmp_path / "out", None, None, None, None)
+    assert (stream, preset) == ("tiny", "tiny")
+    assert [(r.name, r.seed) for r in plan] == [(n, s) for s in (0, 1) for n in ("finetune", "avg", "oracle")]
+    assert all(r.config.pretrain_seed == 0 for r in plan)
+    assert plan[2].config.adapter_epochs == 2 and plan[1].config.adapter_epochs != 2
+    order = [(run.name, run.seed, waits.name if waits else None) for run, waits in sweep.schedule(plan)]
+    assert order == [("avg", 0, None), ("avg", 1, None), ("finetune", 0, None), ("oracle", 0, "avg"),
+                     ("finetune", 1, None), ("oracle", 1, "avg")]
+    with pytest.raises(CasrError, match="no run named lwf"):
+        sweep.load_plan(path, tmp_path / "out", None, None, None, ["lwf"])
+
+
+def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", ""))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(reproduce.main, ["--config", str(path), "--out", str(out), "--jobs", "2",
+                                                 "--cache-dir", str(tmp_path / "cache"), "--only", "avg,oracle"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    steps = {name: json.loads((out / name / "seed0" / "results.json").read_text())["steps"]
+             for name in ("avg", "oracle")}
+    assert [s["adapter"] for s in steps["avg"]] == ["trained", "trained"]
+    assert [s["adapter"] for s in steps["oracle"]] == ["reused", "reused"]
+    report = (out / "results.md").read_text()
+    assert "2 of 2 runs finished" in report and "--jobs 2" in report
+    assert json.loads((out / "sweep_history.jsonl").read_text().splitlines()[0])["failed"] == []
