@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -366,6 +367,60 @@ def show_adapter_command(file) -> None:
     click.echo(f"task: {adapter.task}\nbase model: {adapter.base_fingerprint}\n"
                f"dimensions: {adapter.num_layers} layers, d_model {adapter.d_model}, bottleneck {adapter.bottleneck} "
                f"({parameters} parameters)\nsource: " + ", ".join(f"{k} {v}" for k, v in adapter.source.items()))
+
+
+def sweep_command(name: str, default_file: str | None = None, default_out: str | None = None,
+                  extra: Callable | None = None, help: str | None = None) -> click.Command:
+    """The sweep command (``casr sweep``; experiments/reproduce.py is one with the paper's file
+    and its questions as ``extra``: groups -> lines for results.md)."""
+
+    @click.command(name=name, help=help)
+    @click.argument("sweep_file", required=default_file is None, default=default_file,
+                    type=click.Path(dir_okay=False))
+    @click.option("--out", "out_dir", default=default_out, metavar="DIR",
+                  help=f"parent folder of the runs: OUT/NAME/seedS (default: {default_out or 'runs/sweep-FILESTEM'})")
+    @click.option("--stream", "stream_name", default=None, help="instead of the sweep file's stream")
+    @click.option("--preset", default=None, help="instead of the sweep file's preset")
+    @click.option("--seeds", default=None, metavar="N,N,...", help="instead of the sweep file's seeds")
+    @click.option("--only", default=None, metavar="NAME,...", help="only these runs of the sweep file")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="a config field for every run whose strategy reads it (repeatable)")
+    @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+                  help="runs at a time, each in its own process with cores/jobs threads")
+    @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
+    @click.option("--report-only", is_flag=True, help="write results.md from the finished runs; train nothing")
+    @_one_line_errors
+    def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
+                report_only) -> None:
+        import time
+
+        from .config import parse_overrides
+        from .folders import ensure_writable
+        from .stream import load_stream
+        from .sweep import load_plan, record_invocation, run_all, write_report
+
+        out = Path(out_dir or f"runs/sweep-{Path(sweep_file).stem}")
+        stream, preset, plan = load_plan(
+            Path(sweep_file), out, stream_name, preset, _parse_seeds(seeds) if seeds else None,
+            [n.strip() for n in only.split(",") if n.strip()] if only else None, parse_overrides(overrides))
+        load_stream(stream)  # an unknown stream fails now, in one line, not once per run
+        ensure_writable(out, "--out")
+        failed = []
+        if not report_only:
+            began = time.time()
+            failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True))
+            record_invocation(out, began, jobs, len(plan), failed)
+        click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra))
+        if failed:
+            click.echo(f"casr: failed runs: {', '.join(failed)} (see their run.log)", err=True)
+            sys.exit(1)
+
+    return command
+
+
+main.add_command(sweep_command(
+    "sweep", help="Run the runs of a sweep file (stream x strategy and config changes x seed), resumably, "
+                  "and compare them: OUT/results.md, compare.csv, compare.png. See experiments/paper.yaml."))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import yaml
 from .config import RunConfig, make_config
 from .errors import CasrError
 from .evaluation.summary import compute_metrics
-from .registry import StrategyInfo, get_strategy
-from .reporting.compare import RunGroup
+from .registry import StrategyInfo, get_strategy, strategy_options
+from .reporting.compare import RunGroup, comparison_markdown, write_comparison
 from .reporting.runs import load_results
 from .runner import run_stream, setup_logging
 from .stream import load_stream
@@ -51,9 +51,17 @@ class PlannedRun:
         return set(EXTRACTION_OPTIONS) <= set(self.strategy.options or ())
 
 
-def load_plan(path: Path, out: Path, stream: str | None, preset: str | None, seeds: list[int] | None,
-              only: list[str] | None) -> tuple[str, str, list[PlannedRun]]:
-    """The runs of a sweep file, seed-major; command-line choices override the file's."""
+def overrides_for(info: StrategyInfo, overrides: dict) -> dict:
+    """The fields of ``overrides`` that ``info`` reads: every general field, and its own options."""
+    foreign = strategy_options() - set(info.options or ())
+    return {key: value for key, value in overrides.items() if key not in foreign}
+
+
+def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | None = None,
+              seeds: list[int] | None = None, only: list[str] | None = None,
+              overrides: dict[str, str] | None = None) -> tuple[str, str, list[PlannedRun]]:
+    """The runs of a sweep file, seed-major; command-line choices override the file's.
+    ``overrides`` (``--set``) go to every run whose strategy reads them, over the file's ``set``."""
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -81,6 +89,7 @@ def load_plan(path: Path, out: Path, stream: str | None, preset: str | None, see
             info = get_strategy(str(entry["strategy"]))
             changes = {**common, **(entry.get("set") or {})}
             info.check_options(changes)
+            changes.update(overrides_for(info, overrides or {}))
             config = make_config(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
                                           for k, v in changes.items()})
             plan.append(PlannedRun(name, str(entry["strategy"]), info, config, seed, out / name / f"seed{seed}"))
@@ -194,4 +203,23 @@ def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
         invocations = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
         text += (f" The sweep ran in {len(invocations)} invocation(s): "
                  + ", ".join(f"{i['wall_seconds'] / 3600:.2f} h with --jobs {i['jobs']}" for i in invocations) + ".")
+    return text
+
+
+def write_report(out: Path, plan: list[PlannedRun], title: str,
+                 extra: Callable[[dict[str, RunGroup]], list[str]] | None = None) -> str:
+    """OUT/results.md (the table of the finished runs, mean ± std over seeds, how long they took,
+    and ``extra``'s lines), OUT/compare.csv and OUT/compare.png; returns the markdown."""
+    groups = finished_groups(plan)
+    if not groups:
+        raise CasrError(f"{out}: no finished run yet")
+    finished = sum(len(g.runs) for g in groups.values())
+    lines = [f"# {title}", "",
+             f"{finished} of {len(plan)} runs finished; mean ± std over seeds. {time_taken(out, groups)}", "",
+             comparison_markdown(list(groups.values())), ""]
+    if extra is not None:
+        lines += [*extra(groups), ""]
+    write_comparison(list(groups.values()), out)
+    text = "\n".join(lines)
+    (out / "results.md").write_text(text, encoding="utf-8")
     return text

@@ -17,15 +17,13 @@ two warm-up calls, in inference mode, on the CPU threads torch uses by default.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import click
 import torch
 from torch import nn
 
 from continual_asr.config import make_config
 from continual_asr.model import AdapterBank, AdapterFusion, AdapterMean, build_model
+from timing import median_seconds  # experiments/timing.py
 
 
 class LoopFusion(nn.Module):
@@ -45,17 +43,6 @@ class LoopFusion(nn.Module):
         values = torch.stack([self.value(a) for a in outputs], dim=2)
         probs = torch.einsum("btd,btnd->btn", query, keys).softmax(dim=-1)
         return self.norm(torch.einsum("btn,btnd->btd", probs, values))
-
-
-def median_seconds(call, reps: int) -> float:
-    for _ in range(2):
-        call()
-    times = []
-    for _ in range(reps):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 @click.command()

@@ -20,7 +20,6 @@ batches) adds little on top: run.log prints the utterances/s of every real epoch
 from __future__ import annotations
 
 import resource
-import statistics
 import time
 
 import click
@@ -30,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from continual_asr.config import make_config
 from continual_asr.data.dataset import SpeechBatch
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
+from timing import median_seconds  # experiments/timing.py
 
 
 def matmul_flops_per_second(size: int = 1024, reps: int = 20) -> float:
@@ -105,13 +105,7 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
         with FlopCounterMode(display=False) as counter:
             train_step(model, batch, optimizer)
         flops = counter.get_total_flops()
-        train_step(model, batch, optimizer)
-        times = []
-        for _ in range(steps):
-            began = time.perf_counter()
-            train_step(model, batch, optimizer)
-            times.append(time.perf_counter() - began)
-        step = statistics.median(times)
+        step = median_seconds(lambda: train_step(model, batch, optimizer), steps, warmup=1)
         print(f"| {kind} | {1000 * step:.0f} | {utterances / step:.1f} | {utterances * seconds / step:.1f} "
               f"| {flops / 1e9:.2f} | {flops / step / 1e9:.1f} | {100 * flops / step / peak:.0f} % |")
 
@@ -119,11 +113,8 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
     model.eval()
     with torch.inference_mode():
         head = head_of(model)
-        head.decode(*model(eval_batch.features, eval_batch.feature_lengths))
-        began = time.perf_counter()
-        for _ in range(max(1, steps // 2)):
-            head.decode(*model(eval_batch.features, eval_batch.feature_lengths))
-        took = (time.perf_counter() - began) / max(1, steps // 2)
+        took = median_seconds(lambda: head.decode(*model(eval_batch.features, eval_batch.feature_lengths)),
+                              max(1, steps // 2), warmup=1)
     audio = len(eval_batch.texts) * seconds
     print(f"\nevaluation (fusion of 5 adapters, greedy decoding): real-time factor {took / audio:.4f} "
           f"({audio / took:.0f} s of audio per second)")

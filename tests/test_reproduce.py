@@ -38,6 +38,12 @@ def test_the_plan_applies_common_fields_and_the_schedule_runs_one_extractor_firs
     order = [(run.name, run.seed, waits.name if waits else None) for run, waits in sweep.schedule(plan)]
     assert order == [("avg", 0, None), ("avg", 1, None), ("finetune", 0, None), ("oracle", 0, "avg"),
                      ("finetune", 1, None), ("oracle", 1, "avg")]
+    _, _, with_set = sweep.load_plan(path, tmp_path / "out", seeds=[0], overrides={"fusion_epochs": "2",
+                                                                                  "adapter_dim": "4"})
+    # finetune reads neither field, oracle no fusion_epochs: they keep the preset's (tiny: 8 and 3)
+    assert [(r.config.adapter_dim, r.config.fusion_epochs) for r in with_set] == [(8, 3), (4, 2), (4, 3)]
+    _, _, with_set = sweep.load_plan(path, tmp_path / "out", seeds=[0], overrides={"finetune_epochs": "2"})
+    assert [r.config.finetune_epochs for r in with_set][0] == 2 != with_set[1].config.finetune_epochs
     with pytest.raises(CasrError, match="no run named lwf"):
         sweep.load_plan(path, tmp_path / "out", None, None, None, ["lwf"])
 
@@ -46,7 +52,7 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", ""))
     out = tmp_path / "out"
-    result = CliRunner().invoke(reproduce.main, ["--config", str(path), "--out", str(out), "--jobs", "2",
+    result = CliRunner().invoke(reproduce.main, [str(path), "--out", str(out), "--jobs", "2",
                                                  "--cache-dir", str(tmp_path / "cache"), "--only", "avg,oracle"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     steps = {name: json.loads((out / name / "seed0" / "results.json").read_text())["steps"]
@@ -56,3 +62,16 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     report = (out / "results.md").read_text()
     assert "2 of 2 runs finished" in report and "--jobs 2" in report
     assert json.loads((out / "sweep_history.jsonl").read_text().splitlines()[0])["failed"] == []
+
+
+def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):
+    from continual_asr.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: {a: {strategy: nope}}")
+    for args, message in [([str(tmp_path / "missing.yaml")], "cannot read the sweep file"),
+                          ([str(bad)], "unknown strategy 'nope'"),
+                          ([str(bad), "--seeds", "x"], "--seeds must be integers")]:
+        result = CliRunner().invoke(main, ["sweep", *args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1

@@ -89,9 +89,13 @@ def _base_keys(state: dict) -> list[str]:
 @pytest.mark.parametrize("strategy", ADAPTER_STRATEGIES)
 def test_adapter_strategies_leave_the_base_bit_identical_after_every_step(tiny_data, strategy):
     base_state = tiny_data[2].state_dict()
-    for _, after in _train_step_by_step(tiny_data, strategy):
+    for step, (_, after) in enumerate(_train_step_by_step(tiny_data, strategy)):
         for key in _base_keys(base_state):  # weights and BatchNorm statistics
             assert torch.equal(after[key], base_state[key]), f"{strategy} changed {key}"
+        new_keys = set(after) - set(base_state)  # all that was added lives in banks, combiners, router
+        assert new_keys and all(k.startswith(("banks.", "combiners.", "router.")) for k in new_keys)
+        ups = [k for k in new_keys if f".adapters.{step}.up" in k]  # the step's adapter has learned
+        assert ups and all(not torch.equal(after[k], torch.zeros_like(after[k])) for k in ups)
 
 
 def test_finetune_changes_the_base(tiny_data):
