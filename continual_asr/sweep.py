@@ -196,8 +196,9 @@ def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
     hours = sum(r["wall_seconds"] for g in groups.values() for r in g.runs) / 3600
     reused = sum(s.get("adapter_seconds", 0) for g in groups.values() for r in g.runs for s in r["steps"]
                  if s.get("adapter") == "reused") / 3600
-    text = (f"Their wall times add up to {hours:.2f} h (base pretraining included where a run did it; "
-            f"single-task adapters reused from an earlier run of the sweep, {reused:.2f} h of training, not).")
+    text = (f"Their wall times add up to {hours:.2f} h: base pretraining counts where a run did it; single-task "
+            f"adapters a run reused from another run of the sweep count once, in the run that trained them "
+            f"(reusing saved {reused:.2f} h).")
     history = out / HISTORY
     if history.is_file():
         invocations = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
