@@ -140,7 +140,7 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
                 echo(f"{run.name}, seed {run.seed}: error: {error}")
                 failed.append(f"{run.name}/seed{run.seed}")
         return failed
-    threads = max(1, (os.cpu_count() or jobs) // jobs)
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)  # the cores this process may use, shared out
     ended: set[int] = set()
     started = 0
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
