@@ -126,6 +126,13 @@ def schedule(plan: list[PlannedRun]) -> list[tuple[PlannedRun, PlannedRun | None
     return order
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cgroups), where the OS says; else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: str | None, jobs: int,
             echo: Echo = print) -> list[str]:
     """Every run of ``plan``, ``jobs`` at a time (each in a fresh process with its share of the
@@ -140,7 +147,7 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
                 echo(f"{run.name}, seed {run.seed}: error: {error}")
                 failed.append(f"{run.name}/seed{run.seed}")
         return failed
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)  # the cores this process may use, shared out
+    threads = max(1, usable_cores() // jobs)
     ended: set[int] = set()
     started = 0
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
