@@ -155,6 +155,7 @@ def test_adapter_strategies_share_extraction_and_reused_adapters_equal_trained_o
     assert [s["adapter"] for s in reused["steps"]] == ["reused", "reused"]
     assert [s["adapter"] for s in trained["steps"]] == ["trained", "trained"]
     assert reused["steps"][0]["adapter_seconds"] > 0
+    assert reused["summary"]["cost"]["reused_training_seconds"] > 0 == trained["summary"]["cost"]["reused_training_seconds"]
     assert reused["wer_matrix"] == trained["wer_matrix"]
     assert [s["parameters"] for s in reused["steps"]] == [s["parameters"] for s in trained["steps"]]
     weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["state_dict"]

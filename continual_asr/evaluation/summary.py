@@ -95,6 +95,9 @@ def compute_metrics(results: dict) -> dict[str, Any]:
             "stored_parameters": steps[-1]["parameters"]["stored"] if steps else results["base_model"]["parameters"],
             "base_parameters": results["base_model"]["parameters"],
             "train_seconds": _round(sum(s["train_seconds"] for s in steps)),
+            # Adapters reused from another run (ExtractionCache): what training them took there.
+            "reused_training_seconds": _round(sum(s.get("adapter_seconds", 0.0) for s in steps
+                                                  if s.get("adapter") == "reused")),
             "eval_seconds": _round(sum(eval_seconds[1:])),
             "eval_rtf": _round(real_time_factor(sum(eval_seconds[1:]), audio * len(steps))),
         },

@@ -32,7 +32,8 @@ FIELDS: list[tuple[str, int, Callable[[dict], float | None]]] = [
     ("intransigence", 2, lambda s: s["mean_intransigence"]),
     ("trained params/step", 0, lambda s: s["cost"]["trained_parameters_per_step"]),
     ("stored params", 0, lambda s: s["cost"]["stored_parameters"]),
-    ("train s", 1, lambda s: s["cost"]["train_seconds"]),
+    # The strategy's cost, whether this run trained its adapters or reused another run's.
+    ("train s", 1, lambda s: s["cost"]["train_seconds"] + s["cost"].get("reused_training_seconds", 0.0)),
     ("eval RTF", 4, lambda s: s["cost"]["eval_rtf"]),
 ]
 OPTIONAL = {"FWT", "intransigence"}  # shown only when some run has a reference
