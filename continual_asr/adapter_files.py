@@ -13,7 +13,6 @@ it to the bank before the first task, so that every composition of the run fuses
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from .errors import CasrError
 from .model import ConformerASR
 from .model.encoder import BASE_STATE_PREFIXES
+from .results import save_torch_atomic
 
 FORMAT = "casr-adapter"
 VERSION = 1
@@ -93,11 +93,7 @@ def export_adapter(run_dir: Path, task: str, out: Path) -> AdapterFile:
     payload = {"format": FORMAT, "version": VERSION, "task": adapter.task, "d_model": adapter.d_model,
                "bottleneck": adapter.bottleneck, "num_layers": adapter.num_layers,
                "base_fingerprint": adapter.base_fingerprint, "source": adapter.source, "tensors": tensors}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, out)
+    save_torch_atomic(payload, Path(out))
     return adapter
 
 

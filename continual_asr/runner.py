@@ -26,7 +26,7 @@ from .evaluation.summary import attach_metrics
 from .folders import ensure_writable
 from .registry import StrategyInfo
 from .reporting import reference_wers, write_run_outputs
-from .results import SCHEMA_VERSION, format_wer_table, package_versions, write_json_atomic
+from .results import SCHEMA_VERSION, format_wer_table, package_versions, save_torch_atomic, write_json_atomic
 from .stream import StreamSpec
 from .training.pretrain import pretrain_base_model, save_checkpoint
 from .training.extraction_cache import ExtractionCache
@@ -111,9 +111,7 @@ def _refresh_finished(out_dir: Path, checkpoint: dict, references: dict | None) 
     if references is not None:
         results["references"] = references
     attach_metrics(results)
-    tmp = out_dir / f"{CHECKPOINT}.tmp{os.getpid()}"
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, out_dir / CHECKPOINT)
+    save_torch_atomic(checkpoint, out_dir / CHECKPOINT)
     write_json_atomic(out_dir / "results.json", results)
     write_run_outputs(results, out_dir)
     return results

@@ -187,8 +187,6 @@ def finished_groups(plan: list[PlannedRun]) -> dict[str, RunGroup]:
     return groups
 
 
-
-
 def record_invocation(out: Path, began: float, jobs: int, runs: int, failed: list[str]) -> None:
     """One line per finished invocation in OUT/sweep_history.jsonl: how long the sweep took."""
     out.mkdir(parents=True, exist_ok=True)
@@ -201,8 +199,7 @@ def record_invocation(out: Path, began: float, jobs: int, runs: int, failed: lis
 def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
     """A sentence on the time the finished runs and the sweep's invocations took."""
     hours = sum(r["wall_seconds"] for g in groups.values() for r in g.runs) / 3600
-    reused = sum(s.get("adapter_seconds", 0) for g in groups.values() for r in g.runs for s in r["steps"]
-                 if s.get("adapter") == "reused") / 3600
+    reused = sum(m["summary"]["cost"]["reused_training_seconds"] for g in groups.values() for m in g.metrics) / 3600
     text = (f"Their wall times add up to {hours:.2f} h: base pretraining counts where a run did it; single-task "
             f"adapters a run reused from another run of the sweep count once, in the run that trained them "
             f"(reusing saved {reused:.2f} h).")

@@ -19,7 +19,6 @@ batches) adds little on top: run.log prints the utterances/s of every real epoch
 
 from __future__ import annotations
 
-import resource
 import time
 
 import click
@@ -29,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from continual_asr.config import make_config
 from continual_asr.data.dataset import SpeechBatch
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
+from continual_asr.runner import peak_rss_mib
 from timing import median_seconds  # experiments/timing.py
 
 
@@ -118,7 +118,7 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
     audio = len(eval_batch.texts) * seconds
     print(f"\nevaluation (fusion of 5 adapters, greedy decoding): real-time factor {took / audio:.4f} "
           f"({audio / took:.0f} s of audio per second)")
-    print(f"peak RSS of this benchmark: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"peak RSS of this benchmark: {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..results import save_torch_atomic
 from ..stream import TaskSpec
 from .conditions import Condition, apply_condition
 from .features import SplitFeatures, log_mel, read_audio
@@ -70,11 +70,8 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
         digest.update(text.encode() + b"\0" + feature.numpy().tobytes())
     result = SplitFeatures(features, texts, seconds, lines, str(manifest.resolve()), problems,
                            digest.hexdigest()[:16])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
-    torch.save({"features": features, "texts": texts, "seconds": seconds, "lines": lines,
-                "problems": [[p.file, p.line, p.message] for p in problems], "digest": result.digest}, tmp)
-    os.replace(tmp, cache)
+    save_torch_atomic({"features": features, "texts": texts, "seconds": seconds, "lines": lines,
+                       "problems": [[p.file, p.line, p.message] for p in problems], "digest": result.digest}, cache)
     return result
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..config import RUNTIME_FIELDS, RunConfig
+from ..results import save_torch_atomic
 
 log = logging.getLogger("continual_asr")
 VERSION = 1
@@ -74,9 +74,5 @@ class ExtractionCache:
             return None
 
     def save(self, task: str, position: int, layers: list[dict[str, torch.Tensor]], seconds: float) -> None:
-        path = self.path(task, position)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save({"layers": [{k: v.detach().cpu().clone() for k, v in layer.items()} for layer in layers],
-                    "seconds": round(seconds, 2), "task": task, "seed": self.seed}, tmp)
-        os.replace(tmp, path)
+        save_torch_atomic({"layers": [{k: v.detach().cpu().clone() for k, v in layer.items()} for layer in layers],
+                           "seconds": round(seconds, 2), "task": task, "seed": self.seed}, self.path(task, position))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .. import distributed
 from ..data.streamdata import StreamData
 from ..evaluation.wer import WordErrorRate
 from ..model import ConformerASR, build_model
+from ..results import save_torch_atomic
 from .progress import ProgressPlugin
 from .template import SpeechTemplate
 
@@ -40,10 +40,8 @@ def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
 
 def save_checkpoint(model: ConformerASR, path: Path, **metadata) -> None:
     """Atomic: a temporary file renamed into place, so a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"state_dict": model.state_dict(), "adapter_tasks": list(model.adapter_tasks), **metadata}, tmp)
-    os.replace(tmp, path)
+    save_torch_atomic({"state_dict": model.state_dict(), "adapter_tasks": list(model.adapter_tasks), **metadata},
+                      path)
 
 
 def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> ConformerASR:
