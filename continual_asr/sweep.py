@@ -138,14 +138,17 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
     """Every run of ``plan``, ``jobs`` at a time (each in a fresh process with its share of the
     cores); the names of those that failed."""
     failed: list[str] = []
+
+    def ended_with(run: PlannedRun, error: BaseException | str | None) -> None:
+        if error:
+            echo(f"{run.name}, seed {run.seed}: error: {error}")
+            failed.append(f"{run.name}/seed{run.seed}")
+
     order = schedule(plan)
     if jobs <= 1:
         for number, (run, _) in enumerate(order, start=1):
             echo(f"[{number}/{len(order)}] {run.name}, seed {run.seed}: {run.out}")
-            error = run_one(run, stream_name, preset, cache_dir)
-            if error:
-                echo(f"{run.name}, seed {run.seed}: error: {error}")
-                failed.append(f"{run.name}/seed{run.seed}")
+            ended_with(run, run_one(run, stream_name, preset, cache_dir))
         return failed
     threads = max(1, usable_cores() // jobs)
     ended: set[int] = set()
@@ -166,10 +169,7 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
             for future in done:
                 run = running.pop(future)
                 ended.add(id(run))
-                error = future.exception() or future.result()
-                if error:
-                    echo(f"{run.name}, seed {run.seed}: error: {error}")
-                    failed.append(f"{run.name}/seed{run.seed}")
+                ended_with(run, future.exception() or future.result())
     return failed
 
 

@@ -12,7 +12,9 @@ to the bare base encoder on the same batch:
 - ``mean``: Adapter Mean over the batched bank, for scale.
 The target (issue 7) is batched N = 8 at most 1.25x the base encoder. Adapters get random
 up-projections so nothing is skipped as zero. Timings are medians over ``--reps`` calls after
-two warm-up calls, in inference mode, on the CPU threads torch uses by default.
+two warm-up calls, in inference mode, on the CPU threads torch uses by default; for each N the
+bare encoder and the three variants are timed in turn within every rep, so the ratios do not
+drift with the machine.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from continual_asr.config import make_config
 from continual_asr.model import AdapterBank, AdapterFusion, AdapterMean, build_model
-from timing import median_seconds  # experiments/timing.py
+from timing import interleaved_medians  # experiments/timing.py
 
 
 class LoopFusion(nn.Module):
@@ -50,7 +52,7 @@ class LoopFusion(nn.Module):
 @click.option("--batch", default=8, show_default=True)
 @click.option("--seconds", default=4.0, show_default=True, help="length of every utterance")
 @click.option("--adapters", "counts", default="1,2,4,8,16", show_default=True)
-@click.option("--reps", default=10, show_default=True)
+@click.option("--reps", default=20, show_default=True)
 @click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
 def main(preset: str, batch: int, seconds: float, counts: str, reps: int, threads: int) -> None:
     if threads:
@@ -76,18 +78,20 @@ def main(preset: str, batch: int, seconds: float, counts: str, reps: int, thread
         return lambda: model.encode(features, lengths)
 
     with torch.inference_mode():
-        base = median_seconds(encoder_with(None, 0), reps)
         print(f"{config.num_layers}-layer d={config.d_model} encoder, batch {batch} x {seconds:g} s, "
-              f"{torch.get_num_threads()} threads, median of {reps}")
-        print(f"base encoder: {1000 * base:.1f} ms\n")
-        print("| adapters N | fusion, batched bank | ratio | fusion, per-adapter loop | ratio | Adapter Mean | ratio |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+              f"{torch.get_num_threads()} threads, median of {reps}\n")
+        print("| adapters N | base encoder | fusion, batched bank | ratio | fusion, per-adapter loop | ratio "
+              "| Adapter Mean | ratio |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        base_encoder = encoder_with(None, 0)
         for n in [int(c) for c in counts.split(",")]:
-            batched = median_seconds(encoder_with(lambda: AdapterFusion(config.d_model), n), reps)
-            loop = median_seconds(encoder_with(lambda: LoopFusion(config.d_model), n), reps)
-            mean = median_seconds(encoder_with(AdapterMean, n), reps)
-            print(f"| {n} | {1000 * batched:.1f} ms | {batched / base:.2f}x | {1000 * loop:.1f} ms | {loop / base:.2f}x "
-                  f"| {1000 * mean:.1f} ms | {mean / base:.2f}x |")
+            took = interleaved_medians({"base": base_encoder,
+                                        "batched": encoder_with(lambda: AdapterFusion(config.d_model), n),
+                                        "loop": encoder_with(lambda: LoopFusion(config.d_model), n),
+                                        "mean": encoder_with(AdapterMean, n)}, reps)
+            base = took["base"]
+            print(f"| {n} | {1000 * base:.1f} ms | " + " | ".join(
+                f"{1000 * took[name]:.1f} ms | {took[name] / base:.2f}x" for name in ("batched", "loop", "mean")) + " |")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,23 @@ def test_fusion_attention_selects_an_adapter_when_keys_align():
     torch.testing.assert_close(probs, expected)
 
 
+@pytest.mark.parametrize("layernorm, null_slot", [(True, True), (False, True), (True, False), (False, False)])
+def test_fusion_inference_with_folded_projections_matches_training_path(layernorm, null_slot):
+    bank = AdapterBank(16, 4)
+    for _ in range(3):
+        bank.add_adapter()
+    _randomize(bank)
+    hidden = torch.randn(2, 6, 16)
+    fusion = AdapterFusion(16, layernorm=layernorm, null_slot=null_slot)
+    for proj in (fusion.query, fusion.key, fusion.value):  # away from the near-average start
+        torch.nn.init.normal_(proj.weight, std=0.3)
+    torch.nn.init.normal_(fusion.query.bias, std=0.3)
+    trained_path = fusion(hidden, bank, None)  # grad on: the plain path (and the calibration)
+    with torch.no_grad():
+        folded = fusion(hidden, bank, None)
+    torch.testing.assert_close(folded, trained_path, rtol=1e-4, atol=1e-5)
+
+
 def test_layernorm_gain_is_calibrated_to_the_fused_scale():
     bank = AdapterBank(16, 4)
     for _ in range(3):

@@ -133,12 +133,16 @@ class AdapterFusion(nn.Module):
     def attention(self, hidden: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """(B, T, N[+1]) attention probabilities over the adapters (and the null slot, last)."""
         key_query = self.query(hidden) @ self.key.weight  # (B, T, D): K^T q
-        scores = torch.einsum("btd,btnd->btn", key_query, outputs)
+        return self._softmax(torch.einsum("btd,btnd->btn", key_query, outputs))
+
+    def _softmax(self, scores: torch.Tensor) -> torch.Tensor:
         if self.null_slot:
             scores = torch.cat([scores, scores.new_zeros(scores.shape[:-1] + (1,))], dim=-1)
         return scores.softmax(dim=-1)
 
     def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
+        if not torch.is_grad_enabled() and bool(self.calibrated):
+            return self._folded(hidden, bank)
         outputs = bank(hidden)  # (B, T, N, D)
         probs = self.attention(hidden, outputs)
         adapter_probs = probs[..., : outputs.shape[2]]
@@ -151,6 +155,28 @@ class AdapterFusion(nn.Module):
                 self.norm.weight.fill_(global_mean(fused.float().std(dim=-1)) + 1e-6)
                 self.calibrated.fill_(True)
         return gate * self.norm(fused)
+
+    @torch.no_grad()
+    def _folded(self, hidden: torch.Tensor, bank: AdapterBank) -> torch.Tensor:
+        """``forward`` for inference, the same function with every D x D projection folded into
+        the adapters' up-projections (a_i = s_i U_i + c_i, s_i the bottleneck activations):
+        q.(K a_i) = (h W_q^T K + b_q K) U_i^T . s_i + (...) c_i and V sum_i p_i a_i =
+        sum_i p_i s_i (U_i V^T) + p.(c V^T). The folded weights cost D x D x N r once per call
+        instead of three D x D projections of every frame, and no (B, T, N, D) tensor is made."""
+        act, up, up_bias = bank.bottleneck_activations(hidden)  # (B, T, N, r), (N, r, D), (N, D)
+        n, r, d = up.shape
+        up = up.reshape(n * r, d)
+        query_key = self.query.weight.T @ self.key.weight  # h -> K^T q, without the bias
+        query_key_bias = self.query.bias @ self.key.weight
+        scores = ((hidden @ (query_key @ up.T) + query_key_bias @ up.T).unflatten(-1, (n, r)) * act).sum(-1)
+        scores = scores + hidden @ (query_key @ up_bias.T) + query_key_bias @ up_bias.T
+        probs = self._softmax(scores)[..., :n]
+        value_up, value_bias = up @ self.value.weight.T, up_bias @ self.value.weight.T
+        if self.norm is None:
+            return (probs.unsqueeze(-1) * act).flatten(-2) @ value_up + probs @ value_bias
+        gate = probs.sum(dim=-1, keepdim=True)
+        probs = probs / gate.clamp_min(1e-9)
+        return gate * self.norm((probs.unsqueeze(-1) * act).flatten(-2) @ value_up + probs @ value_bias)
 
     def value_regularizer(self) -> torch.Tensor:
         """||I - V||_F^2, AdapterHub's penalty that keeps V near the identity."""

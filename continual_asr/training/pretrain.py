@@ -54,6 +54,7 @@ def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> Conformer
 def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_dir: Path,
                         device: torch.device, progress: bool = True) -> tuple[ConformerASR, dict]:
     """The base model for this stream's base task: from the cache, or trained now and cached."""
+    seed = pretrain_seed(config, seed)
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
     info = {"cache_key": key, "path": str(path)}
@@ -67,7 +68,6 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
             model = build_model(config, len(data.tokenizer))
         distributed.broadcast_module(model)
         return model, {**info, "cached": True, "seconds": 0.0}
-    seed = pretrain_seed(config, seed)
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
