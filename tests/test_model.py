@@ -19,11 +19,16 @@ def _batch(batch=3, frames=80, n_mels=80):
     return torch.randn(batch, frames, n_mels, generator=generator), torch.tensor([80, 64, 50])[:batch]
 
 
-def _randomize(bank: AdapterBank) -> None:
+def _random_bank(d_model: int, bottleneck: int, adapters: int) -> AdapterBank:
+    """A bank of ``adapters`` with random weights (fresh adapters are the identity)."""
+    bank = AdapterBank(d_model, bottleneck)
+    for _ in range(adapters):
+        bank.add_adapter()
     generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for p in bank.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.3)
+    return bank
 
 
 def test_fresh_adapter_leaves_base_output_unchanged(model):
@@ -37,10 +42,7 @@ def test_fresh_adapter_leaves_base_output_unchanged(model):
 
 
 def test_batched_bank_matches_each_adapter_alone():
-    bank = AdapterBank(16, 4)
-    for _ in range(5):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(16, 4, 5)
     hidden = torch.randn(2, 7, 16)
     stacked = bank(hidden)
     assert stacked.shape == (2, 7, 5, 16)
@@ -50,10 +52,7 @@ def test_batched_bank_matches_each_adapter_alone():
 
 
 def test_oracle_routes_each_utterance_to_its_own_adapter():
-    bank = AdapterBank(16, 4)
-    for _ in range(3):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(16, 4, 3)
     hidden = torch.randn(4, 5, 16)
     routes = torch.tensor([2, -1, 0, 2])
     delta = OracleRouting()(hidden, bank, routes)
@@ -63,10 +62,7 @@ def test_oracle_routes_each_utterance_to_its_own_adapter():
 
 
 def test_fusion_starts_as_adapter_mean():
-    bank = AdapterBank(16, 4)
-    for _ in range(4):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(16, 4, 4)
     hidden = torch.randn(2, 6, 16)
     fusion = AdapterFusion(16, layernorm=False, null_slot=False)
     probs = fusion.attention(hidden, bank(hidden))
@@ -79,10 +75,7 @@ def test_fusion_starts_as_adapter_mean():
 
 
 def test_fusion_attention_selects_an_adapter_when_keys_align():
-    bank = AdapterBank(8, 2)
-    for _ in range(2):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(8, 2, 2)
     hidden = torch.randn(1, 3, 8)
     fusion = AdapterFusion(8, layernorm=False, null_slot=True)
     with torch.no_grad():
@@ -98,10 +91,7 @@ def test_fusion_attention_selects_an_adapter_when_keys_align():
 
 @pytest.mark.parametrize("layernorm, null_slot", [(True, True), (False, True), (True, False), (False, False)])
 def test_fusion_inference_with_folded_projections_matches_training_path(layernorm, null_slot):
-    bank = AdapterBank(16, 4)
-    for _ in range(3):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(16, 4, 3)
     hidden = torch.randn(2, 6, 16)
     fusion = AdapterFusion(16, layernorm=layernorm, null_slot=null_slot)
     for proj in (fusion.query, fusion.key, fusion.value):  # away from the near-average start
@@ -114,10 +104,7 @@ def test_fusion_inference_with_folded_projections_matches_training_path(layernor
 
 
 def test_layernorm_gain_is_calibrated_to_the_fused_scale():
-    bank = AdapterBank(16, 4)
-    for _ in range(3):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(16, 4, 3)
     hidden = torch.randn(2, 6, 16)
     fusion = AdapterFusion(16, layernorm=True, null_slot=False)
     out = fusion(hidden, bank, None)
@@ -152,10 +139,7 @@ def test_parameter_counts_add_up(model):
 
 
 def test_null_slot_lets_fusion_add_nothing_even_with_layernorm(monkeypatch):
-    bank = AdapterBank(8, 2)
-    for _ in range(2):
-        bank.add_adapter()
-    _randomize(bank)
+    bank = _random_bank(8, 2, 2)
     hidden = torch.randn(1, 4, 8)
     fusion = AdapterFusion(8, layernorm=True, null_slot=True)
     fusion(hidden, bank, None)  # calibrates the LayerNorm gain
