@@ -392,12 +392,10 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
     @_one_line_errors
     def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
                 report_only) -> None:
-        import time
-
         from .config import parse_overrides
         from .folders import ensure_writable
         from .stream import load_stream
-        from .sweep import load_plan, record_invocation, run_all, write_report
+        from .sweep import InvocationLog, load_plan, run_all, write_report
 
         out = Path(out_dir or f"runs/sweep-{Path(sweep_file).stem}")
         stream, preset, plan = load_plan(
@@ -407,9 +405,9 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
         ensure_writable(out, "--out")
         failed = []
         if not report_only:
-            began = time.time()
-            failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True))
-            record_invocation(out, began, jobs, len(plan), failed)
+            log = InvocationLog(out, jobs, len(plan))
+            failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True), log=log)
+            log.finish(failed)
         click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra))
         if failed:
             click.echo(f"casr: failed runs: {', '.join(failed)} (see their run.log)", err=True)

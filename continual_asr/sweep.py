@@ -134,12 +134,14 @@ def usable_cores() -> int:
 
 
 def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: str | None, jobs: int,
-            echo: Echo = print) -> list[str]:
+            echo: Echo = print, log: InvocationLog | None = None) -> list[str]:
     """Every run of ``plan``, ``jobs`` at a time (each in a fresh process with its share of the
-    cores); the names of those that failed."""
+    cores); the names of those that failed. ``log`` hears of each run as it ends."""
     failed: list[str] = []
 
     def ended_with(run: PlannedRun, error: BaseException | str | None) -> None:
+        if log is not None:
+            log.run_ended(run, error)
         if error:
             echo(f"{run.name}, seed {run.seed}: error: {error}")
             failed.append(f"{run.name}/seed{run.seed}")
@@ -187,13 +189,55 @@ def finished_groups(plan: list[PlannedRun]) -> dict[str, RunGroup]:
     return groups
 
 
-def record_invocation(out: Path, began: float, jobs: int, runs: int, failed: list[str]) -> None:
-    """One line per finished invocation in OUT/sweep_history.jsonl: how long the sweep took."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / HISTORY, "a", encoding="utf-8") as history:
-        history.write(json.dumps({"began": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(began)),
-                                  "wall_seconds": round(time.time() - began, 1), "jobs": jobs,
-                                  "runs": runs, "failed": failed}) + "\n")
+class InvocationLog:
+    """OUT/sweep_history.jsonl: a line when an invocation of the sweep starts, one as each of its
+    runs ends and one when it ends, so an invocation that is killed part way (the end of a batch
+    job, a closed laptop) still tells how long it ran, up to the last run it finished."""
+
+    def __init__(self, out: Path, jobs: int, runs: int) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / HISTORY
+        self.started = time.time()
+        self.began = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
+        self.jobs, self.runs = jobs, runs
+        if self.path.is_file() and not self.path.read_bytes().endswith(b"\n"):
+            with open(self.path, "a", encoding="utf-8") as history:  # end a line a kill tore
+                history.write("\n")
+        self._write({"jobs": jobs, "runs": runs})
+
+    def _write(self, entry: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as history:  # one short line: appends are atomic
+            history.write(json.dumps({"began": self.began, **entry}) + "\n")
+
+    def run_ended(self, run: PlannedRun, error: BaseException | str | None) -> None:
+        self._write({"run": f"{run.name}/seed{run.seed}", "ok": not error,
+                     "at_seconds": round(time.time() - self.started, 1)})
+
+    def finish(self, failed: list[str]) -> None:
+        self._write({"wall_seconds": round(time.time() - self.started, 1), "jobs": self.jobs,
+                     "runs": self.runs, "failed": failed})
+
+
+def invocations(out: Path) -> list[dict]:
+    """The sweep's invocations, oldest first: ``jobs``, ``seconds`` and ``ended`` (False for one
+    that stopped before its end: ``seconds`` then runs to the last run it finished)."""
+    history = out / HISTORY
+    if not history.is_file():
+        return []
+    found: dict[str, dict] = {}
+    for line in history.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line torn by a kill: the others still count
+            continue
+        if not isinstance(entry, dict) or "began" not in entry:
+            continue
+        invocation = found.setdefault(entry["began"], {"jobs": entry.get("jobs", 1), "seconds": 0.0, "ended": False})
+        if "wall_seconds" in entry:
+            invocation.update(seconds=entry["wall_seconds"], ended=True)
+        elif not invocation["ended"]:
+            invocation["seconds"] = max(invocation["seconds"], entry.get("at_seconds", 0.0))
+    return list(found.values())
 
 
 def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
@@ -203,11 +247,14 @@ def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
     text = (f"Their wall times add up to {hours:.2f} h: base pretraining counts where a run did it; single-task "
             f"adapters a run reused from another run of the sweep count once, in the run that trained them "
             f"(reusing saved {reused:.2f} h).")
-    history = out / HISTORY
-    if history.is_file():
-        invocations = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
-        text += (f" The sweep ran in {len(invocations)} invocation(s): "
-                 + ", ".join(f"{i['wall_seconds'] / 3600:.2f} h with --jobs {i['jobs']}" for i in invocations) + ".")
+    runs = invocations(out)
+    if runs:
+        total = sum(i["seconds"] for i in runs) / 3600
+        text += (f" The sweep ran in {len(runs)} invocation(s), {'' if all(i['ended'] for i in runs) else 'at least '}"
+                 f"{total:.2f} h of wall clock: "
+                 + ", ".join(f"{i['seconds'] / 3600:.2f} h with --jobs {i['jobs']}"
+                             + ("" if i["ended"] else " (stopped before its end; counted to its last finished run)")
+                             for i in runs) + ".")
     return text
 
 

@@ -61,7 +61,25 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     assert [s["adapter"] for s in steps["oracle"]] == ["reused", "reused"]
     report = (out / "results.md").read_text()
     assert "2 of 2 runs finished" in report and "--jobs 2" in report
-    assert json.loads((out / "sweep_history.jsonl").read_text().splitlines()[0])["failed"] == []
+    history = [json.loads(line) for line in (out / "sweep_history.jsonl").read_text().splitlines()]
+    assert [entry.get("run") for entry in history[1:3]] == ["avg/seed0", "oracle/seed0"]
+    assert history[-1]["failed"] == [] and history[-1]["wall_seconds"] >= history[2]["at_seconds"]
+
+
+def test_a_killed_invocation_counts_up_to_its_last_finished_run(tmp_path, monkeypatch):
+    from continual_asr import sweep
+
+    clock = iter([1000.0, 1600.0, 5000.0, 5030.0])  # start, a run ends, (killed); start, end
+    monkeypatch.setattr(sweep.time, "time", lambda: next(clock))
+    killed = sweep.InvocationLog(tmp_path, jobs=2, runs=3)
+    killed.run_ended(type("Run", (), {"name": "avg", "seed": 0})(), None)
+    with open(tmp_path / "sweep_history.jsonl", "a") as history:
+        history.write('{"began": "torn')  # the kill tore the line it was writing
+    sweep.InvocationLog(tmp_path, jobs=1, runs=3).finish([])
+    lines = (tmp_path / "sweep_history.jsonl").read_text().splitlines()
+    assert lines[2] == '{"began": "torn' and json.loads(lines[3])["jobs"] == 1  # the next line is whole
+    assert sweep.invocations(tmp_path) == [{"jobs": 2, "seconds": 600.0, "ended": False},
+                                           {"jobs": 1, "seconds": 30.0, "ended": True}]
 
 
 def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):

@@ -95,6 +95,9 @@ class Series:
     zero_shot_wer: np.ndarray  # (runs, steps)
 
 
+LINE_STYLES = (("-", "o"), ("--", "s"), (":", "^"))
+
+
 def overlay_png(series: Sequence[Series], step_labels: Sequence[str], title: str) -> bytes:
     """AWER and zero-shot WER per step, one line per strategy: the mean over its runs, with a
     band of +- one standard deviation when there are several."""
@@ -106,7 +109,10 @@ def overlay_png(series: Sequence[Series], step_labels: Sequence[str], title: str
             values = getattr(entry, field)
             mean = values.mean(axis=0)
             x = np.arange(len(mean))
-            axes.plot(x, mean, "-o", color=f"C{i % 10}", markersize=4, label=f"{entry.label} (n={len(values)})")
+            # ten colours, then the same colours with another line and marker: no two lines alike
+            line, marker = LINE_STYLES[(i // 10) % len(LINE_STYLES)]
+            axes.plot(x, mean, linestyle=line, marker=marker, color=f"C{i % 10}", markersize=4,
+                      label=f"{entry.label} (n={len(values)})")
             if len(values) > 1:
                 std = values.std(axis=0, ddof=1)
                 axes.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
