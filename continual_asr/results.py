@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 SCHEMA_VERSION = 1
 
@@ -22,24 +23,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """A temporary file renamed into place: readers never see half a file."""
+@contextmanager
+def _renamed_into_place(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write, renamed onto ``path`` once written: readers
+    never see half a file, and a crash leaves the old one."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
+    yield tmp
     os.replace(tmp, path)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` into ``path``, renamed into place."""
+    with _renamed_into_place(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def save_torch_atomic(payload: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file renamed into place (parent folders made): a crash
-    never leaves half a checkpoint, cache entry or adapter file."""
+    """``torch.save`` of a checkpoint, cache entry or adapter file, renamed into place (parent
+    folders made)."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with _renamed_into_place(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -10,14 +10,7 @@ from typing import Callable
 def median_seconds(call: Callable[[], object], reps: int, warmup: int = 2) -> float:
     """Median wall time of ``call()`` over ``reps`` calls, after ``warmup`` untimed ones (lazy
     initialisation, allocator and cache warm-up)."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(reps):
-        began = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+    return interleaved_medians({"call": call}, reps, warmup)["call"]
 
 
 def interleaved_medians(calls: dict[str, Callable[[], object]], reps: int, warmup: int = 2) -> dict[str, float]:

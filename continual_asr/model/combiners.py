@@ -172,11 +172,14 @@ class AdapterFusion(nn.Module):
         scores = scores + hidden @ (query_key @ up_bias.T) + query_key_bias @ up_bias.T
         probs = self._softmax(scores)[..., :n]
         value_up, value_bias = up @ self.value.weight.T, up_bias @ self.value.weight.T
+
+        def mixed(weights: torch.Tensor) -> torch.Tensor:  # V sum_i w_i a_i
+            return (weights.unsqueeze(-1) * act).flatten(-2) @ value_up + weights @ value_bias
+
         if self.norm is None:
-            return (probs.unsqueeze(-1) * act).flatten(-2) @ value_up + probs @ value_bias
+            return mixed(probs)
         gate = probs.sum(dim=-1, keepdim=True)
-        probs = probs / gate.clamp_min(1e-9)
-        return gate * self.norm((probs.unsqueeze(-1) * act).flatten(-2) @ value_up + probs @ value_bias)
+        return gate * self.norm(mixed(probs / gate.clamp_min(1e-9)))
 
     def value_regularizer(self) -> torch.Tensor:
         """||I - V||_F^2, AdapterHub's penalty that keeps V near the identity."""
