@@ -31,13 +31,17 @@ def _one_line_errors(command):
         try:
             return command(*args, **kwargs)
         except CasrError as exc:
-            # Several processes meet the same bad input: rank 0 says it once. A training error
-            # (a non-finite loss on one process's part of a batch) may be that rank's alone.
-            if distributed.is_main():
-                click.echo(f"casr: error: {exc}", err=True)
-            elif isinstance(exc, TrainingError):
-                click.echo(f"casr: error (process {distributed.rank()}): {exc}", err=True)
+            # Several processes may meet the same bad input, or one may fail alone (a non-finite
+            # loss on its part of a batch): the first to stop says it, once.
+            if distributed.first_to_fail() and (distributed.is_active() or distributed.is_main()):
+                where = f" (process {distributed.rank()})" if isinstance(exc, TrainingError) and \
+                    distributed.is_active() else ""
+                click.echo(f"casr: error{where}: {exc}", err=True)
             sys.exit(2)
+        except Exception:
+            if distributed.peer_failed():  # our collective broke because another process stopped
+                sys.exit(2)
+            raise
         except KeyboardInterrupt:
             click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
             sys.exit(130)
@@ -75,8 +79,6 @@ def _start_processes(command: str, device: str, nproc: int):
     """The torch device of this process. With ``--nproc N`` (N > 1) in a plain process, run this
     command again as N processes through torch.distributed.run and exit with their status;
     under torchrun, join its process group (continual_asr/distributed.py)."""
-    import subprocess
-
     from click.core import ParameterSource
 
     from . import distributed
@@ -109,9 +111,7 @@ def _start_processes(command: str, device: str, nproc: int):
                 args += [item for v in value for item in (flag, str(v))]
             elif value is not None:
                 args += [flag, str(value)]
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-                    "-m", "continual_asr", *args]
-        sys.exit(subprocess.call(launcher))
+        sys.exit(distributed.launch_local(nproc, args))
     distributed.init(torch_device)
     return torch_device
 

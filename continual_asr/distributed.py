@@ -42,14 +42,19 @@ utterances than ranks) counts in that batch's BatchNorm statistics and calibrati
 loss and no WER.
 
 A rank that fails (an error, a non-finite loss on its part of a batch) exits; torchrun then
-stops the others. Finished steps are kept, as in one process.
+stops the others. Finished steps are kept, as in one process. The first rank to stop with a
+casr error says so in one line (:func:`first_to_fail`); the others, whose collectives then break,
+see that it did (:func:`peer_failed`) and end quietly with the same status.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
+import sys
+import uuid
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -162,6 +167,58 @@ def init(device: torch.device) -> bool:
         dist.init_process_group(backend=backend, timeout=TIMEOUT)
     _cpu_group = dist.new_group(backend="gloo", timeout=TIMEOUT) if dist.get_backend() != "gloo" else None
     return is_active()
+
+
+def launch_local(nproc: int, args: Sequence[str]) -> int:
+    """``python -m continual_asr ARGS`` as ``nproc`` processes on this machine (torchrun's
+    --standalone rendezvous); their exit status. The failing process has said why in one line,
+    so the launcher's own failure report and log lines stay out of the way."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: one thread a process unless told
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "continual_asr", *args)
+    except ChildFailedError as exc:
+        _, root = exc.get_first_failure()
+        return root.exitcode if root.exitcode > 0 else 1
+    return 0
+
+
+_FAILED_KEY = "casr/failed"
+
+
+def _store():
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (RuntimeError, ValueError, AttributeError):
+        return None
+
+
+def first_to_fail() -> bool:
+    """Record that this rank stops with an error; True for the first rank to do so (which
+    alone reports it). Without several processes, True."""
+    store = _store() if is_active() else None
+    if store is None:
+        return True
+    try:
+        return store.add(_FAILED_KEY, 1) == 1
+    except RuntimeError:  # the store is gone with the process that hosted it
+        return is_main()
+
+
+def peer_failed() -> bool:
+    """True when another rank has stopped with an error (and reported it)."""
+    store = _store() if dist.is_available() and dist.is_initialized() else None
+    if store is None:
+        return False
+    try:
+        return store.check([_FAILED_KEY])
+    except RuntimeError:
+        return False
 
 
 def shutdown() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from .errors import CasrError
@@ -12,9 +13,9 @@ def ensure_writable(folder: Path, what: str) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # A probe of this process's own: any number of processes may check one folder at once.
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise CasrError(f"{what} {folder}: not writable ({exc.strerror or exc})") from None
     return folder

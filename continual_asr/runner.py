@@ -258,30 +258,34 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
     wall_before = results["wall_seconds"]
 
-    for experience, task in zip(experiences[done:], stream.tasks[done:]):
-        log.info("task %d/%d: %s", experience.current_experience + 1, len(stream.tasks), task.name)
-        began = time.perf_counter()
-        try:
-            cl_strategy.train(experience, eval_streams=[])
-        except TrainingError as exc:
-            kept = len(results["wer_matrix"])
-            raise TrainingError(
-                f"strategy {strategy.name}, task {experience.current_experience + 1}/{len(stream.tasks)} "
-                f"({task.name}): {exc}; the {kept} finished step(s) are kept in {out_dir} (rerunning the same "
-                "command retries this task)") from None
-        train_seconds = time.perf_counter() - began
-        row, eval_seconds = evaluate()
-        trained = sum(cl_strategy.trained_parameters.values())
-        results["wer_matrix"].append(row)
-        results["steps"].append({**_step_record(task.name, columns, row, train_seconds, eval_seconds,
-                                                model.parameter_counts(), trained, total_base),
-                                 **cl_strategy.step_details})
-        results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
-        results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
-        if main:
-            _save(out_dir, model, cl_strategy, results)
-            tensorboard.writer.flush()
-        log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
+    try:
+        for experience, task in zip(experiences[done:], stream.tasks[done:]):
+            log.info("task %d/%d: %s", experience.current_experience + 1, len(stream.tasks), task.name)
+            began = time.perf_counter()
+            try:
+                cl_strategy.train(experience, eval_streams=[])
+            except TrainingError as exc:
+                kept = len(results["wer_matrix"])
+                raise TrainingError(
+                    f"strategy {strategy.name}, task {experience.current_experience + 1}/{len(stream.tasks)} "
+                    f"({task.name}): {exc}; the {kept} finished step(s) are kept in {out_dir} (rerunning the same "
+                    "command retries this task)") from None
+            train_seconds = time.perf_counter() - began
+            row, eval_seconds = evaluate()
+            trained = sum(cl_strategy.trained_parameters.values())
+            results["wer_matrix"].append(row)
+            results["steps"].append({**_step_record(task.name, columns, row, train_seconds, eval_seconds,
+                                                    model.parameter_counts(), trained, total_base),
+                                     **cl_strategy.step_details})
+            results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
+            results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
+            if main:
+                _save(out_dir, model, cl_strategy, results)
+                tensorboard.writer.flush()
+            log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
+    finally:  # an adapter claimed for training and never saved must not block other runs
+        if getattr(cl_strategy, "extraction_cache", None) is not None:
+            cl_strategy.extraction_cache.release()
     if main:
         tensorboard.writer.close()
     if not results["complete"]:  # the next task's training data is bad: stop before it, finished steps kept

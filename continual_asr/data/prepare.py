@@ -1,28 +1,27 @@
 """Synthesize a task's speech into the cache: FLAC files plus NeMo-style JSONL manifests.
 
-A cache entry is keyed by the task's fingerprint and utterance counts, written to a temporary
-folder and renamed into place when complete, so an interrupted synthesis never leaves a
-half-written entry that a later run would trust.
+A cache entry is keyed by the task's fingerprint and utterance counts and built through
+continual_asr.cache: one process synthesizes it into a private folder, seals it with every
+file's size and renames it into place; others wait for it, and a damaged one is built again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from ..cache import cached, check_folder, seal_folder
 from ..stream import TaskSpec
 from .conditions import apply_condition
 from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
 from .text import sentences_for_split
 
-SYNTH_VERSION = 1  # bump when synthesis changes, to invalidate caches
+SYNTH_VERSION = 2  # bump when synthesis or an entry's layout changes (2: sealed by complete.json)
 BABBLE_POOL_SIZE = 24
 BABBLE_VOICES = ("en-us", "en", "en-gb-x-rp", "en-us-nyc")
 RATE_RANGE = (145, 195)  # words per minute, espeak's default is 175
@@ -56,12 +55,17 @@ def prepare_task(task: TaskSpec, cache_dir: Path, train: int | None = None, test
     train = task.train if train is None else train
     test = task.test if test is None else test
     target = task_cache_dir(task, cache_dir, train, test)
-    if (target / "test.jsonl").is_file():
-        return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "audio").mkdir(parents=True)
 
+    def build(tmp: Path) -> Path:
+        _synthesize(task, tmp, train, test, progress)
+        seal_folder(tmp)
+        return target
+
+    return cached(target, check_folder, build, "synthesized audio")
+
+
+def _synthesize(task: TaskSpec, tmp: Path, train: int, test: int, progress: bool) -> None:
+    (tmp / "audio").mkdir(parents=True)
     sentences = sentences_for_split(task.text, train + test, seed_of(task.seed, task.name, "text") % 2**31)
     splits = {"train": sentences[:train], "test": sentences[train:]}
     speakers = list(task.speakers) or speaker_variants()
@@ -85,6 +89,3 @@ def prepare_task(task: TaskSpec, cache_dir: Path, train: int | None = None, test
         with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
     bar.close()
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return target

@@ -4,7 +4,7 @@ Synthesized tasks go through here too (their cache folder holds a JSONL manifest
 utterance meets the same checks. The cache entry is keyed by the manifest's bytes, the size and
 modification time of every audio file it names, and everything else that decides the result
 (feature size, cap, condition, maximum length): an edited manifest or a replaced audio file is
-read again. Entries are written to a temporary file and renamed into place.
+read again. Entries are built through continual_asr.cache (one builder, atomic, self-healing).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import DataError
-from ..results import save_torch_atomic
+from ..cache import cached
 from ..stream import TaskSpec
 from .conditions import Condition, apply_condition
 from .features import SplitFeatures, log_mel, read_audio
@@ -43,12 +43,25 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
     """
     rows, problems = read_manifest(manifest, limit)
     key = _cache_key(manifest, rows, condition, task, split, n_mels, limit, max_seconds)
-    cache = Path(cache_dir) / "features" / f"{task.name}-{split}-{key}.pt"
-    if cache.is_file():
-        data = torch.load(cache, weights_only=True)
+    entry = Path(cache_dir) / "features" / f"{task.name}-{split}-{key}.pt"
+
+    def load(path: Path) -> SplitFeatures:
+        data = torch.load(path, weights_only=True)
         return SplitFeatures(data["features"], data["texts"], data["seconds"], data["lines"], str(manifest.resolve()),
                              [Problem(*p) for p in data["problems"]], data["digest"])
 
+    def build(tmp: Path) -> SplitFeatures:
+        result = _compute(task, split, manifest, rows, problems, condition, n_mels, max_seconds, progress)
+        torch.save({"features": result.features, "texts": result.texts, "seconds": result.seconds,
+                    "lines": result.lines, "problems": [[p.file, p.line, p.message] for p in result.problems],
+                    "digest": result.digest}, tmp)
+        return result
+
+    return cached(entry, load, build, "features")
+
+
+def _compute(task: TaskSpec, split: str, manifest: Path, rows: list[ManifestRow], problems: list[Problem],
+             condition: Condition, n_mels: int, max_seconds: float, progress: bool) -> SplitFeatures:
     pool = _babble(task) if condition.noise == "babble" else None
     features, texts, seconds, lines = [], [], [], []
     for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
@@ -68,11 +81,7 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
     digest = hashlib.sha256()
     for feature, text in zip(features, texts):
         digest.update(text.encode() + b"\0" + feature.numpy().tobytes())
-    result = SplitFeatures(features, texts, seconds, lines, str(manifest.resolve()), problems,
-                           digest.hexdigest()[:16])
-    save_torch_atomic({"features": features, "texts": texts, "seconds": seconds, "lines": lines,
-                       "problems": [[p.file, p.line, p.message] for p in problems], "digest": result.digest}, cache)
-    return result
+    return SplitFeatures(features, texts, seconds, lines, str(manifest.resolve()), problems, digest.hexdigest()[:16])
 
 
 def _checked_audio(row: ManifestRow, max_seconds: float) -> tuple[np.ndarray, float]:

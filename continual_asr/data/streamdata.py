@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
+from ..cache import cached
 from ..config import RunConfig
 from ..errors import DataError
 from ..stream import StreamSpec, TaskSpec
@@ -116,14 +116,13 @@ def _counts(task: TaskSpec, config: RunConfig) -> tuple[int, int]:
 def _load_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Tokenizer:
     key = hashlib.sha256(("\n".join(texts) + f"|{vocab_size}|{LETTERS}").encode()).hexdigest()[:16]
     path = Path(cache_dir) / "tokenizers" / f"spm-{vocab_size}-{key}.model"
-    if path.is_file():
-        return Tokenizer.load(path)
-    tokenizer = Tokenizer.train(texts, vocab_size, required_chars=LETTERS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tokenizer.save(tmp)
-    os.replace(tmp, path)
-    return tokenizer
+
+    def build(tmp: Path) -> Tokenizer:
+        tokenizer = Tokenizer.train(texts, vocab_size, required_chars=LETTERS)
+        tokenizer.save(tmp)
+        return tokenizer
+
+    return cached(path, Tokenizer.load, build, "tokenizer")
 
 
 def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool) -> dict[str, SplitFeatures]:

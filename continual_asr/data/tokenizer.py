@@ -45,4 +45,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: Path) -> "Tokenizer":
-        return cls(path.read_bytes())
+        model_bytes = path.read_bytes()
+        if not model_bytes:  # SentencePiece would take it for an empty model
+            raise ValueError(f"{path} is empty")
+        return cls(model_bytes)

@@ -134,7 +134,7 @@ class AdapterStrategy(SpeechTemplate):
         if self.extraction_cache is None:
             return False
         task = self.model.adapter_tasks[index]
-        cached = distributed.broadcast_object(self.extraction_cache.load(task, position)
+        cached = distributed.broadcast_object(self.extraction_cache.claim(task, position)
                                               if distributed.is_main() else None)
         if cached is None:
             return False

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..config import RUNTIME_FIELDS, RunConfig
-from ..results import save_torch_atomic
+from ..cache import EntryLock
 
-log = logging.getLogger("continual_asr")
 VERSION = 1
 # Fields that cannot change an adapter trained alone on its task (over-keying is safe: a field
 # missing here only costs a cache miss).
@@ -48,6 +46,7 @@ class ExtractionCache:
     tokenizer_fingerprint: str  # StreamData.fingerprint: base data and tokenizer (token ids)
     config: RunConfig
     seed: int
+    _building: dict = field(default_factory=dict, compare=False, repr=False)  # (task, position) -> EntryLock
 
     def key(self, task: str, position: int) -> str:
         payload = {
@@ -60,19 +59,36 @@ class ExtractionCache:
     def path(self, task: str, position: int) -> Path:
         return self.folder / f"{task}-{self.key(task, position)}.pt"
 
-    def load(self, task: str, position: int) -> tuple[list[dict[str, torch.Tensor]], float] | None:
-        """Per layer the adapter's parameters, and the seconds its training took; None if absent
-        (or unreadable: then it is trained again and the file replaced)."""
-        path = self.path(task, position)
-        if not path.is_file():
-            return None
-        try:
-            stored = torch.load(path, weights_only=True, map_location="cpu")
-            return stored["layers"], float(stored["seconds"])
-        except Exception as exc:  # a torn file from a killed writer cannot happen (atomic), a foreign one can
-            log.warning("%s: unreadable cached adapter (%s); training it again", path, exc.__class__.__name__)
-            return None
+    def claim(self, task: str, position: int) -> tuple[list[dict[str, torch.Tensor]], float] | None:
+        """Per layer the adapter's parameters, and the seconds its training took; or None, and
+        then this process holds the entry's lock until :meth:`save` (or :meth:`release`): another
+        run that needs this adapter meanwhile waits for it instead of training it too."""
+        lock = EntryLock(self.path(task, position), "cached adapter").acquire()
+        found = lock.load(_read_adapter)
+        if found is not None:
+            lock.release()
+            return found
+        self._building[task, position] = lock
+        return None
 
     def save(self, task: str, position: int, layers: list[dict[str, torch.Tensor]], seconds: float) -> None:
-        save_torch_atomic({"layers": [{k: v.detach().cpu().clone() for k, v in layer.items()} for layer in layers],
-                           "seconds": round(seconds, 2), "task": task, "seed": self.seed}, self.path(task, position))
+        lock = self._building.pop((task, position), None) or EntryLock(self.path(task, position),
+                                                                        "cached adapter").acquire()
+        try:
+            built = lock.temporary()
+            torch.save({"layers": [{k: v.detach().cpu().clone() for k, v in layer.items()} for layer in layers],
+                        "seconds": round(seconds, 2), "task": task, "seed": self.seed}, built)
+            lock.publish(built)
+        finally:
+            lock.release()
+
+    def release(self) -> None:
+        """Give up the entries claimed and not saved (a run that stopped part way)."""
+        for lock in self._building.values():
+            lock.release()
+        self._building.clear()
+
+
+def _read_adapter(path: Path) -> tuple[list[dict[str, torch.Tensor]], float]:
+    stored = torch.load(path, weights_only=True, map_location="cpu")
+    return stored["layers"], float(stored["seconds"])

@@ -12,6 +12,7 @@ import torch
 
 from avalanche.training.plugins import EvaluationPlugin
 
+from ..cache import EntryLock
 from ..config import HEAD_FIELDS, PRETRAIN_FIELDS, RunConfig
 from .. import distributed
 from ..data.streamdata import StreamData
@@ -58,16 +59,30 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
     info = {"cache_key": key, "path": str(path)}
-    # With several processes rank 0 alone looks in the cache and gives the others its weights
-    # (they need no shared cache folder); pretraining itself is data-parallel, rank 0 saves.
-    if distributed.broadcast_object(path.is_file()):
-        log.info("base model: reusing %s", path)
-        if distributed.is_main():
-            model = load_base_model(path, config, len(data.tokenizer))
-        else:
-            model = build_model(config, len(data.tokenizer))
-        distributed.broadcast_module(model)
-        return model, {**info, "cached": True, "seconds": 0.0}
+    # Rank 0 alone uses the cache (other nodes need no shared cache folder) and holds the entry's
+    # lock until the model is published: another run needing this base model waits, then reads it.
+    lock = EntryLock(path, "base model").acquire() if distributed.is_main() else None
+    try:
+        found = lock.load(lambda p: load_base_model(p, config, len(data.tokenizer))) if lock else None
+        if distributed.broadcast_object(found is not None):
+            log.info("base model: reusing %s", path)
+            model = found if found is not None else build_model(config, len(data.tokenizer))
+            distributed.broadcast_module(model)
+            return model, {**info, "cached": True, "seconds": 0.0}
+        model, seconds = _pretrain(data, config, seed, device, progress)
+        if lock:
+            built = lock.temporary()
+            save_checkpoint(model, built, key=key, seconds=seconds)
+            lock.publish(built)
+    finally:
+        if lock:
+            lock.release()
+    return model, {**info, "cached": False, "seconds": seconds}
+
+
+def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.device,
+              progress: bool) -> tuple[ConformerASR, float]:
+    """Data-parallel over every process, like all training."""
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
@@ -81,10 +96,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     log.info("base model: pretraining on %s for %d epochs", data.stream.base.name, config.pretrain_epochs)
     strategy.train(experience, eval_streams=[])
     seconds = time.perf_counter() - started
-    model.cpu()
-    if distributed.is_main():
-        save_checkpoint(model, path, key=key, seconds=seconds)
-    return model, {**info, "cached": False, "seconds": seconds}
+    return model.cpu(), seconds
 
 
 def evaluate_base_model(model: ConformerASR, data: StreamData, config: RunConfig,

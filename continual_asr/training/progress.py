@@ -17,6 +17,8 @@ class ProgressPlugin(SupervisedPlugin):
     With several processes (only rank 0 shows it) loss and utterances are the whole global batch's.
     """
 
+    supports_distributed = True  # Avalanche's check: it sums over the ranks itself
+
     def __init__(self, enabled: bool = True, label: str = "") -> None:
         super().__init__()
         self.enabled = enabled
