@@ -191,7 +191,7 @@ class AdapterStrategy(SpeechTemplate):
             self.after_phases(None)
 
 
-class RoutingLog(SupervisedPlugin):
+class RoutingLog(SupervisedPlugin, supports_distributed=True):  # gathers every rank's counts
     """Logs, per evaluated task, how often the router chose the right adapter (the zero-shot
     task has none: its utterances' destinations are logged instead)."""
 

@@ -160,7 +160,7 @@ class SpeechEWCPlugin(EWCPlugin):
             self.importances[key] = params(state["importances"][key])
 
 
-class SequenceLwFPlugin(SupervisedPlugin):
+class SequenceLwFPlugin(SupervisedPlugin, supports_distributed=True):  # weighted by each rank's share
     """Learning without Forgetting for speech: distil the previous model's output distributions.
 
     Avalanche's LwFPlugin distils the logits of previously seen classes; a speech model has

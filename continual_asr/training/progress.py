@@ -11,13 +11,11 @@ from tqdm import tqdm
 log = logging.getLogger("continual_asr")
 
 
-class ProgressPlugin(SupervisedPlugin):
+class ProgressPlugin(SupervisedPlugin, supports_distributed=True):  # sums over the ranks itself
     """A bar per training epoch (loss, utterances/s) and per evaluated task; a log line each.
 
     With several processes (only rank 0 shows it) loss and utterances are the whole global batch's.
     """
-
-    supports_distributed = True  # Avalanche's check: it sums over the ranks itself
 
     def __init__(self, enabled: bool = True, label: str = "") -> None:
         super().__init__()
