@@ -62,7 +62,8 @@ class EntryLock:
         self.entry = Path(entry)
         self.what = what
         self.entry.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(lock_path(self.entry)), thread_local=False)
+        # Group-writable, so users who share the folder through a group can take each other's locks.
+        self._lock = FileLock(str(lock_path(self.entry)), mode=0o664, thread_local=False)
 
     def acquire(self) -> "EntryLock":
         try:
