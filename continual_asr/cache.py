@@ -95,9 +95,11 @@ class EntryLock:
         return private_path(self.entry)
 
     def publish(self, built: Path) -> None:
-        """Rename ``built`` (from :meth:`temporary`) onto the entry, in one step."""
-        if self.entry.exists():  # a damaged one that load() could not move, or a folder entry
-            set_aside(self.entry, "replaced by a fresh build", self.what)
+        """Rename ``built`` (from :meth:`temporary`) onto the entry, in one step (a file replaces
+        a file atomically; a folder cannot replace a folder, but under the lock none is there
+        unless it was found damaged and could not be moved)."""
+        if self.entry.is_dir():
+            _remove(self.entry)
         os.replace(built, self.entry)
 
 

@@ -209,10 +209,18 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             {name: split.digest for name, split in data.train.items()}, data.fingerprint, config, seed)
     audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
 
-    def evaluate() -> tuple[list[float], float]:
+    dev_columns = [t.name for t in data.dev_tasks()]
+
+    def evaluate() -> tuple[list[float], list[float | None], float]:
+        """The test row (the WER matrix's), the dev row (None where a column has no dev set) and
+        the seconds the test sets took (the real-time factor's; dev's go into the wall time)."""
         began = time.perf_counter()
         cl_strategy.eval(benchmark.test_stream)
-        return [round(wer.results[i], 2) for i in range(len(columns))], time.perf_counter() - began
+        test_row = [round(wer.results[i], 2) for i in range(len(columns))]
+        seconds = time.perf_counter() - began
+        cl_strategy.eval(benchmark.dev_stream)
+        dev = {c: round(wer.results[i], 2) for i, c in enumerate(dev_columns)}
+        return test_row, [dev.get(c) for c in columns], seconds
 
     if previous is not None:
         results = previous["results"]
@@ -228,7 +236,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                 metric.update(row)
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(experiences))
     else:
-        base_row, base_eval_seconds = evaluate()
+        base_row, base_dev_row, base_eval_seconds = evaluate()
         results = {
             "schema_version": SCHEMA_VERSION,
             **identity,
@@ -240,6 +248,8 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             "test_audio_seconds": audio_seconds,
             "base_wer": dict(zip(columns, base_row)),
             "wer_matrix": [],
+            "base_dev_wer": dict(zip(columns, base_dev_row)),  # dev: what choices are made on
+            "dev_wer_matrix": [],
             "steps": [],
             "base_model": {**base_info, "parameters": total_base, "eval_seconds": round(base_eval_seconds, 2)},
             "device": str(torch_device),
@@ -271,9 +281,10 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                     f"({task.name}): {exc}; the {kept} finished step(s) are kept in {out_dir} (rerunning the same "
                     "command retries this task)") from None
             train_seconds = time.perf_counter() - began
-            row, eval_seconds = evaluate()
+            row, dev_row, eval_seconds = evaluate()
             trained = sum(cl_strategy.trained_parameters.values())
             results["wer_matrix"].append(row)
+            results["dev_wer_matrix"].append(dev_row)
             results["steps"].append({**_step_record(task.name, columns, row, train_seconds, eval_seconds,
                                                     model.parameter_counts(), trained, total_base),
                                      **cl_strategy.step_details})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,14 @@ from .data.conditions import Condition
 from .data.manifest import MANIFEST_SUFFIXES
 from .errors import StreamError
 
-TASK_FIELDS = ("name", "voice", "voices", "speakers", "condition", "train", "test", "text")
+HELD_OUT_PERCENT = 10  # of a manifest task's train, held out as its dev split when it names no dev manifest
+
+TASK_FIELDS = ("name", "voice", "voices", "speakers", "condition", "train", "dev", "test", "text")
 SYNTHESIS_FIELDS = ("voice", "voices", "speakers", "text")  # meaningless for a task read from manifests
-MANIFEST_FIELDS = ("train_manifest", "test_manifest")
+MANIFEST_FIELDS = ("train_manifest", "dev_manifest", "test_manifest")
+DEFAULT_DEV = 100  # utterances of a synthesized task's dev split unless the stream says otherwise
+BABBLE_POOL_SIZE = 24  # other talkers' sentences per babble pool (one pool for train, one for dev and test)
+BABBLE_VOICES = ("en-us", "en", "en-gb-x-rp")  # minus any zero-shot voice (never heard in training)
 STREAM_FIELDS = ("name", "description", "text", "speakers", "defaults", "base", "tasks", "zero_shot", "seed", "preset")
 
 
@@ -39,8 +44,15 @@ class TaskSpec:
     text: str = "generator"  # "generator" or a path to a text file, one sentence per line
     speakers: tuple[str, ...] = ()  # espeak variants (m1, f2, ...); () = the built-in list
     seed: int = 0
+    dev: int = 0
+    # Where this task's sentences start in its stream's pool for its text source (train, dev,
+    # test in turn): tasks take consecutive, disjoint parts, so no sentence is in two splits.
+    text_start: int = 0
+    babble_start: int = -1  # the babble pools' sentences in that pool (train pool, then eval pool); -1: none
+    babble_voices: tuple[str, ...] = ()  # the babble talkers' voices: never a zero-shot voice
     train_manifest: str = ""  # absolute paths; set (and voices, train and test empty) for a task
-    test_manifest: str = ""  # read from manifests instead of synthesized
+    dev_manifest: str = ""  # read from manifests instead of synthesized (dev optional: else held out of train)
+    test_manifest: str = ""
 
     @property
     def from_manifests(self) -> bool:
@@ -147,8 +159,11 @@ def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, se
     speakers = _as_list(merged["speakers"], f"{where}.speakers") if merged.get("speakers") else ()
     train = 0 if test_only else _require_int(merged.get("train"), f"{where}.train")
     test = _require_int(merged.get("test"), f"{where}.test")
+    dev = _require_int(merged.get("dev", DEFAULT_DEV), f"{where}.dev")
     if test == 0:
         raise StreamError(f"{where}.test: needs at least one test utterance")
+    if dev == 0:
+        raise StreamError(f"{where}.dev: needs at least one dev utterance (choices are made on dev, never on test)")
     if not test_only and train == 0:
         raise StreamError(f"{where}.train: needs at least one training utterance")
     if test_only and "train" in raw:
@@ -162,7 +177,7 @@ def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, se
             raise StreamError(f"{where}.text: file {text_path} not found")
         text = str(text_path)
     return TaskSpec(name=name, voices=voices, condition=condition, train=train, test=test, text=text,
-                    speakers=speakers, seed=seed)
+                    speakers=speakers, seed=seed, dev=dev)
 
 
 def _parse_manifest_task(raw: dict, merged: dict, where: str, condition: Condition, folder: Path, seed: int,
@@ -175,6 +190,9 @@ def _parse_manifest_task(raw: dict, merged: dict, where: str, condition: Conditi
     if test_only and "train" in raw:
         raise StreamError(f"{where}.train: the zero-shot task is never trained on; give only 'test'")
     paths = {}
+    if "dev" in raw and not isinstance(raw["dev"], str):
+        raise StreamError(f"{where}.dev: a task read from manifests takes a dev manifest path (or none: then "
+                          f"{HELD_OUT_PERCENT} % of train is held out as dev), got {raw['dev']!r}")
     for split in ("test",) if test_only else ("train", "test"):
         value = merged.get(split)
         if not isinstance(value, str) or not value.strip():
@@ -185,8 +203,13 @@ def _parse_manifest_task(raw: dict, merged: dict, where: str, condition: Conditi
         # Existence is checked when the task's data is prepared, so that a later task's missing
         # file stops the run before that task, like any other bad data, not before the first.
         paths[split] = str((folder / value).resolve())
+    if "dev" in raw:
+        if Path(raw["dev"]).suffix.lower() not in MANIFEST_SUFFIXES:
+            raise StreamError(f"{where}.dev: a manifest must end in {', '.join(MANIFEST_SUFFIXES)}, got {raw['dev']!r}")
+        paths["dev"] = str((folder / raw["dev"]).resolve())
     return TaskSpec(name=raw["name"], voices=(), condition=condition, train=0, test=0, seed=seed,
-                    train_manifest=paths.get("train", ""), test_manifest=paths["test"])
+                    train_manifest=paths.get("train", ""), dev_manifest=paths.get("dev", ""),
+                    test_manifest=paths["test"])
 
 
 def parse_stream(data: Any, path: Path) -> StreamSpec:
@@ -221,5 +244,30 @@ def parse_stream(data: Any, path: Path) -> StreamSpec:
     preset = data.get("preset")
     if preset is not None and preset not in PRESETS:
         raise StreamError(f"{path}: preset '{preset}' is not a preset (valid: {', '.join(PRESETS)})")
+    base, *tasks, zero_shot = _share_sentences((base, *tasks, zero_shot), seed)
     return StreamSpec(name=str(data["name"]), description=str(data.get("description", "")).strip(),
-                      base=base, tasks=tasks, zero_shot=zero_shot, source=str(path), preset=preset)
+                      base=base, tasks=tuple(tasks), zero_shot=zero_shot, source=str(path), preset=preset)
+
+
+def _share_sentences(tasks: tuple[TaskSpec, ...], seed: int) -> list[TaskSpec]:
+    """Give every synthesized task its own part of the stream's sentence pool (one pool per text
+    source: train, dev and test of each task in YAML order, then the babble talkers' sentences),
+    and babble tasks talkers that never use a zero-shot voice. So no sentence is in two splits or
+    two tasks, whatever the task order of a run."""
+    zero_shot_voices = set(tasks[-1].voices)
+    used: dict[str, int] = {}
+    shared = []
+    for task in tasks:
+        if task.from_manifests:
+            shared.append(task)
+            continue
+        start = used.get(task.text, 0)
+        used[task.text] = start + task.train + task.dev + task.test
+        shared.append(replace(task, text_start=start))
+    for index, task in enumerate(shared):  # recorded speech under babble too (its text is "generator")
+        if task.condition.noise == "babble":
+            start = used[task.text]
+            used[task.text] = start + 2 * BABBLE_POOL_SIZE
+            voices = tuple(v for v in BABBLE_VOICES if v not in zero_shot_voices)
+            shared[index] = replace(task, babble_start=start, babble_voices=voices)
+    return shared

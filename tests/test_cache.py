@@ -28,7 +28,7 @@ FAST = ["--preset", "tiny", "--set", "pretrain_epochs=3", "--set", "adapter_epoc
 
 def _micro_stream(folder: Path) -> Path:
     digits = resources.files("continual_asr.stream_files") / "digits.txt"
-    stream = {"name": "micro", "text": str(digits), "preset": "tiny",
+    stream = {"name": "micro", "text": str(digits), "preset": "tiny", "defaults": {"dev": 4},
               "base": {"name": "us-clean", "voice": "en-us", "train": 16, "test": 4},
               "tasks": [{"name": "caribbean", "voice": "en-029", "train": 8, "test": 4},
                         {"name": "us-white", "voice": "en-us", "condition": {"noise": "white", "snr_db": 10},
@@ -163,7 +163,7 @@ def test_four_processes_build_every_kind_of_entry_once_and_agree(raced):
     kinds = {kind: [p for p in (cache / kind).iterdir() if not p.name.startswith(".")]
              for kind in ("audio", "features", "tokenizers", "base_models", "adapters")}
     assert {kind: len(entries) for kind, entries in kinds.items()} == {
-        "audio": 4, "features": 7, "tokenizers": 1, "base_models": 1, "adapters": 2}
+        "audio": 4, "features": 11, "tokenizers": 1, "base_models": 1, "adapters": 2}
     assert not _leftovers(cache)
 
 

@@ -14,7 +14,7 @@ from continual_asr.data.conditions import (Condition, apply_condition, colored_n
                                            room_impulse_response)
 from continual_asr.data import text as text_module
 from continual_asr.data.synth import SAMPLE_RATE, EspeakSynthesizer, list_voices, speaker_variants
-from continual_asr.data.text import (generate_sentences, normalize_text, read_sentences, sentences_for_split,
+from continual_asr.data.text import (generate_sentences, normalize_text, read_sentences, sentence_pool,
                                      vocabulary)
 
 # --- text -------------------------------------------------------------------------------------
@@ -72,11 +72,11 @@ def test_read_sentences_and_errors(tmp_path) -> None:
     path.write_text("# a comment\nHello, World!\n\n   \nIt\u2019s   fine.\n  # indented comment\nhello world\n",
                     encoding="utf-8")
     assert read_sentences(path) == ["hello world", "it's fine", "hello world"]
-    picked = sentences_for_split(str(path), 2, seed=0)
+    picked = sentence_pool(str(path), 2, seed=0)
     assert sorted(picked) == ["hello world", "it's fine"]
-    assert sentences_for_split(str(path), 1, seed=0, exclude={"hello world"}) == ["it's fine"]
+    assert sentence_pool(str(path), 1, seed=0) == picked[:1]  # prefixes agree
     with pytest.raises(ValueError, match="lines.txt: only 2 distinct"):
-        sentences_for_split(str(path), 3, seed=0)
+        sentence_pool(str(path), 3, seed=0)
 
     with pytest.raises(ValueError, match=r"missing\.txt: file not found"):
         read_sentences(tmp_path / "missing.txt")
@@ -88,7 +88,7 @@ def test_read_sentences_and_errors(tmp_path) -> None:
     bad.write_bytes(b"fine line\nbroken \xff\xfe line\n")
     with pytest.raises(ValueError, match=r"bad\.txt: line 2: not valid UTF-8"):
         read_sentences(bad)
-    assert len(sentences_for_split("generator", 5, seed=3)) == 5
+    assert sentence_pool("generator", 5, seed=3) == sentence_pool("generator", 50, seed=3)[:5]
 
 
 # --- synthesis --------------------------------------------------------------------------------

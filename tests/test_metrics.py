@@ -7,8 +7,9 @@ import pytest
 from fake_results import fake_results, write_run
 
 from continual_asr.errors import ResultsError
-from continual_asr.evaluation.metrics import (average_wer, backward_transfer, forgetting, forward_transfer,
-                                              intransigence, max_forgetting, real_time_factor, zero_shot_change)
+from continual_asr.evaluation.metrics import (average_wer, average_wer_tasks, backward_transfer, drift, forgetting,
+                                              forward_transfer, intransigence, max_drift, real_time_factor,
+                                              zero_shot_change)
 from continual_asr.evaluation.plugin_metrics import AverageWER, BackwardTransfer, Forgetting, ZeroShotWER
 from continual_asr.evaluation.summary import attach_metrics, compute_metrics
 from continual_asr.reporting import reference_wers
@@ -32,20 +33,35 @@ def test_backward_transfer_is_negative_when_earlier_tasks_get_worse():
     assert backward_transfer(LEARNED, 2) == pytest.approx(-3.0)  # ((10 - 11) + (20 - 25)) / 2
 
 
-def test_forgetting_final_and_worst_since_learned():
-    assert forgetting(LEARNED, 2).tolist() == [1.0, 5.0]  # 11 - 10, 25 - 20
-    assert max_forgetting(LEARNED, 2).tolist() == [2.0, 5.0]  # the base task was worst after t1 (12 - 10)
-    assert forgetting(LEARNED, 0).size == 0
-    # the mean of the final forgetting is minus BWT, at every step
+def test_drift_final_and_worst_since_learned():
+    assert drift(LEARNED, 2).tolist() == [1.0, 5.0]  # 11 - 10, 25 - 20
+    assert max_drift(LEARNED, 2).tolist() == [2.0, 5.0]  # the base task was worst after t1 (12 - 10)
+    assert drift(LEARNED, 0).size == 0
+    # the mean of the final drift is minus BWT, at every step
     for k in (1, 2):
-        assert forgetting(LEARNED, k).mean() == pytest.approx(-backward_transfer(LEARNED, k))
+        assert drift(LEARNED, k).mean() == pytest.approx(-backward_transfer(LEARNED, k))
+
+
+def test_forgetting_is_chaudhrys_against_the_best_earlier_value():
+    assert forgetting(LEARNED, 2).tolist() == [1.0, 5.0]  # 11 - min(10, 12), 25 - min(50, 20)
+    assert forgetting(LEARNED, 1).tolist() == [2.0] and forgetting(LEARNED, 0).size == 0
+    # The base task improved while t1 was learned, then lost part of it: drift calls that a gain
+    # (9 is better than the 10 it had when learned), forgetting a loss (9 is worse than its best, 8).
+    recovered = np.array([[10.0, 50.0, 60.0], [8.0, 20.0, 55.0], [9.0, 18.0, 30.0]])
+    assert drift(recovered, 2).tolist() == [-1.0, -2.0]
+    assert forgetting(recovered, 2).tolist() == [1.0, -2.0]
 
 
 def test_improvement_after_learning_is_negative_forgetting_and_positive_bwt():
     better = np.array([[10.0, 50.0], [8.0, 20.0]])
-    assert forgetting(better, 1).tolist() == [-2.0]
-    assert max_forgetting(better, 1).tolist() == [-2.0]
+    assert forgetting(better, 1).tolist() == [-2.0] and drift(better, 1).tolist() == [-2.0]
+    assert max_drift(better, 1).tolist() == [-2.0]
     assert backward_transfer(better, 1) == 2.0
+
+
+def test_mean_wer_over_the_streams_tasks_leaves_the_base_task_out():
+    assert average_wer_tasks(LEARNED, 0) is None
+    assert average_wer_tasks(LEARNED, 2) == pytest.approx(27.5)  # (25 + 30) / 2
 
 
 def test_zero_shot_change_against_the_base_model():
@@ -85,8 +101,10 @@ def test_summary_from_results_json_alone():
     assert [s["zero_shot_wer"] for s in per_step] == [40.0, 38.0, 44.0]
     assert per_step[1]["forgetting"] == {"base": 2.0}
     assert summary["final_mean_wer"] == 22.0 and summary["backward_transfer"] == -3.0
-    assert summary["forgetting"] == {"base": 1.0, "t1": 5.0}
-    assert summary["max_forgetting"] == {"base": 2.0, "t1": 5.0} and summary["mean_max_forgetting"] == 3.5
+    assert summary["forgetting"] == {"base": 1.0, "t1": 5.0} and summary["mean_forgetting"] == 3.0
+    assert summary["drift"] == {"base": 1.0, "t1": 5.0}
+    assert summary["max_drift"] == {"base": 2.0, "t1": 5.0} and summary["mean_max_drift"] == 3.5
+    assert summary["final_mean_wer_tasks"] == 27.5
     assert (summary["zero_shot_change"], summary["zero_shot_change_relative"]) == (4.0, 10.0)
     assert summary["mean_forward_transfer"] is None and summary["forward_transfer"] == {}
     cost = summary["cost"]
@@ -134,16 +152,18 @@ def test_avalanche_metrics_update_result_reset_and_emit_at_the_step():
         metric.update(rows[0])
     wer.results = dict(enumerate(rows[1]))
 
-    def evaluate(experiences):
+    def evaluate(experiences, stream="test"):
         strategy = SimpleNamespace(clock=SimpleNamespace(train_exp_counter=1))
         for metric in metrics:
             metric.before_eval(strategy)
             for index in experiences:
-                strategy.experience = SimpleNamespace(current_experience=index)
+                strategy.experience = SimpleNamespace(current_experience=index,
+                                                      origin_stream=SimpleNamespace(name=stream))
                 metric.after_eval_exp(strategy)
         return {v.name: (v.value, v.x_plot) for m in metrics for v in m.after_eval(strategy)}
 
     assert evaluate([0, 1]) == {} and len(metrics[0].rows) == 1  # a partial evaluation is no step
+    assert evaluate(range(4), "dev") == {} and len(metrics[0].rows) == 1  # the matrix is the test sets'
     emitted = evaluate(range(4))
     assert emitted == {
         "AWER/eval_phase/test_stream": (16.0, 1),

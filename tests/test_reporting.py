@@ -36,7 +36,8 @@ def test_plot_rebuilds_every_file_from_results_json_alone(tmp_path):
     assert rows[1] == ["base model", "10.0", "50.0", "60.0", "40.0"] and rows[2][0] == "after t1"
     metrics = list(csv.DictReader((run / "metrics.csv").open()))
     assert [m["average_wer"] for m in metrics] == ["10.0", "16.0", "22.0"]
-    assert metrics[2]["backward_transfer"] == "-3.0" and metrics[2]["max_forgetting:base"] == "2.0"
+    assert metrics[2]["backward_transfer"] == "-3.0" and metrics[2]["max_drift:base"] == "2.0"
+    assert metrics[2]["forgetting:t1"] == "5.0" and metrics[2]["average_wer_tasks"] == "27.5"
     page = (run / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 2
     assert "http://" not in page and "https://" not in page  # self-contained

@@ -6,10 +6,16 @@ import copy
 import pytest
 import torch
 
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.training.plugins import EvaluationPlugin
+
 from continual_asr.config import make_config
+from continual_asr.data.dataset import make_dataset
+from continual_asr.errors import ConfigError
+from continual_asr.evaluation.wer import WordErrorRate, greedy_decode
 from continual_asr.data.streamdata import prepare_stream_data
 from continual_asr.model import AdapterMean, OracleRouting, SingleAdapter, build_model
-from continual_asr.registry import get_strategy
+from continual_asr.registry import available_strategies, get_strategy
 from continual_asr.stream import load_stream
 from continual_asr.training.pretrain import pretrain_base_model
 
@@ -113,3 +119,80 @@ def test_only_the_combiner_plus_adapters_algorithm_changes_earlier_adapters(tiny
     assert first_adapter
     changed = [k for k in first_adapter if not torch.equal(before[k], after[k])]
     assert bool(changed) == train_adapters, changed
+
+
+class _Transcripts(WordErrorRate):
+    """Every hypothesis of an evaluation, in order (the WER metric keeps only the last test set's)."""
+
+    def __init__(self, tokenizer) -> None:
+        super().__init__(tokenizer)
+        self.all: list[str] = []
+
+    def after_eval_iteration(self, strategy) -> None:
+        super().after_eval_iteration(strategy)
+        encoded, lengths = strategy.mb_output
+        self.all.extend(greedy_decode(strategy.model, encoded, lengths, self.tokenizer))
+
+
+FAST = dict(pretrain_epochs=1, adapter_epochs=1, fusion_epochs=1, finetune_epochs=1, router_epochs=1)
+TASK_ID_FREE = sorted(set(available_strategies()) - {"adapter-oracle"})
+
+
+@pytest.mark.parametrize("strategy_name", TASK_ID_FREE)
+def test_evaluation_is_task_id_free(tiny_data, strategy_name):
+    """Transcripts stay the same when each test set is labelled with another task's id, or with
+    none: every strategy but oracle routing decides from the speech alone."""
+    stream, data, base_model = tiny_data
+    model = copy.deepcopy(base_model)
+    transcripts = _Transcripts(data.tokenizer)
+    strategy = get_strategy(strategy_name).factory(model, make_config("tiny", FAST), device="cpu", seed=0,
+                                                   evaluator=EvaluationPlugin(transcripts, loggers=[]))
+    strategy.memory.add(data.dataset("train", stream.base))
+    for experience in data.benchmark().train_stream:
+        strategy.train(experience, eval_streams=[])
+    columns = len(stream.eval_tasks)
+
+    def evaluate(task_id) -> list[str]:
+        sets = [make_dataset(data.test[t.name], data.tokenizer, task_id(c)) for c, t in enumerate(stream.eval_tasks)]
+        transcripts.all = []
+        strategy.eval(benchmark_from_datasets(test=sets).test_stream)
+        return transcripts.all
+
+    true = evaluate(lambda c: c if c < columns - 1 else -1)
+    assert len(true) == sum(len(data.test[t.name].texts) for t in stream.eval_tasks)
+    assert evaluate(lambda c: (c + 1) % (columns - 1)) == true  # every set labelled as another task
+    assert evaluate(lambda c: -1) == true  # no task id at all
+
+
+def test_oracle_routing_does_read_the_task_id(tiny_data):
+    """The control for the test above: oracle routing transcribes a test set differently when
+    it is labelled with no task (so no adapter), once its adapters make a difference."""
+    stream, data, base_model = tiny_data
+    model = copy.deepcopy(base_model)
+    transcripts = _Transcripts(data.tokenizer)
+    strategy = get_strategy("adapter-oracle").factory(model, make_config("tiny", FAST), device="cpu", seed=0,
+                                                      evaluator=EvaluationPlugin(transcripts, loggers=[]))
+    for experience in data.benchmark().train_stream:
+        strategy.train(experience, eval_streams=[])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # one epoch leaves the adapters near zero: make them matter
+        for bank in model.banks:
+            for p in bank.parameters():
+                p.add_(torch.randn(p.shape, generator=generator) * 0.3)
+    task = stream.tasks[0]
+    outputs = []
+    for task_id in (stream.eval_tasks.index(task), -1):
+        transcripts.all = []
+        sets = [make_dataset(data.test[task.name], data.tokenizer, task_id)]
+        strategy.eval(benchmark_from_datasets(test=sets).test_stream)
+        outputs.append(transcripts.all)
+    assert outputs[0] != outputs[1]
+
+
+def test_a_layernorm_combiner_without_composition_epochs_is_refused(tiny_data):
+    model = copy.deepcopy(tiny_data[2])
+    for name in ("adapter-fusion", "adapter-wavg"):
+        with pytest.raises(ConfigError, match="fusion_epochs=0 with fusion_layernorm=true"):
+            get_strategy(name).factory(model, make_config("tiny", {"fusion_epochs": 0}), device="cpu", seed=0)
+    get_strategy("adapter-fusion").factory(model, make_config("tiny", {"fusion_epochs": 0, "fusion_layernorm": False}),
+                                           device="cpu", seed=0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..stream import StreamSpec, TaskSpec
+from ..stream import HELD_OUT_PERCENT, StreamSpec, TaskSpec, builtin_streams
 from .features import SplitFeatures
+from .leakage import design_leaks, leaked_sentences
 from .manifest import display_path
 
 PROBLEMS_SHOWN = 20  # per split; a systematically broken corpus would otherwise flood the terminal
@@ -25,25 +26,44 @@ def _source(task: TaskSpec, features: SplitFeatures) -> str:
 
 
 def format_overview(stream: StreamSpec, splits: dict[tuple[str, str], SplitFeatures]) -> str:
-    """A table (utterances, hours, mean duration, distinct words, problems) and the problems themselves."""
+    """A table (utterances, hours, mean duration, distinct words, problems, and for dev and test
+    sets the utterances whose sentence some training split has), the problems themselves and
+    what evaluation shares with training."""
     header = (f"{'task':<24} {'role':<10} {'split':<5} {'utts':>7} {'hours':>7} {'mean s':>6} {'vocab':>6} "
-              f"{'bad':>5}  source")
+              f"{'bad':>5} {'leaked':>6}  source")
     lines = [f"stream {stream.name} ({stream.source})", header]
+    leaked = leaked_sentences(splits)
     problem_lines = []
     for task in stream.eval_tasks:
-        for split in ("train", "test"):
+        for split in ("train", "dev", "test"):
             features = splits.get((task.name, split))
             if features is None:
                 continue
             count, total = len(features.texts), sum(features.seconds)
             mean = total / count if count else 0.0
             vocabulary = len({word for text in features.texts for word in text.split()})
+            shared = "" if split == "train" else leaked[task.name, split]
             lines.append(f"{task.name:<24} {_role(stream, task):<10} {split:<5} {count:>7} {total / 3600:>7.2f} "
-                         f"{mean:>6.2f} {vocabulary:>6} {len(features.problems):>5}  {_source(task, features)}")
+                         f"{mean:>6.2f} {vocabulary:>6} {len(features.problems):>5} {shared:>6}  "
+                         f"{_source(task, features)}{_held_out(task, split)}")
             problem_lines += [f"  {p}" for p in features.problems[:PROBLEMS_SHOWN]]
             if len(features.problems) > PROBLEMS_SHOWN:
                 problem_lines.append(f"  ... and {len(features.problems) - PROBLEMS_SHOWN} more in "
                                      f"{display_path(features.source)}")
+    lines.append("(leaked: utterances whose sentence is also in a training split, of any task)")
+    warnings = [f"{task}/{split}: {count} of {len(splits[task, split].texts)} utterances speak a sentence of "
+                "the training data" for (task, split), count in leaked.items() if count]
+    warnings += design_leaks(stream)
+    if warnings:
+        builtin = stream.source in {str(p) for p in builtin_streams().values()}
+        lines += [f"warning: evaluation shares data with training{' (a built-in stream: a bug)' if builtin else ''}:",
+                  *[f"  {w}" for w in warnings]]
     if problem_lines:
         lines += ["problems:", *problem_lines]
     return "\n".join(lines)
+
+
+def _held_out(task: TaskSpec, split: str) -> str:
+    if task.from_manifests and split in ("train", "dev") and task.train_manifest and not task.dev_manifest:
+        return f" ({HELD_OUT_PERCENT} % held out as dev)" if split == "train" else " (held out of train)"
+    return ""

@@ -1,5 +1,15 @@
 """Synthesize a task's speech into the cache: FLAC files plus NeMo-style JSONL manifests.
 
+What keeps training and evaluation apart (checked by ``casr data`` and the tests):
+
+- **Sentences.** Each task takes its own consecutive part of its stream's sentence pool for
+  train, dev and test (continual_asr/stream.py), so no sentence is in two splits or two tasks.
+- **Speakers.** Each split has its own espeak speaker variants (:func:`split_speakers`): dev and
+  test speak with variants that no training utterance of any task uses.
+- **Noise and rooms.** Babble comes from two pools of other talkers, one for train and one for
+  dev and test, with their own sentences and speakers, never a zero-shot voice. Rooms
+  (reverberation) are drawn per utterance from seeds that name the split.
+
 A cache entry is keyed by the task's fingerprint and utterance counts and built through
 continual_asr.cache: one process synthesizes it into a private folder, seals it with every
 file's size and renames it into place; others wait for it, and a damaged one is built again.
@@ -16,16 +26,16 @@ import soundfile as sf
 from tqdm import tqdm
 
 from ..cache import cached, check_folder, seal_folder
-from ..stream import TaskSpec
+from ..stream import BABBLE_POOL_SIZE, BABBLE_VOICES, TaskSpec
 from .conditions import apply_condition
 from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
-from .text import sentences_for_split
+from .text import sentence_pool
 
-SYNTH_VERSION = 2  # bump when synthesis or an entry's layout changes (2: sealed by complete.json)
-BABBLE_POOL_SIZE = 24
-BABBLE_VOICES = ("en-us", "en", "en-gb-x-rp", "en-us-nyc")
+SYNTH_VERSION = 3  # bump when synthesis or an entry's layout changes (3: dev split, disjoint sentences and speakers)
+SPLITS = ("train", "dev", "test")
 RATE_RANGE = (145, 195)  # words per minute, espeak's default is 175
 PITCH_RANGE = (30, 70)  # espeak's default is 50
+HELD_OUT_EVERY = 7  # of the speaker variants, one in seven for dev and one in seven for test
 
 
 def seed_of(*parts: object) -> int:
@@ -33,46 +43,84 @@ def seed_of(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
-def task_cache_dir(task: TaskSpec, cache_dir: Path, train: int, test: int) -> Path:
-    return Path(cache_dir) / "audio" / f"{task.name}-{task.fingerprint()}-v{SYNTH_VERSION}-{train}-{test}"
+def split_speakers(split: str, speakers: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """The speaker variants of ``split``: of the list (default: the built-in one), positions
+    3, 10, 17, ... speak dev, positions 6, 13, 20, ... speak test, the rest train. A list too
+    short to hold out two variants is used whole by every split (``casr data`` warns)."""
+    variants = list(speakers) or speaker_variants()
+    if len(variants) < 3:
+        return variants
+    held = {"dev": HELD_OUT_EVERY // 2, "test": HELD_OUT_EVERY - 1}
+    slot = [i % HELD_OUT_EVERY for i in range(len(variants))]
+    if split in held:
+        return [v for v, s in zip(variants, slot) if s == held[split]] or variants[-1:]
+    return [v for v, s in zip(variants, slot) if s not in held.values()]
 
 
-def babble_pool(task: TaskSpec, synthesizer: EspeakSynthesizer, speakers: list[str]) -> list[np.ndarray]:
-    """Other talkers' speech for babble noise, the same for every utterance of ``task``."""
-    rng = np.random.default_rng(seed_of(task.seed, task.name, "babble"))
-    texts = sentences_for_split("generator", BABBLE_POOL_SIZE, seed_of(task.seed, task.name, "babble-text") % 2**31)
+def task_sentences(task: TaskSpec, counts: dict[str, int] | None = None) -> dict[str, list[str]]:
+    """A synthesized task's sentences per split (the first ``counts[split]`` of each, when capped)."""
+    sizes = {"train": task.train, "dev": task.dev, "test": task.test}
+    pool = sentence_pool(task.text, task.text_start + sum(sizes.values()), pool_seed(task))
+    out, start = {}, task.text_start
+    for split in SPLITS:
+        out[split] = pool[start: start + sizes[split]][: (counts or sizes)[split]]
+        start += sizes[split]
+    return out
+
+
+def pool_seed(task: TaskSpec) -> int:
+    return seed_of(task.seed, "sentences", Path(task.text).name if task.text != "generator" else "generator") % 2**31
+
+
+def babble_sentences(task: TaskSpec, split: str) -> list[str]:
+    """The babble talkers' sentences for ``split``: the train pool's, or the dev/test pool's."""
+    offset = task.babble_start + (0 if split == "train" else BABBLE_POOL_SIZE)
+    return sentence_pool(task.text, offset + BABBLE_POOL_SIZE, pool_seed(task))[offset:]
+
+
+def babble_pool(task: TaskSpec, split: str, synthesizer: EspeakSynthesizer) -> list[np.ndarray]:
+    """Other talkers' speech for babble noise: one pool for train, another for dev and test."""
+    group = "train" if split == "train" else "eval"
+    rng = np.random.default_rng(seed_of(task.seed, task.name, "babble", group))
+    speakers = split_speakers("train" if split == "train" else "test", task.speakers)
+    voices = task.babble_voices or BABBLE_VOICES
     pool = []
-    for text in texts:
-        voice = f"{rng.choice(BABBLE_VOICES)}+{rng.choice(speakers)}"
+    for text in babble_sentences(task, split):
+        voice = f"{rng.choice(voices)}+{rng.choice(speakers)}"
         pool.append(synthesizer.synthesize(text, voice, rate=int(rng.integers(*RATE_RANGE)),
                                            pitch=int(rng.integers(*PITCH_RANGE))))
     return pool
 
 
-def prepare_task(task: TaskSpec, cache_dir: Path, train: int | None = None, test: int | None = None,
+def task_cache_dir(task: TaskSpec, cache_dir: Path, counts: dict[str, int]) -> Path:
+    sizes = "-".join(str(counts[s]) for s in SPLITS)
+    return Path(cache_dir) / "audio" / f"{task.name}-{task.fingerprint()}-v{SYNTH_VERSION}-{sizes}"
+
+
+def prepare_task(task: TaskSpec, cache_dir: Path, counts: dict[str, int] | None = None,
                  progress: bool = True) -> Path:
-    """Synthesize ``task`` (or reuse the cache); returns the folder holding train/test.jsonl."""
-    train = task.train if train is None else train
-    test = task.test if test is None else test
-    target = task_cache_dir(task, cache_dir, train, test)
+    """Synthesize ``task`` (or reuse the cache); returns the folder holding {train,dev,test}.jsonl.
+    ``counts``: utterances per split (default: the task's own)."""
+    counts = counts or {"train": task.train, "dev": task.dev, "test": task.test}
+    target = task_cache_dir(task, cache_dir, counts)
 
     def build(tmp: Path) -> Path:
-        _synthesize(task, tmp, train, test, progress)
+        _synthesize(task, tmp, counts, progress)
         seal_folder(tmp)
         return target
 
     return cached(target, check_folder, build, "synthesized audio")
 
 
-def _synthesize(task: TaskSpec, tmp: Path, train: int, test: int, progress: bool) -> None:
+def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: bool) -> None:
     (tmp / "audio").mkdir(parents=True)
-    sentences = sentences_for_split(task.text, train + test, seed_of(task.seed, task.name, "text") % 2**31)
-    splits = {"train": sentences[:train], "test": sentences[train:]}
-    speakers = list(task.speakers) or speaker_variants()
+    splits = task_sentences(task, counts)
     synthesizer = EspeakSynthesizer()
-    babble = babble_pool(task, synthesizer, speakers) if task.condition.noise == "babble" else None
-    bar = tqdm(total=train + test, desc=f"synthesize {task.name}", unit="utt", disable=not progress, leave=False)
+    bar = tqdm(total=sum(counts.values()), desc=f"synthesize {task.name}", unit="utt", disable=not progress,
+               leave=False)
     for split, texts in splits.items():
+        speakers = split_speakers(split, task.speakers)
+        babble = babble_pool(task, split, synthesizer) if task.condition.noise == "babble" and texts else None
         rows = []
         for index, text in enumerate(texts):
             rng = np.random.default_rng(seed_of(task.seed, task.name, split, index))

@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..cache import cached
-from ..stream import TaskSpec
+from ..stream import HELD_OUT_PERCENT, TaskSpec
 from .conditions import Condition, apply_condition
 from .features import SplitFeatures, log_mel, read_audio
 from .manifest import ManifestRow, Problem, read_manifest
 from .prepare import babble_pool, seed_of
-from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
+from .synth import SAMPLE_RATE, EspeakSynthesizer
 
 FEATURE_VERSION = 2  # bump when features or checks change, to invalidate caches
 # A declared duration is "far from the real one" beyond max(0.5 s, 10 %): rounding and codec
@@ -35,13 +35,18 @@ MIN_SECONDS = 0.025  # one analysis window; anything shorter has no feature fram
 
 
 def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition, *, n_mels: int, limit: int,
-               max_seconds: float, cache_dir: Path, progress: bool = True) -> SplitFeatures:
+               max_seconds: float, cache_dir: Path, progress: bool = True, held_out: str = "") -> SplitFeatures:
     """The usable utterances among the first ``limit`` (0 = all) of ``manifest``, and the problems of the rest.
 
-    ``condition`` is applied to every utterance (seeded per utterance, so deterministic); pass
-    the clean condition for audio that already carries it.
+    ``condition`` is applied to every utterance (seeded per utterance and split, so
+    deterministic); pass the clean condition for audio that already carries it. ``held_out``:
+    "dev" reads only the share of the manifest held out as dev (:func:`hold_out`), "train" all
+    but it (then the manifest's problems are reported here), "" the whole manifest.
     """
-    rows, problems = read_manifest(manifest, limit)
+    rows, problems = read_manifest(manifest, 0 if held_out else limit)
+    if held_out:
+        rows = hold_out(rows)[held_out == "dev"][: limit or None]
+        problems = problems if held_out == "train" else []
     key = _cache_key(manifest, rows, condition, task, split, n_mels, limit, max_seconds)
     entry = Path(cache_dir) / "features" / f"{task.name}-{split}-{key}.pt"
 
@@ -62,7 +67,7 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
 
 def _compute(task: TaskSpec, split: str, manifest: Path, rows: list[ManifestRow], problems: list[Problem],
              condition: Condition, n_mels: int, max_seconds: float, progress: bool) -> SplitFeatures:
-    pool = _babble(task) if condition.noise == "babble" else None
+    pool = babble_pool(task, split, EspeakSynthesizer()) if condition.noise == "babble" and rows else None
     features, texts, seconds, lines = [], [], [], []
     for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
         try:
@@ -98,9 +103,16 @@ def _checked_audio(row: ManifestRow, max_seconds: float) -> tuple[np.ndarray, fl
     return audio, seconds
 
 
-def _babble(task: TaskSpec) -> list[np.ndarray]:
-    """Other talkers for babble noise on recorded speech: the same synthesized pool as a synthesized task's."""
-    return babble_pool(task, EspeakSynthesizer(), list(task.speakers) or speaker_variants())
+def hold_out(rows: list[ManifestRow]) -> tuple[list[ManifestRow], list[ManifestRow]]:
+    """(train, dev): ``HELD_OUT_PERCENT`` % of the rows (at least one, when there are two or more)
+    held out as dev, chosen by a hash of each row's audio path and transcript, so the same
+    utterances stay held out when the manifest is reordered or grows; both in manifest order."""
+    if len(rows) < 2:
+        return rows, []
+    count = max(1, round(len(rows) * HELD_OUT_PERCENT / 100))
+    ranked = sorted(range(len(rows)), key=lambda i: (seed_of("dev", rows[i].raw_path, rows[i].text), i))
+    dev = set(ranked[:count])
+    return [r for i, r in enumerate(rows) if i not in dev], [r for i, r in enumerate(rows) if i in dev]
 
 
 def _cache_key(manifest: Path, rows: list[ManifestRow], condition: Condition, task: TaskSpec, split: str,

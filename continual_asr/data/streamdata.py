@@ -44,6 +44,7 @@ class StreamData:
     tokenizer: Tokenizer
     train: dict[str, SplitFeatures]  # base and stream tasks whose training data is usable
     test: dict[str, SplitFeatures]  # base, stream tasks and zero-shot (the WER matrix columns)
+    dev: dict[str, SplitFeatures]  # the same tasks' dev sets, where they have one (choices are made on these)
     fingerprint: str  # of the base task's training data and the tokenizer: the base-model cache key
     bad_training: dict[str, DataError] = field(default_factory=dict)  # task -> why the run must stop before it
 
@@ -68,17 +69,25 @@ class StreamData:
         first_bad = next((i for i, t in enumerate(tasks) if t.name in self.bad_training), len(tasks))
         return tasks[:first_bad]
 
+    def dev_tasks(self) -> tuple[TaskSpec, ...]:
+        """The columns with a dev set (all of them, except a zero-shot task read from manifests
+        without a dev manifest)."""
+        return tuple(t for t in self.stream.eval_tasks if t.name in self.dev)
+
     def benchmark(self):
-        """Avalanche benchmark: a training experience per trainable task; every column in test."""
+        """Avalanche benchmark: a training experience per trainable task; every column in test,
+        every column with a dev set in dev."""
         trainable = self.trainable_tasks()
         bench = benchmark_from_datasets(
             train=[self.dataset("train", t) for t in trainable],
             test=[self.dataset("test", t) for t in self.stream.eval_tasks],
+            dev=[self.dataset("dev", t) for t in self.dev_tasks()],
         )
         for experience, task in zip(bench.train_stream, trainable):
             experience.task_name = task.name
-        for experience, task in zip(bench.test_stream, self.stream.eval_tasks):
-            experience.task_name = task.name
+        for stream, tasks in ((bench.test_stream, self.stream.eval_tasks), (bench.dev_stream, self.dev_tasks())):
+            for experience, task in zip(stream, tasks):
+                experience.task_name = task.name
         return bench
 
     def stop_before(self, index: int, out_dir: Path) -> DataError:
@@ -89,8 +98,8 @@ class StreamData:
 
     def identity(self) -> dict:
         """Content hashes of every split: a resumed run must see the same data for what it has done."""
-        return {"train": {name: split.digest for name, split in self.train.items()},
-                "test": {name: split.digest for name, split in self.test.items()}}
+        return {split: {name: features.digest for name, features in getattr(self, split).items()}
+                for split in ("train", "dev", "test")}
 
     def check_unchanged(self, recorded: dict | None, finished: int) -> None:
         """DataError if a test set, or the training data of the base or a finished task, changed since ``recorded``."""
@@ -101,16 +110,23 @@ class StreamData:
             if recorded["train"].get(name) != current["train"].get(name):
                 raise DataError(f"the training data of task {name} changed since this run began (its steps "
                                 "would no longer match it); use another --out or pass --overwrite")
-        for name, digest in recorded["test"].items():
-            if current["test"].get(name) != digest:
-                raise DataError(f"the test data of task {name} changed since this run began (earlier WERs "
-                                "would not be comparable); use another --out or pass --overwrite")
+        # A dev set held out of a task's train follows it: it may change until that task is trained
+        # (so fixing a later task's manifest stays possible; only its dev column's earlier rows move).
+        unfinished = {t.name for t in self.stream.tasks[finished:] if t.from_manifests and not t.dev_manifest}
+        for split in ("dev", "test"):
+            for name, digest in recorded.get(split, {}).items():
+                if split == "dev" and name in unfinished:
+                    continue
+                if current[split].get(name) != digest:
+                    raise DataError(f"the {split} data of task {name} changed since this run began (earlier WERs "
+                                    "would not be comparable); use another --out or pass --overwrite")
 
 
-def _counts(task: TaskSpec, config: RunConfig) -> tuple[int, int]:
+def _counts(task: TaskSpec, config: RunConfig) -> dict[str, int]:
     def cap(n: int, limit: int) -> int:
         return min(n, limit) if limit else n
-    return cap(task.train, config.max_train_utterances), cap(task.test, config.max_test_utterances)
+    return {"train": cap(task.train, config.max_train_utterances), "dev": cap(task.dev, config.max_test_utterances),
+            "test": cap(task.test, config.max_test_utterances)}
 
 
 def _load_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Tokenizer:
@@ -126,17 +142,25 @@ def _load_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Token
 
 
 def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool) -> dict[str, SplitFeatures]:
-    """A task's splits (zero-shot: test only) with all their problems, but not yet the tokenizer's."""
+    """A task's splits (zero-shot: dev and test) with all their problems, but not yet the tokenizer's."""
     common = dict(n_mels=config.n_mels, max_seconds=config.max_utterance_seconds, cache_dir=cache_dir,
                   progress=progress)
-    splits = ("test",) if task.train == 0 and not task.train_manifest else ("train", "test")
+    trained = task.train > 0 or bool(task.train_manifest)
     if task.from_manifests:
-        caps = {"train": config.max_train_utterances, "test": config.max_test_utterances}
-        manifests = {"train": task.train_manifest, "test": task.test_manifest}
-        return {s: load_split(task, s, Path(manifests[s]), task.condition, limit=caps[s], **common) for s in splits}
-    n_train, n_test = _counts(task, config)
-    folder = prepare_task(task, cache_dir, n_train, n_test, progress=progress)
+        caps = {"train": config.max_train_utterances, "dev": config.max_test_utterances,
+                "test": config.max_test_utterances}
+        reads = {"test": (task.test_manifest, "")}
+        if task.dev_manifest:
+            reads["dev"] = (task.dev_manifest, "")
+        if trained:  # without a dev manifest, dev is held out of train
+            reads["train"] = (task.train_manifest, "" if task.dev_manifest else "train")
+            reads.setdefault("dev", (task.train_manifest, "dev"))
+        return {s: load_split(task, s, Path(path), task.condition, limit=caps[s], held_out=part, **common)
+                for s, (path, part) in reads.items()}
+    counts = _counts(task, config)
+    folder = prepare_task(task, cache_dir, counts, progress=progress)
     # The synthesized audio already carries the task's condition.
+    splits = ("train", "dev", "test") if trained else ("dev", "test")
     return {s: load_split(task, s, folder / f"{s}.jsonl", Condition(), limit=0, **common) for s in splits}
 
 
@@ -201,7 +225,7 @@ def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, 
         error = _usable(task, split, features, skip_bad)
         if error is None:
             continue
-        if split == "test" or task == stream.base.name:
+        if split != "train" or task == stream.base.name:
             raise error
         bad_training[task] = error
         log.warning("task %s: bad training data, the run will stop before it: %s", task, error)
@@ -209,7 +233,8 @@ def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, 
         log.info("data %s: %s", task.name, ", ".join(f"{len(f.texts)} {s}" for (t, s), f in splits.items()
                                                        if t == task.name))
     train = {t: f for (t, s), f in splits.items() if s == "train" and t not in bad_training}
+    dev = {t: f for (t, s), f in splits.items() if s == "dev"}
     test = {t: f for (t, s), f in splits.items() if s == "test"}
     payload = f"{train[stream.base.name].digest}|{config.n_mels}".encode() + tokenizer.model_bytes
     fingerprint = hashlib.sha256(payload).hexdigest()[:16]
-    return StreamData(stream, tokenizer, train, test, fingerprint, bad_training)
+    return StreamData(stream, tokenizer, train, test, dev, fingerprint, bad_training)

@@ -294,19 +294,15 @@ def read_sentences(path: str | Path) -> list[str]:
     return sentences
 
 
-def sentences_for_split(source: str | Path, count: int, seed: int,
-                        exclude: set[str] | None = None) -> list[str]:
-    """``count`` distinct sentences from ``source``: "generator" or a text file path.
-
-    From a file, lines are de-duplicated, ``exclude`` removed, and ``count`` drawn with a
-    seeded shuffle (so the order does not follow the file).
-    """
+def sentence_pool(source: str | Path, count: int, seed: int) -> list[str]:
+    """The first ``count`` sentences of a stream's pool for ``source`` ("generator" or a text
+    file): a seeded order of distinct sentences whose prefixes agree, so a task that takes
+    sentences ``[start, start + n)`` gets the same ones whatever else is drawn after them."""
     if str(source) == "generator":
-        return generate_sentences(count, seed, exclude)
-    exclude = exclude or set()
-    pool = [s for s in dict.fromkeys(read_sentences(source)) if s not in exclude]
+        return generate_sentences(count, seed)
+    pool = list(dict.fromkeys(read_sentences(source)))
     if len(pool) < count:
-        raise ValueError(f"{source}: only {len(pool)} distinct usable sentences"
-                         f"{' not excluded' if exclude else ''}, {count} needed")
-    return random.Random(seed).sample(pool, count)
-
+        raise ValueError(f"{source}: only {len(pool)} distinct usable sentences, the stream needs {count} "
+                         "(every task, split and babble pool gets sentences of its own)")
+    random.Random(seed).shuffle(pool)
+    return pool[:count]

@@ -7,8 +7,8 @@ task ``j`` (column 0 = base task, column j = j-th stream task). It has one row p
 step and ``K + 1`` columns, so it is square once the run is complete. ``z[k]`` is the zero-shot
 WER after step ``k``. Every value is a WER in percent; every difference is in WER points.
 Lower WER is better, so the signs below are chosen to read naturally:
-backward and forward transfer are positive when they help, forgetting and intransigence are
-positive when they hurt.
+backward and forward transfer are positive when they help; forgetting, drift and intransigence
+are positive when they hurt.
 """
 
 from __future__ import annotations
@@ -40,14 +40,29 @@ def backward_transfer(learned: np.ndarray, step: int) -> float | None:
     return float((diagonal - learned[step, :step]).mean())
 
 
+def average_wer_tasks(learned: np.ndarray, step: int) -> float | None:
+    """AWER of the stream's tasks alone, j = 1..k (no base task: routing gets it for free);
+    None at k = 0."""
+    learned = _check(learned, step)
+    return float(learned[step, 1: step + 1].mean()) if step else None
+
+
 def forgetting(learned: np.ndarray, step: int) -> np.ndarray:
-    """F_k(j) = W[k, j] - W[j, j] for j < k: how much worse task j is now than when learned."""
+    """F_k(j) = W[k, j] - min over l < k of W[l, j], for j < k: Chaudhry et al.'s (2018)
+    forgetting in WER terms, how much worse task j is now than at its best before step k."""
+    learned = _check(learned, step)
+    return np.array([learned[step, j] - learned[:step, j].min() for j in range(step)])
+
+
+def drift(learned: np.ndarray, step: int) -> np.ndarray:
+    """D_k(j) = W[k, j] - W[j, j] for j < k: how much worse task j is now than right after it
+    was learned (its mean over j is -BWT_k)."""
     learned = _check(learned, step)
     return learned[step, :step] - np.diag(learned)[:step]
 
 
-def max_forgetting(learned: np.ndarray, step: int) -> np.ndarray:
-    """maxF_k(j) = max over j < l <= k of (W[l, j] - W[j, j]): the worst drop since task j was learned."""
+def max_drift(learned: np.ndarray, step: int) -> np.ndarray:
+    """maxD_k(j) = max over j < l <= k of D_l(j): the worst it has been since task j was learned."""
     learned = _check(learned, step)
     return np.array([(learned[j + 1: step + 1, j] - learned[j, j]).max() for j in range(step)])
 

@@ -2,7 +2,7 @@
 
 Each :class:`MatrixMetric` keeps the WER rows of the steps so far (``update(row)``), computes
 its value for the latest step with the pure functions of :mod:`.metrics` (``result()``) and
-emits it after every evaluation of the whole test stream, at x = the number of finished
+emits it after every evaluation of the whole test stream (the dev stream's is left out), at x = the number of finished
 training experiences (0 = the base model). The runner evaluates the whole stream exactly once
 per step, and replays earlier rows through ``update`` when it resumes a run.
 """
@@ -53,7 +53,8 @@ class MatrixMetric(PluginMetric[dict]):
         self.evaluated = set()
 
     def after_eval_exp(self, strategy) -> None:
-        self.evaluated.add(strategy.experience.current_experience)
+        if strategy.experience.origin_stream.name == "test":  # the WER matrix is the test sets'
+            self.evaluated.add(strategy.experience.current_experience)
 
     def after_eval(self, strategy) -> list[MetricValue]:
         if len(self.evaluated) < len(self.columns):  # not a whole step's row (a partial evaluation)
@@ -87,7 +88,7 @@ class BackwardTransfer(MatrixMetric):
 
 
 class Forgetting(MatrixMetric):
-    """F_k(j) per earlier task: its WER now minus right after it was learned."""
+    """F_k(j) per earlier task (Chaudhry et al.): its WER now minus its best before this step."""
 
     name = "Forgetting_Exp"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import (average_wer, backward_transfer, forgetting, forward_transfer, intransigence, max_forgetting,
-                      mean_or_none, real_time_factor, zero_shot_change)
+from .metrics import (average_wer, average_wer_tasks, backward_transfer, drift, forgetting, forward_transfer,
+                      intransigence, max_drift, mean_or_none, real_time_factor, zero_shot_change)
 
 ROLES = ("single-task", "joint")
 
@@ -42,13 +42,17 @@ def _step(learned: np.ndarray, zero_shot: np.ndarray, step: int, names: list[str
           eval_rtf: float | None) -> dict[str, Any]:
     change, relative = zero_shot_change(zero_shot, step)
     lost = forgetting(learned, step)
-    worst = max_forgetting(learned, step)
+    drifted = drift(learned, step)
+    worst = max_drift(learned, step)
     return {
         "average_wer": _round(average_wer(learned, step)),
+        "average_wer_tasks": _round(average_wer_tasks(learned, step)),
         "backward_transfer": _round(backward_transfer(learned, step)),
         "forgetting": {names[j]: _round(v) for j, v in enumerate(lost)},
-        "max_forgetting": {names[j]: _round(v) for j, v in enumerate(worst)},
-        "mean_max_forgetting": _round(mean_or_none(list(worst))),
+        "mean_forgetting": _round(mean_or_none(list(lost))),
+        "drift": {names[j]: _round(v) for j, v in enumerate(drifted)},
+        "max_drift": {names[j]: _round(v) for j, v in enumerate(worst)},
+        "mean_max_drift": _round(mean_or_none(list(worst))),
         "zero_shot_wer": _round(zero_shot[step]),
         "zero_shot_change": _round(change),
         "zero_shot_change_relative": _round(relative),
@@ -79,10 +83,13 @@ def compute_metrics(results: dict) -> dict[str, Any]:
     summary = {
         "steps_done": len(steps),
         "final_mean_wer": last["average_wer"],
+        "final_mean_wer_tasks": last["average_wer_tasks"],
         "backward_transfer": last["backward_transfer"],
         "forgetting": last["forgetting"],
-        "max_forgetting": last["max_forgetting"],
-        "mean_max_forgetting": last["mean_max_forgetting"],
+        "mean_forgetting": last["mean_forgetting"],
+        "drift": last["drift"],
+        "max_drift": last["max_drift"],
+        "mean_max_drift": last["mean_max_drift"],
         "zero_shot_wer": last["zero_shot_wer"],
         "zero_shot_change": last["zero_shot_change"],
         "zero_shot_change_relative": last["zero_shot_change_relative"],

@@ -79,9 +79,10 @@ class WordErrorRate(PluginMetric[float]):
         self.references, self.hypotheses = distributed.gather_transcripts(self.order, self.references, self.hypotheses)
         value = self.result()
         self.results[index] = value
-        name = f"WER_Exp/eval_phase/test_stream/Exp{index:03d}"
-        if index < len(self.columns):
-            name += f"_{self.columns[index]}"
+        name = f"WER_Exp/eval_phase/{strategy.experience.origin_stream.name}_stream/Exp{index:03d}"
+        task = getattr(strategy.experience, "task_name", None)
+        if task or index < len(self.columns):
+            name += f"_{task or self.columns[index]}"
         return [MetricValue(self, name, value, strategy.clock.train_exp_counter)]
 
     def __str__(self) -> str:

@@ -24,8 +24,9 @@ from .tables import csv_text, fmt, markdown_table, row_labels
 # (column, digits, value of a run's summary)
 FIELDS: list[tuple[str, int, Callable[[dict], float | None]]] = [
     ("final mean WER", 2, lambda s: s["final_mean_wer"]),
+    ("final mean WER, tasks", 2, lambda s: s.get("final_mean_wer_tasks")),
     ("BWT", 2, lambda s: s["backward_transfer"]),
-    ("mean max forgetting", 2, lambda s: s["mean_max_forgetting"]),
+    ("forgetting", 2, lambda s: s.get("mean_forgetting")),
     ("zero-shot WER", 2, lambda s: s["zero_shot_wer"]),
     ("zero-shot change", 2, lambda s: s["zero_shot_change"]),
     ("FWT", 2, lambda s: s["mean_forward_transfer"]),

@@ -22,13 +22,16 @@ img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size:
 """
 
 # Column titles of the per-step table, in METRIC_FIELDS order.
-STEP_HEADERS = ["AWER", "BWT", "mean max forgetting", "zero-shot WER", "zero-shot change", "zero-shot change %",
-                "FWT", "intransigence", "eval RTF"]
+STEP_HEADERS = ["AWER", "AWER tasks", "BWT", "forgetting", "mean max drift", "zero-shot WER", "zero-shot change",
+                "zero-shot change %", "FWT", "intransigence", "eval RTF"]
 DEFINITIONS = [
     ("AWER_k", "mean over j &le; k of W[k, j]: WER over the tasks seen so far (base task = task 0)"),
+    ("AWER tasks", "mean over 1 &le; j &le; k of W[k, j]: the same without the base task"),
     ("BWT_k", "mean over j &lt; k of (W[j, j] &minus; W[k, j]); negative = forgetting"),
-    ("forgetting F_k(j)", "W[k, j] &minus; W[j, j]: WER points lost on task j since it was learned (positive = forgot)"),
-    ("max forgetting", "max over j &lt; l &le; k of (W[l, j] &minus; W[j, j]): the worst loss since it was learned"),
+    ("forgetting F_k(j)", "W[k, j] &minus; min over l &lt; k of W[l, j] (Chaudhry et al. 2018): WER points above "
+                          "task j's best before step k; its mean over j &lt; k"),
+    ("drift D_k(j)", "W[k, j] &minus; W[j, j]: WER points lost on task j since it was learned (mean over j: &minus;BWT)"),
+    ("max drift", "max over j &lt; l &le; k of D_l(j): the worst since task j was learned"),
     ("zero-shot change", "z[k] &minus; z[0] in WER points, and 100 (z[k] &minus; z[0]) / z[0] in %"),
     ("FWT_k", "S[k] &minus; W[k, k], S = single-task reference (positive = earlier tasks helped)"),
     ("intransigence I_k", "W[k, k] &minus; J[k], J = joint-training reference (positive = learns worse)"),
@@ -77,8 +80,9 @@ def _forgetting(results: dict, summary: dict) -> str:
     tasks = list(summary["forgetting"])
     if not tasks:
         return "<p>No task has been followed by another yet.</p>"
-    return _table(["task", "final forgetting (points)", "max forgetting (points)"],
-                  [[t, fmt(summary["forgetting"][t], 2), fmt(summary["max_forgetting"][t], 2)] for t in tasks])
+    return _table(["task", "forgetting (points)", "drift (points)", "max drift (points)"],
+                  [[t, fmt(summary["forgetting"][t], 2), fmt(summary["drift"][t], 2), fmt(summary["max_drift"][t], 2)]
+                   for t in tasks])
 
 
 def _references(results: dict) -> str:
@@ -112,8 +116,9 @@ def report_html(results: dict, metrics: dict, images: dict[str, bytes]) -> str:
     ])
     key_numbers = _kv([
         ("final mean WER (AWER at the last step)", fmt(summary["final_mean_wer"], 2)),
+        ("final mean WER over the stream's tasks (base task left out)", fmt(summary["final_mean_wer_tasks"], 2)),
         ("backward transfer BWT", fmt(summary["backward_transfer"], 2)),
-        ("mean max forgetting", fmt(summary["mean_max_forgetting"], 2)),
+        ("mean forgetting (Chaudhry)", fmt(summary["mean_forgetting"], 2)),
         ("zero-shot WER (change vs base)", f"{fmt(summary['zero_shot_wer'], 2)} ({fmt(summary['zero_shot_change'], 2)} "
                                            f"points, {fmt(summary['zero_shot_change_relative'], 1)} %)"),
         ("mean forward transfer", fmt(summary["mean_forward_transfer"], 2)),

@@ -6,8 +6,12 @@ import csv
 import io
 from typing import Any, Sequence
 
-METRIC_FIELDS = ("average_wer", "backward_transfer", "mean_max_forgetting", "zero_shot_wer", "zero_shot_change",
-                 "zero_shot_change_relative", "forward_transfer", "intransigence", "eval_rtf")
+METRIC_FIELDS = ("average_wer", "average_wer_tasks", "backward_transfer", "mean_forgetting", "mean_max_drift",
+                 "zero_shot_wer", "zero_shot_change", "zero_shot_change_relative", "forward_transfer", "intransigence",
+                 "eval_rtf")
+
+
+PER_TASK = ("forgetting", "drift", "max_drift")
 
 
 def row_labels(results: dict) -> list[str]:
@@ -35,7 +39,7 @@ def metrics_csv(results: dict, metrics: dict) -> str:
     """One row per step (step 0 = the base model): every metric, the cost, forgetting per task."""
     earlier = results["columns"][:-2]  # tasks that can have been forgotten: all learned but the last
     header = ["step", "after", *METRIC_FIELDS, "trained_parameters", "stored_parameters", "train_seconds",
-              "eval_seconds", *(f"forgetting:{t}" for t in earlier), *(f"max_forgetting:{t}" for t in earlier)]
+              "eval_seconds", *(f"{m}:{t}" for m in PER_TASK for t in earlier)]
     steps = [None] + list(results["steps"])
     rows = []
     for k, (label, block, step) in enumerate(zip(row_labels(results), metrics["per_step"], steps)):
@@ -45,7 +49,7 @@ def metrics_csv(results: dict, metrics: dict) -> str:
             cost = [step["parameters"]["trained"], step["parameters"]["stored"], step["train_seconds"],
                     step["eval_seconds"]]
         rows.append([k, label, *(block[f] for f in METRIC_FIELDS), *cost,
-                     *(block["forgetting"].get(t) for t in earlier), *(block["max_forgetting"].get(t) for t in earlier)])
+                     *(block[m].get(t) for m in PER_TASK for t in earlier)])
     return csv_text(header, rows)
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..model import ConformerASR, Resizable, SingleAdapter, TaskRouter
 from .. import distributed
+from ..errors import ConfigError
 from .extraction_cache import ExtractionCache
 from .template import SpeechTemplate, TrainingPhase, phase_seed
 
@@ -51,6 +52,13 @@ class AdapterStrategy(SpeechTemplate):
             common["plugins"] = [*(common.get("plugins") or []), RoutingLog()]
         super().__init__(model=model, config=config, **common)
         self.combiners = nn.ModuleList(make_combiner(i) for i in range(len(model.layers)))
+        uncalibrated = any(not bool(getattr(c, "calibrated", True)) for c in self.combiners)
+        if composition and uncalibrated and config.fusion_epochs == 0:
+            # The LayerNorm's gain is set on the first batch the combiner sees: with no composition
+            # epoch that would be a test batch, and the evaluation would shape the model.
+            raise ConfigError("fusion_epochs=0 with fusion_layernorm=true would calibrate the fused output's "
+                              "LayerNorm on the first test batch; train at least one composition epoch "
+                              "(fusion_epochs >= 1) or set fusion_layernorm=false")
         self.composition = composition
         self.router = router
         self.task_adapters: dict[int, int] = {}  # task id (the WER-matrix column) -> its adapter

@@ -1,0 +1,99 @@
+"""Which differences are real: per-utterance edit counts and paired bootstrap intervals.
+
+A test set of a few hundred utterances measures a WER near 45 % to within a point or more, so a
+difference between two strategies means little without an interval. Every run keeps, per test
+set and step, each utterance's reference words, substitutions, deletions and insertions
+(``edits.json`` in the run folder); the intervals below come from those alone.
+
+Paired bootstrap (Koehn 2004; Bisani and Ney 2004): resample the utterances of every test set
+with replacement, the same resample for both systems (they are scored on the same utterances),
+recompute each system's corpus WER per test set, and take the 2.5th and 97.5th percentiles of
+the difference over ``resamples`` draws. Several runs of one system (seeds, task orders) are
+pooled by averaging their WERs within each draw. A difference is significant when its interval
+excludes zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import jiwer
+import numpy as np
+
+from ..data.text import normalize_text
+
+RESAMPLES = 1000
+SEED = 0
+LEVEL = 0.95
+
+
+def utterance_edits(references: Sequence[str], hypotheses: Sequence[str]) -> list[list[int]]:
+    """Per utterance [reference words, substitutions, deletions, insertions], after the
+    project's one normalisation (the WER's own)."""
+    refs = [normalize_text(r) for r in references]
+    hyps = [normalize_text(h) for h in hypotheses]
+    out = jiwer.process_words(refs, hyps)
+    counts = []
+    for ref, chunks in zip(out.references, out.alignments):
+        edits = {"substitute": 0, "delete": 0, "insert": 0}
+        for chunk in chunks:
+            if chunk.type in edits:
+                span = chunk.ref_end_idx - chunk.ref_start_idx if chunk.type != "insert" else \
+                    chunk.hyp_end_idx - chunk.hyp_start_idx
+                edits[chunk.type] += span
+        counts.append([len(ref), edits["substitute"], edits["delete"], edits["insert"]])
+    return counts
+
+
+def corpus_wer(edits: np.ndarray) -> float:
+    """WER % of (utterances, 4) edit counts."""
+    return 100.0 * float(edits[:, 1:].sum()) / float(edits[:, 0].sum())
+
+
+@dataclass(frozen=True)
+class Interval:
+    difference: float  # system minus baseline, in WER points (negative: the system is better)
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_bootstrap(system: Sequence[dict[str, np.ndarray]], baseline: Sequence[dict[str, np.ndarray]],
+                     test_sets: Sequence[str], resamples: int = RESAMPLES, seed: int = SEED,
+                     level: float = LEVEL) -> Interval:
+    """The difference of mean WER over ``test_sets`` (each run's WER averaged over the sets,
+    then over its system's runs) between ``system`` and ``baseline``, with its bootstrap
+    interval. Each run is {test set: (utterances, 4) edit counts}; every run must hold the same
+    utterances of each set (runs of one stream)."""
+    sizes = {}
+    for run in [*system, *baseline]:
+        for name in test_sets:
+            if name not in run:
+                raise ValueError(f"a run has no per-utterance edits for test set {name}")
+            if sizes.setdefault(name, len(run[name])) != len(run[name]):
+                raise ValueError(f"test set {name} has {len(run[name])} utterances in one run and {sizes[name]} "
+                                 "in another: not the same test set")
+    rng = np.random.default_rng(seed)
+    full = {s: np.arange(n)[None, :] for s, n in sizes.items()}
+    picks = {s: rng.integers(0, n, (resamples, n)) for s, n in sizes.items()}  # one resample per row
+
+    def mean_wer(runs: Sequence[dict[str, np.ndarray]], rows: dict[str, np.ndarray]) -> np.ndarray:
+        """Per resample, the runs' mean over the test sets of each set's corpus WER."""
+        per_run = []
+        for run in runs:
+            per_set = []
+            for name in test_sets:
+                errors, words = run[name][:, 1:].sum(axis=1), run[name][:, 0]
+                per_set.append(100.0 * errors[rows[name]].sum(axis=1) / words[rows[name]].sum(axis=1))
+            per_run.append(np.mean(per_set, axis=0))
+        return np.mean(per_run, axis=0)
+
+    observed = float((mean_wer(system, full) - mean_wer(baseline, full))[0])
+    draws = mean_wer(system, picks) - mean_wer(baseline, picks)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(round(observed, 4), round(float(low), 4), round(float(high), 4))
