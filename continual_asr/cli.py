@@ -208,20 +208,31 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
 @click.option("--out", "out_dir", default=None, metavar="DIR",
               help="where compare.csv and compare.png go (default: runs/compare-STREAM)")
 @click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
+@click.option("--baseline", "baselines", multiple=True, metavar="NAME",
+              help="a group (strategy name or table label) to test every other against: differences with 95 %% "
+                   "paired bootstrap intervals, significant ones marked; repeatable")
 @_one_line_errors
-def compare(run_dirs, out_dir, reference_runs) -> None:
+def compare(run_dirs, out_dir, reference_runs, baselines) -> None:
     """Compare finished runs of one stream: a table (mean ± std over seeds) and an overlay plot.
 
     Runs that differ only in their seed are aggregated. The table is printed as markdown and
     written as compare.csv; compare.png shows AWER and zero-shot WER per step per strategy.
+    With --baseline, the differences from that group with their intervals (intervals_NAME.csv).
     """
     from .folders import ensure_writable
     from .reporting import compare_runs, comparison_markdown, write_comparison
+    from .reporting.intervals import intervals_csv, intervals_markdown
+    from .results import write_bytes_atomic
 
     groups = compare_runs(run_dirs, reference_runs)
     out = ensure_writable(Path(out_dir or f"runs/compare-{groups[0].runs[0]['stream']['name']}"), "--out")
     paths = write_comparison(groups, out)
     click.echo(comparison_markdown(groups))
+    for name in baselines:
+        click.echo("\n" + intervals_markdown(groups, name))
+        path = out / f"intervals_{name.replace(' ', '_').replace('/', '_')}.csv"
+        write_bytes_atomic(path, intervals_csv(groups, name).encode("utf-8"))
+        paths.append(path)
     click.echo("written: " + ", ".join(map(str, paths)))
 
 
@@ -395,7 +406,7 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
         from .config import parse_overrides
         from .folders import ensure_writable
         from .stream import load_stream
-        from .sweep import InvocationLog, load_plan, run_all, write_report
+        from .sweep import InvocationLog, load_plan, run_all, sweep_baselines, write_report
 
         out = Path(out_dir or f"runs/sweep-{Path(sweep_file).stem}")
         stream, preset, plan = load_plan(
@@ -408,7 +419,8 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
             log = InvocationLog(out, jobs, len(plan))
             failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True), log=log)
             log.finish(failed)
-        click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra))
+        click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra,
+                                sweep_baselines(Path(sweep_file))))
         if failed:
             click.echo(f"casr: failed runs: {', '.join(failed)} (see their run.log)", err=True)
             sys.exit(1)

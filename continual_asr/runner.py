@@ -26,6 +26,7 @@ from .evaluation.summary import attach_metrics
 from .folders import ensure_writable
 from .registry import StrategyInfo
 from .reporting import reference_wers, write_run_outputs
+from .reporting.intervals import EDITS
 from .results import SCHEMA_VERSION, format_wer_table, package_versions, save_torch_atomic, write_json_atomic
 from .stream import StreamSpec
 from .training.pretrain import pretrain_base_model, save_checkpoint
@@ -38,7 +39,6 @@ FRAME_SECONDS = 0.01  # the log-mel hop (continual_asr.data.features.log_mel): a
 
 
 def default_cache_dir() -> Path:
-    import os
     return Path(os.environ.get("CASR_CACHE", Path.home() / ".cache" / "continual-asr"))
 
 
@@ -93,13 +93,15 @@ def _load_previous(out_dir: Path, identity: dict) -> dict | None:
     return checkpoint
 
 
-def _save(out_dir: Path, model, cl_strategy, results: dict) -> None:
-    """Checkpoint first, then results.json, then the CSVs, plots and report: all atomic; the
-    checkpoint holds the results and the Avalanche clock (the x of the logged metrics) too."""
+def _save(out_dir: Path, model, cl_strategy, results: dict, edits: dict) -> None:
+    """Checkpoint first, then edits.json and results.json, then the CSVs, plots and report: all
+    atomic; the checkpoint holds the results, the edits and the Avalanche clock (the x of the
+    logged metrics) too."""
     attach_metrics(results)
     clock = {k: v for k, v in vars(cl_strategy.clock).items() if isinstance(v, int)}
     save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state(),
-                    clock=clock)
+                    clock=clock, edits=edits)
+    write_json_atomic(out_dir / EDITS, edits)  # per step and test set: each utterance's [words, S, D, I]
     write_json_atomic(out_dir / "results.json", results)
     write_run_outputs(results, out_dir)
 
@@ -213,10 +215,12 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
 
     def evaluate() -> tuple[list[float], list[float | None], float]:
         """The test row (the WER matrix's), the dev row (None where a column has no dev set) and
-        the seconds the test sets took (the real-time factor's; dev's go into the wall time)."""
+        the seconds the test sets took (the real-time factor's; dev's go into the wall time).
+        The test sets' per-utterance edit counts join ``edits``."""
         began = time.perf_counter()
         cl_strategy.eval(benchmark.test_stream)
         test_row = [round(wer.results[i], 2) for i in range(len(columns))]
+        edits["steps"].append({c: wer.edits[i] for i, c in enumerate(columns)})
         seconds = time.perf_counter() - began
         cl_strategy.eval(benchmark.dev_stream)
         dev = {c: round(wer.results[i], 2) for i, c in enumerate(dev_columns)}
@@ -224,8 +228,10 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
 
     if previous is not None:
         results = previous["results"]
-        results.setdefault("test_audio_seconds", audio_seconds)
         done = len(results["wer_matrix"])
+        # A run from before edit counts were kept has none for its finished steps.
+        edits = previous.get("edits") or {"columns": columns, "steps": [None] * (done + 1)}
+        results.setdefault("test_audio_seconds", audio_seconds)
         data.check_unchanged(results.get("data"), done)
         cl_strategy.restore(previous["strategy_state"], experiences[:done])
         model.load_state_dict(previous["state_dict"])
@@ -236,6 +242,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                 metric.update(row)
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(experiences))
     else:
+        edits = {"columns": columns, "steps": []}
         base_row, base_dev_row, base_eval_seconds = evaluate()
         results = {
             "schema_version": SCHEMA_VERSION,
@@ -263,7 +270,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         results["references"] = references
     results["data"] = data.identity()  # what the steps from here on train and test on
     if previous is None and main:
-        _save(out_dir, model, cl_strategy, results)
+        _save(out_dir, model, cl_strategy, results, edits)
         tensorboard.writer.flush()
         log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
     wall_before = results["wall_seconds"]
@@ -291,7 +298,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
             results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
             if main:
-                _save(out_dir, model, cl_strategy, results)
+                _save(out_dir, model, cl_strategy, results, edits)
                 tensorboard.writer.flush()
             log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
     finally:  # an adapter claimed for training and never saved must not block other runs

@@ -18,16 +18,16 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import yaml
 
 from .config import RunConfig, make_config
 from .errors import CasrError
-from .evaluation.summary import compute_metrics
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, write_comparison
+from .reporting.intervals import intervals_markdown
 from .reporting.runs import load_results
 from .runner import run_stream, setup_logging
 from .stream import load_stream
@@ -111,6 +111,15 @@ def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | Non
     return None
 
 
+def sweep_baselines(path: Path) -> list[str]:
+    """The runs of a sweep file that results.md tests every other run against (``baselines:``)."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    names = spec.get("baselines") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in spec.get("runs", {}) for n in names):
+        raise CasrError(f"{path}: 'baselines' must list names of its runs, got {names!r}")
+    return names
+
+
 def schedule(plan: list[PlannedRun]) -> list[tuple[PlannedRun, PlannedRun | None]]:
     """The runs in the order they start, each with the run it waits for: the adapter
     strategies of one seed share their single-task adapters (the extraction cache), so the
@@ -183,9 +192,7 @@ def finished_groups(plan: list[PlannedRun]) -> dict[str, RunGroup]:
         except CasrError:
             continue
         if results.get("complete"):
-            group = groups.setdefault(run.name, RunGroup(run.name))
-            group.runs.append(results)
-            group.metrics.append(compute_metrics(results))
+            groups.setdefault(run.name, RunGroup(run.name)).add(results, run.out)
     return groups
 
 
@@ -259,8 +266,10 @@ def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
 
 
 def write_report(out: Path, plan: list[PlannedRun], title: str,
-                 extra: Callable[[dict[str, RunGroup]], list[str]] | None = None) -> str:
+                 extra: Callable[[dict[str, RunGroup]], list[str]] | None = None,
+                 baselines: Sequence[str] = ()) -> str:
     """OUT/results.md (the table of the finished runs, mean ± std over seeds, how long they took,
+    every run's differences from each of ``baselines`` that finished, with bootstrap intervals,
     and ``extra``'s lines), OUT/compare.csv and OUT/compare.png; returns the markdown."""
     groups = finished_groups(plan)
     if not groups:
@@ -269,6 +278,9 @@ def write_report(out: Path, plan: list[PlannedRun], title: str,
     lines = [f"# {title}", "",
              f"{finished} of {len(plan)} runs finished; mean ± std over seeds. {time_taken(out, groups)}", "",
              comparison_markdown(list(groups.values())), ""]
+    for name in baselines:
+        if name in groups:
+            lines += [f"## Against {name}", "", intervals_markdown(list(groups.values()), name), ""]
     if extra is not None:
         lines += [*extra(groups), ""]
     write_comparison(list(groups.values()), out)

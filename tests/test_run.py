@@ -99,6 +99,22 @@ def test_results_json_has_the_documented_schema(tiny_run):
     assert results["config"]["d_model"] == make_config("tiny").d_model
     assert results["versions"]["torch"]
     assert "after caribbean" in output and "WER %" in output
+    dev = results["dev_wer_matrix"]  # dev is evaluated beside test, every column has a dev set here
+    assert len(dev) == 2 and all(v is not None and v >= 0 for row in [results["base_dev_wer"].values(), *dev]
+                                 for v in row)
+    assert dev != matrix and set(results["data"]) == {"train", "dev", "test"}
+
+
+def test_edit_counts_per_utterance_give_the_wer_matrix(tiny_run, tiny_run_dir):
+    results, _ = tiny_run
+    edits = json.loads((tiny_run_dir / "fusion" / "edits.json").read_text())
+    assert edits["columns"] == results["columns"] and len(edits["steps"]) == 1 + len(results["wer_matrix"])
+    rows = [[results["base_wer"][c] for c in results["columns"]], *results["wer_matrix"]]
+    for step, row in zip(edits["steps"], rows):
+        for column, wer in zip(results["columns"], row):
+            counts = np.array(step[column])
+            assert len(counts) == 12  # the tiny stream's test sets
+            assert 100 * counts[:, 1:].sum() / counts[:, 0].sum() == pytest.approx(wer, abs=0.01)
 
 
 def test_a_run_writes_metrics_plots_report_and_tensorboard_events(tiny_run, tiny_run_dir):

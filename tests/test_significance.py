@@ -1,7 +1,14 @@
 """Per-utterance edit counts and paired bootstrap intervals."""
 
+import csv
+import json
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from fake_results import COLUMNS, fake_results, write_run
+
+from continual_asr.cli import main
 
 from continual_asr.evaluation.significance import corpus_wer, paired_bootstrap, utterance_edits
 from continual_asr.evaluation.wer import word_error_rate
@@ -54,3 +61,43 @@ def test_runs_of_other_test_sets_cannot_be_compared():
         paired_bootstrap([_system(rng, 0.3, np.full(6, 5))], [_system(rng, 0.3, np.full(5, 5))], ["t"])
     with pytest.raises(ValueError, match="no per-utterance edits for test set v"):
         paired_bootstrap([_system(rng, 0.3, np.full(6, 5))], [_system(rng, 0.3, np.full(6, 5))], ["v"])
+
+
+def _saved_run(folder, strategy: str, seed: int, error_rate: float, with_edits: bool = True):
+    """A finished run folder whose test sets (40 utterances of 8 words each) have the given error rate."""
+    rng = np.random.default_rng(seed + int(error_rate * 100))
+    edits = {}
+    for column in COLUMNS:
+        errors = rng.binomial(8, error_rate, 40)
+        edits[column] = [[8, int(e), 0, 0] for e in errors]
+    wer = {c: corpus_wer(np.array(rows)) for c, rows in edits.items()}
+    row = [wer[c] for c in COLUMNS]
+    write_run(folder, fake_results(row, [row, row], strategy=strategy, seed=seed))
+    if with_edits:
+        (folder / "edits.json").write_text(json.dumps({"columns": COLUMNS, "steps": [edits, edits, edits]}))
+    return str(folder)
+
+
+def test_compare_prints_intervals_against_a_baseline_from_saved_runs_alone(tmp_path):
+    runs = [_saved_run(tmp_path / f"{s}-{seed}", s, seed, rate)
+            for s, rate in (("finetune", 0.5), ("adapter-fusion", 0.2), ("ewc", 0.5)) for seed in (0, 1)]
+    runs.append(_saved_run(tmp_path / "old", "lwf", 0, 0.4, with_edits=False))
+    result = CliRunner().invoke(main, ["compare", *runs, "--baseline", "finetune", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    table = result.output.split("Difference from **finetune**")[1]
+    fusion = next(line for line in table.splitlines() if line.startswith("| adapter-fusion"))
+    ewc = next(line for line in table.splitlines() if line.startswith("| ewc"))
+    old = next(line for line in table.splitlines() if line.startswith("| lwf"))
+    assert fusion.count(" *") == 6  # both means, the three learned sets and zero-shot: 30 points better
+    assert " *" not in ewc.split("|")[2]  # the same error rate: no significant difference in the mean
+    assert set(old.replace("|", " ").split()[1:]) == {"-"}  # a run from before edit counts were kept
+    rows = list(csv.DictReader((tmp_path / "cmp" / "intervals_finetune.csv").open()))
+    assert rows[0]["group"] == "adapter-fusion" and rows[0]["final mean WER significant"] == "True"
+    assert float(rows[0]["final mean WER high"]) < 0
+
+
+def test_an_unknown_baseline_is_one_line(tmp_path):
+    runs = [_saved_run(tmp_path / "a", "finetune", 0, 0.5), _saved_run(tmp_path / "b", "ewc", 0, 0.5)]
+    result = CliRunner().invoke(main, ["compare", *runs, "--baseline", "joint", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 2 and "--baseline joint: no compared group by that name (groups: finetune, ewc)" \
+        in result.output

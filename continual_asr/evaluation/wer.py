@@ -13,6 +13,7 @@ from .. import distributed
 from ..data.text import normalize_text
 from ..data.tokenizer import Tokenizer
 from ..model.heads import head_of
+from .significance import utterance_edits
 
 
 def greedy_decode(model: torch.nn.Module, encoded: torch.Tensor, lengths: torch.Tensor,
@@ -47,6 +48,7 @@ class WordErrorRate(PluginMetric[float]):
         self.order: list[tuple[int, int, int] | None] = []  # (batch, rank, row) of each transcript
         self._batches = 0
         self.results: dict[int, float] = {}
+        self.edits: dict[int, list[list[int]]] = {}  # per test set, each utterance's [words, S, D, I]
 
     def reset(self) -> None:
         self.references, self.hypotheses, self.order, self._batches = [], [], [], 0
@@ -79,6 +81,7 @@ class WordErrorRate(PluginMetric[float]):
         self.references, self.hypotheses = distributed.gather_transcripts(self.order, self.references, self.hypotheses)
         value = self.result()
         self.results[index] = value
+        self.edits[index] = utterance_edits(self.references, self.hypotheses)
         name = f"WER_Exp/eval_phase/{strategy.experience.origin_stream.name}_stream/Exp{index:03d}"
         task = getattr(strategy.experience, "task_name", None)
         if task or index < len(self.columns):

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ResultsError
 from ..evaluation.summary import compute_metrics
 from ..results import write_bytes_atomic
+from .intervals import load_final_edits
 from .plots import Series, overlay_png
 from .runs import load_results, reference_wers
 from .tables import csv_text, fmt, markdown_table, row_labels
@@ -47,6 +48,12 @@ class RunGroup:
     label: str
     runs: list[dict] = field(default_factory=list)  # results dicts
     metrics: list[dict] = field(default_factory=list)  # compute_metrics of each
+    edits: list = field(default_factory=list)  # each run's final per-utterance edit counts (None: not kept)
+
+    def add(self, results: dict, run_dir: Path | str) -> None:
+        self.runs.append(results)
+        self.metrics.append(compute_metrics(results))
+        self.edits.append(load_final_edits(run_dir))
 
     @property
     def seeds(self) -> list:
@@ -92,9 +99,7 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
                                f"{len(results['tasks'])} tasks); finish it by rerunning casr run into it")
         if reference_dirs:
             results = {**results, "references": reference_wers(reference_dirs, results)}
-        group = groups.setdefault(_key(results), RunGroup(results["strategy"]))
-        group.runs.append(results)
-        group.metrics.append(compute_metrics(results))
+        groups.setdefault(_key(results), RunGroup(results["strategy"])).add(results, run_dir)
     ordered = list(groups.values())
     _labels(ordered)
     return ordered

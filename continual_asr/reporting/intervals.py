@@ -1,0 +1,96 @@
+"""Which differences between compared runs are real: paired bootstrap intervals against a baseline.
+
+From saved runs alone: each run folder's ``edits.json`` holds its test sets' per-utterance edit
+counts after every step; the final step's are compared (continual_asr/evaluation/significance.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ResultsError
+from ..evaluation.significance import LEVEL, RESAMPLES, SEED, Interval, paired_bootstrap
+from .tables import csv_text, markdown_table
+
+EDITS = "edits.json"
+
+
+def load_final_edits(run_dir: Path | str) -> dict[str, np.ndarray] | None:
+    """Test set -> (utterances, 4) edit counts after the run's last step; None for a run from
+    before edit counts were kept (or one whose last step's are missing)."""
+    path = Path(run_dir) / EDITS
+    if not path.is_file():
+        return None
+    try:
+        steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
+    except (ValueError, KeyError, TypeError):
+        raise ResultsError(f"{path}: not a casr edits.json") from None
+    last = steps[-1] if steps else None
+    return None if last is None else {name: np.asarray(rows, dtype=np.int64) for name, rows in last.items()}
+
+
+def find_group(groups: Sequence, name: str):
+    """The group labelled ``name``, or the one group of strategy ``name``."""
+    matches = [g for g in groups if g.label == name] or [g for g in groups if g.runs[0]["strategy"] == name]
+    if len(matches) != 1:
+        labels = ", ".join(g.label for g in groups)
+        how = "no" if not matches else "more than one"
+        raise ResultsError(f"--baseline {name}: {how} compared group by that name (groups: {labels})")
+    return matches[0]
+
+
+def _cell(interval: Interval | None) -> str:
+    if interval is None:
+        return "-"
+    mark = " *" if interval.significant else ""
+    return f"{interval.difference:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]{mark}"
+
+
+def interval_rows(groups: Sequence, baseline_name: str) -> tuple[list[str], list[tuple[str, list[Interval | None]]]]:
+    """(column titles, [(group label, intervals)]) of every group against the baseline: the
+    final mean WER (base task and stream tasks, as the table's), the mean over the stream's
+    tasks alone, then each task's final WER. A group without edit counts gets None cells."""
+    baseline = find_group(groups, baseline_name)
+    columns = baseline.runs[0]["columns"][:-1]  # learned test sets; zero-shot apart, as in the mean
+    titles = ["final mean WER", "mean WER, tasks", *columns, "zero-shot"]
+    sets = [columns, columns[1:], *([c] for c in columns), [baseline.runs[0]["columns"][-1]]]
+    if any(e is None for e in baseline.edits):
+        raise ResultsError(f"--baseline {baseline_name}: its runs have no edits.json (made before casr kept "
+                           "per-utterance edit counts); rerun them")
+    rows = []
+    for group in groups:
+        if group is baseline:
+            continue
+        if any(e is None for e in group.edits):
+            rows.append((group.label, [None] * len(titles)))
+            continue
+        rows.append((group.label, [paired_bootstrap(group.edits, baseline.edits, s) for s in sets]))
+    return titles, rows
+
+
+def intervals_markdown(groups: Sequence, baseline_name: str) -> str:
+    titles, rows = interval_rows(groups, baseline_name)
+    note = (f"Difference from **{baseline_name}** in WER points on the test sets after the last step (negative: "
+            f"better than {baseline_name}), with its {LEVEL:.0%} paired bootstrap interval ({RESAMPLES:,} resamples "
+            f"of each test set's utterances, seed {SEED}; each group's runs, seeds and task orders, pooled by their mean). "
+            "`*`: the interval excludes 0, the difference is significant. `-`: no per-utterance edit counts.")
+    table = markdown_table(["vs " + baseline_name, *titles], [[label, *map(_cell, cells)] for label, cells in rows])
+    return note + "\n\n" + table
+
+
+def intervals_csv(groups: Sequence, baseline_name: str) -> str:
+    titles, rows = interval_rows(groups, baseline_name)
+    header = ["group", "baseline"] + [f"{t} {part}" for t in titles for part in ("difference", "low", "high",
+                                                                                 "significant")]
+    out = []
+    for label, cells in rows:
+        values = []
+        for interval in cells:
+            values += [None] * 4 if interval is None else [interval.difference, interval.low, interval.high,
+                                                           interval.significant]
+        out.append([label, baseline_name, *values])
+    return csv_text(header, out)
