@@ -152,9 +152,11 @@ def main() -> None:
               help="run these seeds one after another into OUT/seedN sub-folders, then compare them")
 @click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
+@click.option("--task-order", default=None, metavar="3,1,2,...|shuffle:SEED",
+              help="learn the stream's tasks in this order (YAML positions, 1-based) or a seeded shuffle of it")
 @_one_line_errors
 def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, adapter_files, seed, cache_dir, device,
-        nproc, quiet, overwrite, seeds, reference_runs, skip_bad) -> None:
+        nproc, quiet, overwrite, seeds, reference_runs, skip_bad, task_order) -> None:
     """Learn the stream's tasks one after another; WER on every task after each step.
 
     Writes results.json, wer_matrix.csv, metrics.csv, forgetting_curves.png, wer_matrix.png,
@@ -171,9 +173,12 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
     from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
 
     config, stream, preset = _common(preset, overrides, stream_name, config_file)
+    stream = stream.in_order(task_order)
     strategy = get_strategy(strategy_name)
     strategy.check_options(_user_keys(overrides, config_file))
     name = f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}"
+    if stream.task_order:
+        name += "-order" + "-".join(map(str, stream.order))
     if seeds is None:
         targets = [(seed, Path(out_dir or f"{name}-seed{seed}"))]
     else:

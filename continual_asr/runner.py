@@ -70,6 +70,8 @@ IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key exi
 def _same_run_value(key: str, previous, value) -> bool:
     """Config fields that did not exist when the earlier run began (it ran as their default
     does) and fields of how a run executes (threads, workers) do not make it another run."""
+    if key == "task_order" and previous is None:  # runs from before task orders took the YAML order
+        return value == list(range(1, len(value) + 1))
     if key != "config" or not isinstance(previous, dict):
         return previous == value
     defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
@@ -170,6 +172,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     progress = progress and main
     imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
     identity = {"stream": {"name": stream.name, "source": stream.source, "description": stream.description},
+                "task_order": list(stream.order),
                 "strategy": strategy.name, "seed": seed, "config": config.to_dict(),
                 "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
     columns = [t.name for t in stream.eval_tasks]

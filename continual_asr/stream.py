@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -76,11 +77,43 @@ class StreamSpec:
     zero_shot: TaskSpec
     source: str = ""
     preset: str | None = None  # the preset a run uses when --preset is not given (e.g. tiny for smoke streams)
+    task_order: tuple[int, ...] = ()  # the YAML positions (1-based) of ``tasks``, in the order a run takes them
 
     @property
     def eval_tasks(self) -> tuple[TaskSpec, ...]:
         """The WER matrix columns: base task, every stream task, then the zero-shot task."""
         return (self.base, *self.tasks, self.zero_shot)
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        return self.task_order or tuple(range(1, len(self.tasks) + 1))
+
+    def in_order(self, spec: str | None) -> "StreamSpec":
+        """The stream with its tasks in another order: ``spec`` is "3,1,2,..." (every YAML
+        position once, 1-based) or "shuffle:SEED" (a seeded random order); None or "" keeps
+        the YAML order. Each task keeps its own data: only the order of learning changes."""
+        if not spec:
+            return self
+        count = len(self.tasks)
+        if spec.startswith("shuffle:"):
+            try:
+                seed = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise StreamError(f"--task-order {spec}: shuffle:SEED needs an integer seed") from None
+            order = list(range(1, count + 1))
+            random.Random(seed).shuffle(order)
+        else:
+            try:
+                order = [int(part) for part in spec.split(",")]
+            except ValueError:
+                raise StreamError(f"--task-order {spec}: give positions separated by commas (e.g. 3,1,2) "
+                                  "or shuffle:SEED") from None
+            if sorted(order) != list(range(1, count + 1)):
+                raise StreamError(f"--task-order {spec}: the stream has {count} tasks; name each of the positions "
+                                  f"1 to {count} once ({', '.join(t.name for t in self.tasks)})")
+        originals = self.tasks if not self.task_order else tuple(t for _, t in sorted(zip(self.task_order, self.tasks)))
+        natural = order == list(range(1, count + 1))
+        return replace(self, tasks=tuple(originals[i - 1] for i in order), task_order=() if natural else tuple(order))
 
 
 def builtin_streams() -> dict[str, Path]:

@@ -28,7 +28,7 @@ from .errors import CasrError
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, write_comparison
 from .reporting.intervals import intervals_markdown
-from .reporting.runs import load_results
+from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
 from .runner import run_stream, setup_logging
 from .stream import load_stream
 from .training.adapters import EXTRACTION_OPTIONS
@@ -45,6 +45,7 @@ class PlannedRun:
     config: RunConfig
     seed: int
     out: Path
+    order: str = ""  # --task-order of the run ("" = the stream's own)
 
     @property
     def extracts_adapters(self) -> bool:
@@ -71,6 +72,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     stream = stream or spec.get("stream", "accents-then-noise")
     preset = preset or spec.get("preset", "default")
     seeds = seeds if seeds is not None else [int(s) for s in spec.get("seeds", [0])]
+    orders = _orders(path, spec.get("orders"), stream)
     names = list(spec["runs"])
     common = spec.get("set") or {}  # config fields of every run
     if not isinstance(common, dict):
@@ -81,7 +83,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
             raise CasrError(f"--only: no run named {', '.join(unknown)} in {path} (valid: {', '.join(names)})")
         names = [n for n in names if n in only]
     plan = []
-    for seed in seeds:
+    for seed, (order, folder) in ((s, o) for o in orders for s in seeds):
         for name in names:
             entry = spec["runs"][name] or {}
             if not isinstance(entry, dict) or "strategy" not in entry:
@@ -92,8 +94,28 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
             changes.update(overrides_for(info, overrides or {}))
             config = make_config(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
                                           for k, v in changes.items()})
-            plan.append(PlannedRun(name, str(entry["strategy"]), info, config, seed, out / name / f"seed{seed}"))
+            plan.append(PlannedRun(name, str(entry["strategy"]), info, config, seed, out / name / folder / f"seed{seed}",
+                                   order))
     return stream, preset, plan
+
+
+def _orders(path: Path, given, stream: str) -> list[tuple[str, str]]:
+    """(--task-order spec, sub-folder) per task order of a sweep file's ``orders`` (each
+    "3,1,2,...", a list of positions or "shuffle:SEED"); without ``orders``, the stream's own
+    order in no sub-folder."""
+    if not given:
+        return [("", "")]
+    if not isinstance(given, list):
+        raise CasrError(f"{path}: 'orders' must be a list of task orders (\"3,1,2\", [3, 1, 2] or \"shuffle:SEED\")")
+    spec = load_stream(stream)
+    found = []
+    for entry in given:
+        text = ",".join(map(str, entry)) if isinstance(entry, list) else str(entry)
+        order = spec.in_order(text).order
+        found.append((",".join(map(str, order)), "order-" + "-".join(map(str, order))))
+    if len(set(found)) != len(found):
+        raise CasrError(f"{path}: 'orders' lists one order twice")
+    return found
 
 
 def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0) -> str | None:
@@ -104,7 +126,7 @@ def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | Non
     setup_logging(run.out, quiet=True)
     try:
         info = get_strategy(run.strategy_spec)
-        run_stream(load_stream(stream_name), info, run.config, run.out, seed=run.seed, preset=preset,
+        run_stream(load_stream(stream_name).in_order(run.order), info, run.config, run.out, seed=run.seed, preset=preset,
                    cache_dir=Path(cache_dir) if cache_dir else None, progress=False)
     except CasrError as exc:  # one broken run should not cost the others
         return str(exc)
@@ -126,12 +148,12 @@ def schedule(plan: list[PlannedRun]) -> list[tuple[PlannedRun, PlannedRun | None
     first of them runs first and the others start once it has trained them."""
     order, extractor = [], {}
     for run in plan:
-        if run.extracts_adapters and run.seed not in extractor:
-            extractor[run.seed] = run
+        if run.extracts_adapters and (run.seed, run.order) not in extractor:
+            extractor[run.seed, run.order] = run
             order.append((run, None))
     for run in plan:
-        if run is not extractor.get(run.seed):
-            order.append((run, extractor.get(run.seed) if run.extracts_adapters else None))
+        if run is not extractor.get((run.seed, run.order)):
+            order.append((run, extractor.get((run.seed, run.order)) if run.extracts_adapters else None))
     return order
 
 
@@ -185,14 +207,27 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
 
 
 def finished_groups(plan: list[PlannedRun]) -> dict[str, RunGroup]:
-    groups: dict[str, RunGroup] = {}
+    """The finished runs by name. Where the sweep has finished adapter-oracle and joint runs of
+    the same seed and task order, they are every run's single-task and joint references
+    (forward transfer, intransigence)."""
+    finished = {}
     for run in plan:
         try:
             results = load_results(run.out)
         except CasrError:
             continue
         if results.get("complete"):
-            groups.setdefault(run.name, RunGroup(run.name)).add(results, run.out)
+            finished[id(run)] = results
+    groups: dict[str, RunGroup] = {}
+    for run in plan:
+        if id(run) not in finished:
+            continue
+        results = finished[id(run)]
+        references = [r.out for r in plan if id(r) in finished and r.seed == run.seed and r.order == run.order
+                      and finished[id(r)]["strategy"] in REFERENCE_ROLES]
+        if references:
+            results = {**results, "references": reference_wers(references, results)}
+        groups.setdefault(run.name, RunGroup(run.name)).add(results, run.out)
     return groups
 
 

@@ -48,6 +48,22 @@ def test_the_plan_applies_common_fields_and_the_schedule_runs_one_extractor_firs
         sweep.load_plan(path, tmp_path / "out", None, None, None, ["lwf"])
 
 
+def test_a_sweep_file_may_list_task_orders_each_run_in_its_own_folder(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP + "orders: ['1,2', [2, 1]]\n")
+    _, _, plan = sweep.load_plan(path, tmp_path / "out", seeds=[0])
+    assert [(r.name, r.order, r.out.relative_to(tmp_path / "out").as_posix()) for r in plan] == [
+        (n, o, f"{n}/order-{o.replace(',', '-')}/seed0") for o in ("1,2", "2,1") for n in ("finetune", "avg", "oracle")]
+    waits = {(run.name, run.order): w.order if w else None for run, w in sweep.schedule(plan)}
+    assert waits[("oracle", "2,1")] == "2,1"  # adapters are shared within an order, not across orders
+    path.write_text(SWEEP + "orders: ['1,2', '1,2']\n")
+    with pytest.raises(CasrError, match="lists one order twice"):
+        sweep.load_plan(path, tmp_path / "out", seeds=[0])
+    path.write_text(SWEEP + "orders: ['1,3']\n")
+    with pytest.raises(CasrError, match="--task-order 1,3: the stream has 2 tasks"):
+        sweep.load_plan(path, tmp_path / "out", seeds=[0])
+
+
 def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", ""))

@@ -284,3 +284,16 @@ def test_a_non_finite_loss_names_strategy_task_phase_and_iteration_and_keeps_fin
     assert "phase 'finetune', iteration " in line and "the 1 finished step(s) are kept" in line
     results = json.loads((out / "results.json").read_text())
     assert len(results["wer_matrix"]) == 1 and results["complete"] is False
+
+
+def test_a_task_order_trains_the_same_tasks_on_the_same_data_in_another_order(tmp_path, shared_cache, tiny_run):
+    results, _ = tiny_run
+    reordered, _ = _run(tmp_path, shared_cache, "reordered", strategy="adapter-avg", extra=["--task-order", "2,1"])
+    assert reordered["task_order"] == [2, 1] and results["task_order"] == [1, 2]
+    assert reordered["tasks"] == ["us-white-10db", "caribbean"]
+    assert reordered["columns"] == ["us-clean", "us-white-10db", "caribbean", "scottish-reverb"]
+    assert reordered["data"] == results["data"]  # every split the same, whatever the order
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "adapter-avg", "--preset", "tiny",
+                                       "--out", str(tmp_path / "reordered"), "--cache-dir", str(shared_cache),
+                                       "--quiet"])
+    assert result.exit_code == 2 and "holds a run with a different task_order" in result.output

@@ -101,3 +101,15 @@ def test_an_unknown_baseline_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["compare", *runs, "--baseline", "joint", "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 2 and "--baseline joint: no compared group by that name (groups: finetune, ewc)" \
         in result.output
+
+
+def test_task_orders_are_pooled_like_seeds(tmp_path):
+    from continual_asr.reporting import compare_runs, comparison_markdown
+
+    first = fake_results([10, 50, 60, 40], [[12, 20, 55, 38], [11, 25, 30, 44]], seed=0)
+    second = fake_results([10, 60, 50, 40], [[12, 20, 55, 38], [11, 25, 30, 44]], seed=0,
+                          columns=["base", "t2", "t1", "zs"])
+    second["task_order"] = [2, 1]
+    groups = compare_runs([write_run(tmp_path / "a", first), write_run(tmp_path / "b", second)])
+    assert len(groups) == 1 and len(groups[0].runs) == 2
+    assert "| 0 (x 2 orders) |" in comparison_markdown(groups).replace("  ", " ")

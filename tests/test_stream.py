@@ -150,3 +150,19 @@ def test_invalid_manifest_tasks_are_named(tmp_path, task, message):
     with pytest.raises(StreamError) as error:
         load_stream(_write(tmp_path, {**VALID, "tasks": [task]}))
     assert message in str(error.value)
+
+
+def test_a_task_order_reorders_the_tasks_and_keeps_their_data():
+    stream = load_stream("accents-then-noise")
+    reordered = stream.in_order("3,1,2,5,4")
+    assert [t.name for t in reordered.tasks] == ["west-midlands", "scottish", "caribbean", "us-reverb-0.7s",
+                                                 "us-babble-10db"]
+    assert reordered.order == (3, 1, 2, 5, 4) and stream.order == (1, 2, 3, 4, 5)
+    assert {t.name: t for t in reordered.tasks} == {t.name: t for t in stream.tasks}  # same sentences, same audio
+    assert stream.in_order("shuffle:1").order == stream.in_order("shuffle:1").order != stream.order
+    assert stream.in_order("1,2,3,4,5") == stream and reordered.in_order("1,2,3,4,5") == stream
+    for bad, message in (("1,2", "has 5 tasks; name each of the positions 1 to 5 once"),
+                         ("1,1,2,3,4", "name each of the positions"), ("a,b", "positions separated by commas"),
+                         ("shuffle:x", "shuffle:SEED needs an integer seed")):
+        with pytest.raises(StreamError, match=message):
+            stream.in_order(bad)

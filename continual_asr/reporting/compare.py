@@ -59,6 +59,12 @@ class RunGroup:
     def seeds(self) -> list:
         return [r.get("seed") for r in self.runs]
 
+    def described_runs(self) -> str:
+        """Its seeds, and how many task orders when more than one: '0, 1, 2 (x 2 orders)'."""
+        seeds = ", ".join(map(str, sorted({s for s in self.seeds if s is not None})))
+        orders = {tuple(r.get("task_order") or ()) for r in self.runs}
+        return seeds + (f" (x {len(orders)} orders)" if len(orders) > 1 else "")
+
     def values(self, get: Callable[[dict], float | None]) -> list[float]:
         return [v for v in (get(m["summary"]) for m in self.metrics) if v is not None]
 
@@ -91,7 +97,7 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
         results = load_results(run_dir)
         if first is None:
             first = (run_dir, results)
-        elif results["columns"] != first[1]["columns"]:
+        elif not _same_tasks(results["columns"], first[1]["columns"]):
             raise ResultsError(f"{run_dir}: a run of stream '{results['stream']['name']}', not of "
                                f"'{first[1]['stream']['name']}' like {first[0]}; compare runs of one stream")
         if not results.get("complete"):
@@ -103,6 +109,11 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
     ordered = list(groups.values())
     _labels(ordered)
     return ordered
+
+
+def _same_tasks(columns: list[str], other: list[str]) -> bool:
+    """The same stream, its tasks perhaps in another order (task orders are compared like seeds)."""
+    return columns[0] == other[0] and columns[-1] == other[-1] and sorted(columns) == sorted(other)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -124,7 +135,7 @@ def comparison_markdown(groups: list[RunGroup]) -> str:
         for _, digits, get in fields:
             mean, std = _mean_std(group.values(get))
             cells.append(fmt(mean, digits) + ("" if std is None else f" ± {fmt(std, digits)}"))
-        rows.append([group.label, ", ".join(map(str, group.seeds)), *cells])
+        rows.append([group.label, group.described_runs(), *cells])
     return markdown_table(["strategy", "seeds", *(f[0] for f in fields)], rows)
 
 
