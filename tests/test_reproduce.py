@@ -66,7 +66,8 @@ def test_a_sweep_file_may_list_task_orders_each_run_in_its_own_folder(tmp_path):
 
 def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     path = tmp_path / "sweep.yaml"
-    path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", ""))
+    path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", "")
+                    + "baselines: [avg]\n")
     out = tmp_path / "out"
     result = CliRunner().invoke(reproduce.main, [str(path), "--out", str(out), "--jobs", "2",
                                                  "--cache-dir", str(tmp_path / "cache"), "--only", "avg,oracle"])
@@ -77,6 +78,9 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     assert [s["adapter"] for s in steps["oracle"]] == ["reused", "reused"]
     report = (out / "results.md").read_text()
     assert "2 of 2 runs finished" in report and "--jobs 2" in report
+    assert "| FWT" in report  # the sweep's oracle run is the single-task reference of the avg run
+    against = report.split("## Against avg")[1]
+    assert "paired bootstrap interval" in against and "| oracle" in against
     history = [json.loads(line) for line in (out / "sweep_history.jsonl").read_text().splitlines()]
     assert [entry.get("run") for entry in history[1:3]] == ["avg/seed0", "oracle/seed0"]
     assert history[-1]["failed"] == [] and history[-1]["wall_seconds"] >= history[2]["at_seconds"]
