@@ -49,8 +49,10 @@ class RunGroup:
     runs: list[dict] = field(default_factory=list)  # results dicts
     metrics: list[dict] = field(default_factory=list)  # compute_metrics of each
     edits: list = field(default_factory=list)  # each run's final per-utterance edit counts (None: not kept)
+    dirs: list[Path] = field(default_factory=list)
 
     def add(self, results: dict, run_dir: Path | str) -> None:
+        self.dirs.append(Path(run_dir))
         self.runs.append(results)
         self.metrics.append(compute_metrics(results))
         self.edits.append(load_final_edits(run_dir))

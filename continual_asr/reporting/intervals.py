@@ -19,9 +19,9 @@ from .tables import csv_text, markdown_table
 EDITS = "edits.json"
 
 
-def load_final_edits(run_dir: Path | str) -> dict[str, np.ndarray] | None:
-    """Test set -> (utterances, 4) edit counts after the run's last step; None for a run from
-    before edit counts were kept (or one whose last step's are missing)."""
+def load_final_edits(run_dir: Path | str, step: int = -1) -> dict[str, np.ndarray] | None:
+    """Test set -> (utterances, 4) edit counts after the run's last step (or ``step``, 0 = the
+    base model); None for a run from before edit counts were kept (or without that step's)."""
     path = Path(run_dir) / EDITS
     if not path.is_file():
         return None
@@ -29,8 +29,8 @@ def load_final_edits(run_dir: Path | str) -> dict[str, np.ndarray] | None:
         steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
     except (ValueError, KeyError, TypeError):
         raise ResultsError(f"{path}: not a casr edits.json") from None
-    last = steps[-1] if steps else None
-    return None if last is None else {name: np.asarray(rows, dtype=np.int64) for name, rows in last.items()}
+    chosen = steps[step] if steps and -len(steps) <= step < len(steps) else None
+    return None if chosen is None else {name: np.asarray(rows, dtype=np.int64) for name, rows in chosen.items()}
 
 
 def find_group(groups: Sequence, name: str):
