@@ -64,6 +64,25 @@ class RunConfig:
     )
     train_adapters: bool = _opt(False, "also update the adapters while the combiner trains")
     memory_per_task: int = _opt(100, "utterances kept from each earlier task (base included) for composition", min=0)
+    # The composition recipe (AdapterHub's options, and the paper's protocol)
+    composition_data: str = _opt(
+        "memory", "what composition trains on besides the new task: 'memory' (memory_per_task utterances of each "
+                  "earlier task) or 'all' (every earlier task's full training data), each task repeated to about "
+                  "the new task's size", choices=("memory", "all"))
+    composition_schedule: str = _opt(
+        "every-task", "'every-task' (the continual protocol: compose after each task) or 'once' (the paper's: extract "
+                      "every task's adapter, compose once after the last, from a fresh combiner)",
+        choices=("every-task", "once"))
+    fusion_warm_start: bool = _opt(True, "start each composition from the previous task's combiner (false: a fresh one)")
+    fusion_value_reg: float = _opt(
+        0.0, "weight of AdapterHub's value regulariser, sum over layers of ||I - V||^2, in the composition loss "
+             "(0: off)", min=0.0)
+    fusion_decay: str = _opt(
+        "zero", "weight decay of the fusion projections: 'zero' (AdamW's, towards 0), 'none', or 'identity' (V "
+                "decays towards the identity, Q and K not at all)", choices=("zero", "none", "identity"))
+    fusion_temperature: float = _opt(
+        1.0, "softmax temperature of fusion's attention over the adapters (scores / T; large T: towards the mean)",
+        min=0.01)
     # Whole-model fine-tuning baselines
     finetune_epochs: int = _opt(6, "epochs per task of the whole-model baselines", min=1)
     finetune_lr: float = _opt(5e-4, "peak learning rate of the whole-model baselines", min=0.0)

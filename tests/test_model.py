@@ -89,6 +89,19 @@ def test_fusion_attention_selects_an_adapter_when_keys_align():
     torch.testing.assert_close(probs, expected)
 
 
+def test_fusion_temperature_divides_the_scores():
+    bank = _random_bank(8, 2, 3)  # three adapters, plus the null slot
+    hidden = torch.randn(1, 3, 8)
+    sharp, flat = AdapterFusion(8, layernorm=False), AdapterFusion(8, layernorm=False, temperature=1e6)
+    with torch.no_grad():
+        for fusion in (sharp, flat):
+            fusion.query.weight.copy_(torch.eye(8) * 50)
+            fusion.key.weight.copy_(torch.eye(8))
+    outputs = bank(hidden)
+    assert sharp.attention(hidden, outputs).max() > 0.9
+    torch.testing.assert_close(flat.attention(hidden, outputs), torch.full((1, 3, 4), 0.25), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("layernorm, null_slot", [(True, True), (False, True), (True, False), (False, False)])
 def test_fusion_inference_with_folded_projections_matches_training_path(layernorm, null_slot):
     bank = _random_bank(16, 4, 3)

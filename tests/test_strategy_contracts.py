@@ -17,6 +17,7 @@ from continual_asr.data.streamdata import prepare_stream_data
 from continual_asr.model import AdapterMean, OracleRouting, SingleAdapter, build_model
 from continual_asr.registry import available_strategies, get_strategy
 from continual_asr.stream import load_stream
+from continual_asr.training.memory import TaskMemory
 from continual_asr.training.pretrain import pretrain_base_model
 
 ADAPTER_STRATEGIES = ["adapter-oracle", "adapter-avg", "adapter-wavg", "adapter-fusion", "adapter-router"]
@@ -196,3 +197,49 @@ def test_a_layernorm_combiner_without_composition_epochs_is_refused(tiny_data):
             get_strategy(name).factory(model, make_config("tiny", {"fusion_epochs": 0}), device="cpu", seed=0)
     get_strategy("adapter-fusion").factory(model, make_config("tiny", {"fusion_epochs": 0, "fusion_layernorm": False}),
                                            device="cpu", seed=0)
+
+
+def _value_distance(strategy) -> float:
+    """Mean over layers of ||V - I|| of the fusion combiners."""
+    return float(sum((c.value.weight - torch.eye(c.value.weight.shape[0])).norm() for c in strategy.combiners)
+                 / len(strategy.combiners))
+
+
+def _fused(tiny_data, **options):
+    stream, data, base_model = tiny_data
+    strategy = get_strategy("adapter-fusion").factory(copy.deepcopy(base_model), make_config("tiny", {**FAST, **options}),
+                                                      device="cpu", seed=0)
+    strategy.memory.add(data.dataset("train", stream.base))
+    snapshots = []
+    for experience in data.benchmark().train_stream:
+        strategy.train(experience, eval_streams=[])
+        snapshots.append((strategy.combiners, {k: v.clone() for k, v in strategy.combiners.state_dict().items()}))
+    return strategy, snapshots
+
+
+def test_the_value_regulariser_and_decay_towards_the_identity_keep_v_near_i(tiny_data):
+    plain = _value_distance(_fused(tiny_data, fusion_epochs=3)[0])
+    regularised = _value_distance(_fused(tiny_data, fusion_epochs=3, fusion_value_reg=10.0)[0])
+    towards_identity = _value_distance(_fused(tiny_data, fusion_epochs=3, fusion_decay="identity",
+                                              weight_decay=50.0)[0])
+    assert regularised < 0.5 * plain and towards_identity < 0.5 * plain
+
+
+def test_a_fresh_combiner_per_task_and_composing_once(tiny_data):
+    _, warm = _fused(tiny_data)
+    _, fresh = _fused(tiny_data, fusion_warm_start=False)
+    assert warm[0][0] is warm[1][0] and fresh[0][0] is not fresh[1][0]  # new modules for the second task
+    _, once = _fused(tiny_data, composition_schedule="once")
+    learned = [k for k in once[0][1] if not k.endswith(("norm.weight", "calibrated"))]
+    assert all(bool(c.calibrated) for c in once[0][0])  # calibrated on a training batch after the first task
+    assert once[0][0] is not once[1][0]  # the last task composes from a fresh combiner
+    assert any(not torch.equal(once[0][1][k], once[1][1][k]) for k in learned)
+
+
+def test_composition_on_all_data_takes_every_earlier_tasks_full_training_data(tiny_data):
+    stream, data, _ = tiny_data
+    memory = TaskMemory(per_task=4, seed=0)
+    memory.add(data.dataset("train", stream.base))
+    new = data.dataset("train", stream.tasks[0])
+    assert len(memory.balanced_with(new)) == len(new) + 4 * round(len(new) / 4)
+    assert len(memory.balanced_with(new, everything=True)) == len(new) + len(data.train[stream.base.name].texts)

@@ -115,8 +115,9 @@ class AdapterFusion(nn.Module):
     noise up to full scale instead of adding nothing.
     """
 
-    def __init__(self, d_model: int, layernorm: bool = True, null_slot: bool = True) -> None:
+    def __init__(self, d_model: int, layernorm: bool = True, null_slot: bool = True, temperature: float = 1.0) -> None:
         super().__init__()
+        self.temperature = temperature  # scores / T: AdapterHub's fusion has one too
         self.query = nn.Linear(d_model, d_model)
         self.key = nn.Linear(d_model, d_model, bias=False)
         self.value = nn.Linear(d_model, d_model, bias=False)
@@ -136,6 +137,8 @@ class AdapterFusion(nn.Module):
         return self._softmax(torch.einsum("btd,btnd->btn", key_query, outputs))
 
     def _softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
         if self.null_slot:
             scores = torch.cat([scores, scores.new_zeros(scores.shape[:-1] + (1,))], dim=-1)
         return scores.softmax(dim=-1)

@@ -35,7 +35,8 @@ log = logging.getLogger("continual_asr")
 
 # The config fields adapter strategies read (their registered options).
 EXTRACTION_OPTIONS = ("adapter_dim", "adapter_epochs", "adapter_lr")
-COMPOSITION_OPTIONS = EXTRACTION_OPTIONS + ("fusion_epochs", "fusion_lr", "train_adapters", "memory_per_task")
+COMPOSITION_OPTIONS = EXTRACTION_OPTIONS + ("fusion_epochs", "fusion_lr", "train_adapters", "memory_per_task",
+                                           "composition_data", "composition_schedule", "fusion_warm_start")
 
 
 class AdapterStrategy(SpeechTemplate):
@@ -51,6 +52,7 @@ class AdapterStrategy(SpeechTemplate):
         if router is not None:
             common["plugins"] = [*(common.get("plugins") or []), RoutingLog()]
         super().__init__(model=model, config=config, **common)
+        self.make_combiner = make_combiner
         self.combiners = nn.ModuleList(make_combiner(i) for i in range(len(model.layers)))
         uncalibrated = any(not bool(getattr(c, "calibrated", True)) for c in self.combiners)
         if composition and uncalibrated and config.fusion_epochs == 0:
@@ -109,13 +111,66 @@ class AdapterStrategy(SpeechTemplate):
         phases = []
         if not self._reuse_adapter(index, position):
             phases.append(self._extraction_phase(index, position, extraction_seed))
-        composition_data = self.memory.balanced_with(experience.dataset)
         has_parameters = any(p.numel() for p in self.combiners.parameters())
-        if self.composition and (has_parameters or self.config.train_adapters):
+        once = self.config.composition_schedule == "once"
+        last = position == len(experience.origin_stream) - 1
+        if self.composition and (has_parameters or self.config.train_adapters) and (last or not once):
+            if once or not self.config.fusion_warm_start:
+                self._fresh_combiners(phase_seed(self.seed, position, "fusion-init"))
+            data = self.memory.balanced_with(experience.dataset, everything=self.config.composition_data == "all")
             phases.append(TrainingPhase("fusion", self.config.fusion_epochs, self.config.fusion_lr,
-                                        self._compose, dataset=composition_data,
-                                        seed=phase_seed(self.seed, position, "fusion")))
+                                        self._compose, dataset=data, seed=phase_seed(self.seed, position, "fusion")))
         return phases
+
+    def _fresh_combiners(self, seed: int) -> None:
+        """New combiners, initialised as at the start (seeded), for every adapter so far."""
+        torch.manual_seed(seed)
+        self.combiners = nn.ModuleList(self.make_combiner(i) for i in range(len(self.model.layers))).to(self.device)
+        for module in self.combiners:
+            if isinstance(module, Resizable):
+                module.resize(len(self.model.adapter_tasks))
+
+    # ---- the composition recipe ----------------------------------------------------------------
+    def criterion(self) -> torch.Tensor:
+        loss = super().criterion()
+        if self.is_training and self._composing() and self.config.fusion_value_reg:
+            penalty = sum(c.value_regularizer() for c in self.combiners if hasattr(c, "value_regularizer"))
+            loss = loss + self.config.fusion_value_reg * penalty
+        return loss
+
+    def parameter_groups(self, params: list[nn.Parameter]) -> list[dict]:
+        """With ``fusion_decay`` none or identity, the combiners' parameters get no AdamW decay
+        (identity: V is pulled towards I after each step instead, see ``optimizer_step``)."""
+        if not self._composing() or self.config.fusion_decay == "zero":
+            return super().parameter_groups(params)
+        combiner = {id(p) for p in self.combiners.parameters()}
+        return [{"params": [p for p in params if id(p) not in combiner]},
+                {"params": [p for p in params if id(p) in combiner], "weight_decay": 0.0}]
+
+    def optimizer_step(self) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        super().optimizer_step()
+        if self._composing() and self.config.fusion_decay == "identity":
+            with torch.no_grad():  # decoupled decay, as AdamW's, but towards the identity
+                for combiner in self.combiners:
+                    value = getattr(combiner, "value", None)
+                    if isinstance(value, nn.Linear):
+                        eye = torch.eye(value.weight.shape[0], device=value.weight.device)
+                        value.weight.sub_(lr * self.config.weight_decay * (value.weight - eye))
+
+    def _calibrate(self, data) -> None:
+        """Combiners not composed yet (composition_schedule=once, before the last task) set their
+        LayerNorm gain on a batch of training data, never on the first test batch."""
+        if all(bool(getattr(c, "calibrated", True)) for c in self.combiners):
+            return
+        self.model.eval()
+        loader = self.loader(data, self.config.batch_frames, shuffle=True, seed=self.seed)
+        batch = next(iter(loader)).to(self.device)
+        with torch.no_grad():
+            self.model(batch.features, batch.feature_lengths, self.adapter_routes(batch.task_ids))
+
+    def _composing(self) -> bool:
+        return self.phase is not None and self.phase.name == "fusion"
 
     def _extraction_phase(self, index: int, position: int, seed: int) -> TrainingPhase:
         began = 0.0
@@ -166,6 +221,8 @@ class AdapterStrategy(SpeechTemplate):
         self.model.set_combiners(self.combiners)
         self.model.set_router(self.router)
         self.model.set_trainable(base=False)
+        if experience is not None:
+            self._calibrate(self.memory.balanced_with(experience.dataset))
         if experience is not None and self.router is not None:
             self._fit_router(self.memory.balanced_with(experience.dataset))
 

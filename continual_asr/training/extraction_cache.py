@@ -29,6 +29,8 @@ VERSION = 1
 # missing here only costs a cache miss).
 NOT_EXTRACTION = frozenset({
     "fusion_epochs", "fusion_lr", "fusion_layernorm", "fusion_null_adapter", "train_adapters", "memory_per_task",
+    "composition_data", "composition_schedule", "fusion_warm_start", "fusion_value_reg", "fusion_decay",
+    "fusion_temperature",
     "finetune_epochs", "finetune_lr", "ewc_lambda", "lwf_alpha", "lwf_temperature",
     "router_epochs", "router_lr", "router_hidden", "eval_batch_frames", "max_test_utterances", "rnnt_max_symbols",
     "pretrain_seed",  # the base model's fingerprint says which base it is

@@ -44,14 +44,15 @@ class TaskMemory:
         remembered = self.dataset()
         return dataset if remembered is None else dataset.concat(remembered)
 
-    def balanced_with(self, dataset: AvalancheDataset) -> AvalancheDataset:
-        """``dataset`` plus every remembered task repeated to about the same size.
+    def balanced_with(self, dataset: AvalancheDataset, everything: bool = False) -> AvalancheDataset:
+        """``dataset`` plus every remembered task (``everything``: every earlier task's full
+        training data instead) repeated to about the same size, never cut.
 
         Composition trains on the new task's full data; without balancing, its 10x larger share
         would teach the combiner to favour the newest adapter and forget the others.
         """
         merged = dataset
-        for part in self.parts:
+        for part in self.seen if everything else self.parts:
             repeats = max(1, round(len(dataset) / max(1, len(part))))
             merged = merged.concat(part.subset(list(range(len(part))) * repeats))
         return merged

@@ -179,10 +179,14 @@ class SpeechTemplate(SupervisedTemplate):
             raise TrainingError(f"phase '{self.phase.name}' has no trainable parameters")
         self.trained_parameters.update({id(p): p.numel() for p in params})
         lr = self.phase.learning_rate
-        self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=self.config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.parameter_groups(params), lr=lr, weight_decay=self.config.weight_decay)
         total_steps = max(2, self.phase.epochs * len(self.dataloader))
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=lr, total_steps=total_steps, pct_start=0.15, anneal_strategy="cos")
+
+    def parameter_groups(self, params: list) -> list[dict]:
+        """The optimizer's parameter groups (a strategy may give some their own settings)."""
+        return [{"params": params}]
 
     def optimizer_step(self) -> None:
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 5.0)
