@@ -38,6 +38,14 @@ def reference_columns(results: dict) -> dict[str, dict[int, float]]:
     return found
 
 
+def final_dev_mean(results: dict) -> float | None:
+    """The mean dev WER over the learned tasks (base included, zero-shot not) after the last
+    step: what choices are made on. None for a run without dev sets."""
+    rows = results.get("dev_wer_matrix") or []
+    values = [v for v in (rows[-1][:-1] if rows else []) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def _step(learned: np.ndarray, zero_shot: np.ndarray, step: int, names: list[str], refs: dict,
           eval_rtf: float | None) -> dict[str, Any]:
     change, relative = zero_shot_change(zero_shot, step)
@@ -82,6 +90,7 @@ def compute_metrics(results: dict) -> dict[str, Any]:
     trained = [s["parameters"]["trained"] for s in steps]
     summary = {
         "steps_done": len(steps),
+        "final_mean_dev_wer": _round(final_dev_mean(results)),
         "final_mean_wer": last["average_wer"],
         "final_mean_wer_tasks": last["average_wer_tasks"],
         "backward_transfer": last["backward_transfer"],

@@ -24,6 +24,7 @@ from .tables import csv_text, fmt, markdown_table, row_labels
 
 # (column, digits, value of a run's summary)
 FIELDS: list[tuple[str, int, Callable[[dict], float | None]]] = [
+    ("dev mean WER", 2, lambda s: s.get("final_mean_dev_wer")),  # what choices are made on
     ("final mean WER", 2, lambda s: s["final_mean_wer"]),
     ("final mean WER, tasks", 2, lambda s: s.get("final_mean_wer_tasks")),
     ("BWT", 2, lambda s: s["backward_transfer"]),
@@ -38,7 +39,7 @@ FIELDS: list[tuple[str, int, Callable[[dict], float | None]]] = [
     ("train s", 1, lambda s: s["cost"]["train_seconds"] + s["cost"].get("reused_training_seconds", 0.0)),
     ("eval RTF", 4, lambda s: s["cost"]["eval_rtf"]),
 ]
-OPTIONAL = {"FWT", "intransigence"}  # shown only when some run has a reference
+OPTIONAL = {"FWT", "intransigence", "dev mean WER"}  # shown only when some run has them
 
 
 @dataclass
