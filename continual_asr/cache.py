@@ -56,7 +56,7 @@ def _remove(path: Path) -> None:
 class EntryLock:
     """The lock of one cache entry, for building that spans several calls (base-model
     pretraining, adapter extraction): ``acquire``, :meth:`load` (healing a damaged entry),
-    build into :meth:`temporary`, :meth:`publish`, ``release``. Also a context manager."""
+    :meth:`build` (into a temporary path, then published), ``release``. Also a context manager."""
 
     def __init__(self, entry: Path, what: str) -> None:
         self.entry = Path(entry)
@@ -93,6 +93,18 @@ class EntryLock:
 
     def temporary(self) -> Path:
         return private_path(self.entry)
+
+    def build(self, build: Callable[[Path], T]) -> T:
+        """``build(temporary path)``, then :meth:`publish`; the temporary path is removed if
+        building fails. Call it holding the lock. Returns what ``build`` returns."""
+        built = self.temporary()
+        try:
+            value = build(built)
+            self.publish(built)
+        finally:
+            if built.exists():
+                _remove(built)
+        return value
 
     def publish(self, built: Path) -> None:
         """Rename ``built`` (from :meth:`temporary`) onto the entry, in one step (a file replaces
@@ -135,16 +147,7 @@ def cached(entry: Path, load: Callable[[Path], T], build: Callable[[Path], T], w
         return found
     with EntryLock(entry, what) as lock:
         found = lock.load(load)
-        if found is not None:
-            return found
-        built = lock.temporary()
-        try:
-            value = build(built)
-            lock.publish(built)
-        finally:
-            if built.exists():
-                _remove(built)
-    return value
+        return found if found is not None else lock.build(build)
 
 
 # ---- folder entries ----------------------------------------------------------------------------

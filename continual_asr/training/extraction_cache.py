@@ -76,11 +76,10 @@ class ExtractionCache:
     def save(self, task: str, position: int, layers: list[dict[str, torch.Tensor]], seconds: float) -> None:
         lock = self._building.pop((task, position), None) or EntryLock(self.path(task, position),
                                                                         "cached adapter").acquire()
+        payload = {"layers": [{k: v.detach().cpu().clone() for k, v in layer.items()} for layer in layers],
+                   "seconds": round(seconds, 2), "task": task, "seed": self.seed}
         try:
-            built = lock.temporary()
-            torch.save({"layers": [{k: v.detach().cpu().clone() for k, v in layer.items()} for layer in layers],
-                        "seconds": round(seconds, 2), "task": task, "seed": self.seed}, built)
-            lock.publish(built)
+            lock.build(lambda built: torch.save(payload, built))
         finally:
             lock.release()
 

@@ -71,9 +71,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
             return model, {**info, "cached": True, "seconds": 0.0}
         model, seconds = _pretrain(data, config, seed, device, progress)
         if lock:
-            built = lock.temporary()
-            save_checkpoint(model, built, key=key, seconds=seconds)
-            lock.publish(built)
+            lock.build(lambda built: save_checkpoint(model, built, key=key, seconds=seconds))
     finally:
         if lock:
             lock.release()
