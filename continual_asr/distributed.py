@@ -55,7 +55,7 @@ import logging
 import os
 import sys
 import uuid
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -403,11 +403,3 @@ def gather_transcripts(order: Sequence[tuple | None], references: list[str],
     if is_active():
         mine = sorted((item for part in gather_objects(mine) for item in part), key=lambda item: item[0])
     return [r for _, r, _ in mine], [h for _, _, h in mine]
-
-
-def sum_counts(counts: Iterable[float]) -> list[float]:
-    """Element-wise sum over the ranks of a few numbers (log statistics)."""
-    values = list(counts)
-    if not is_active():
-        return values
-    return [sum(column) for column in zip(*gather_objects(values))]

@@ -70,6 +70,8 @@ IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key exi
 def _same_run_value(key: str, previous, value) -> bool:
     """Config fields that did not exist when the earlier run began (it ran as their default
     does) and fields of how a run executes (threads, workers) do not make it another run."""
+    if key == "stream" and isinstance(previous, dict):  # where the YAML file lies is not the run's identity
+        return all(previous.get(name, value[name]) == value[name] for name in value)
     if key == "task_order" and previous is None:  # runs from before task orders took the YAML order
         return value == list(range(1, len(value) + 1))
     if key != "config" or not isinstance(previous, dict):
@@ -171,7 +173,8 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     main = distributed.is_main()
     progress = progress and main
     imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
-    identity = {"stream": {"name": stream.name, "source": stream.source, "description": stream.description},
+    identity = {"stream": {"name": stream.name, "description": stream.description,
+                           "tasks": {t.name: t.fingerprint() for t in stream.eval_tasks}},
                 "task_order": list(stream.order),
                 "strategy": strategy.name, "seed": seed, "config": config.to_dict(),
                 "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
@@ -200,7 +203,8 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     seed_everything(seed)
 
     tensorboard = TensorboardLogger(out_dir) if main else None
-    wer, matrix_metrics, evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard] if main else [])
+    wer, matrix_metrics, attention, evaluator = make_evaluator(data.tokenizer, columns,
+                                                               loggers=[tensorboard] if main else [])
     cl_strategy = strategy.factory(model, config, device=torch_device, seed=seed,
                                    plugins=[ProgressPlugin(progress)], evaluator=evaluator)
     cl_strategy.memory.add(data.dataset("train", stream.base))
@@ -216,18 +220,20 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
 
     dev_columns = [t.name for t in data.dev_tasks()]
 
-    def evaluate() -> tuple[list[float], list[float | None], float]:
-        """The test row (the WER matrix's), the dev row (None where a column has no dev set) and
-        the seconds the test sets took (the real-time factor's; dev's go into the wall time).
-        The test sets' per-utterance edit counts join ``edits``."""
+    def evaluate() -> tuple[list[float], list[float | None], float, dict | None]:
+        """The test row (the WER matrix's), the dev row (None where a column has no dev set),
+        the seconds the test sets took (the real-time factor's; dev's go into the wall time) and
+        what fusion attended to on the test sets (None if nothing attends). The test sets'
+        per-utterance edit counts join ``edits``."""
         began = time.perf_counter()
         cl_strategy.eval(benchmark.test_stream)
         test_row = [round(wer.results[i], 2) for i in range(len(columns))]
         edits["steps"].append({c: wer.edits[i] for i, c in enumerate(columns)})
+        attended = attention.step_record()
         seconds = time.perf_counter() - began
         cl_strategy.eval(benchmark.dev_stream)
         dev = {c: round(wer.results[i], 2) for i, c in enumerate(dev_columns)}
-        return test_row, [dev.get(c) for c in columns], seconds
+        return test_row, [dev.get(c) for c in columns], seconds, attended
 
     if previous is not None:
         results = previous["results"]
@@ -246,10 +252,11 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
         log.info("resuming %s after %d of %d tasks", out_dir, done, len(experiences))
     else:
         edits = {"columns": columns, "steps": []}
-        base_row, base_dev_row, base_eval_seconds = evaluate()
+        base_row, base_dev_row, base_eval_seconds, _ = evaluate()
         results = {
             "schema_version": SCHEMA_VERSION,
             **identity,
+            "stream": {**identity["stream"], "source": stream.source},
             "preset": preset,
             "base_task": stream.base.name,
             "tasks": [t.name for t in stream.tasks],
@@ -291,13 +298,14 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                     f"({task.name}): {exc}; the {kept} finished step(s) are kept in {out_dir} (rerunning the same "
                     "command retries this task)") from None
             train_seconds = time.perf_counter() - began
-            row, dev_row, eval_seconds = evaluate()
+            row, dev_row, eval_seconds, attended = evaluate()
             trained = sum(cl_strategy.trained_parameters.values())
             results["wer_matrix"].append(row)
             results["dev_wer_matrix"].append(dev_row)
             results["steps"].append({**_step_record(task.name, columns, row, train_seconds, eval_seconds,
                                                     model.parameter_counts(), trained, total_base),
-                                     **cl_strategy.step_details})
+                                     **cl_strategy.step_details,
+                                     **({"attention": attended} if attended else {})})
             results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
             results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
             if main:

@@ -9,6 +9,7 @@ applied on top.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -64,8 +65,15 @@ class TaskSpec:
         # The manifest fields are left out: they decide nothing synthesized, and leaving them
         # out keeps the keys (and caches) of synthesized tasks what they were before them.
         payload = {k: v for k, v in asdict(self).items() if k not in MANIFEST_FIELDS}
+        if self.text != "generator":  # the sentences decide the audio, not where their file lies
+            payload["text"] = "sha256:" + _file_digest(self.text)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

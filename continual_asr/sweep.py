@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -118,8 +119,24 @@ def _orders(path: Path, given, stream: str) -> list[tuple[str, str]]:
     return found
 
 
-def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0) -> str | None:
-    """One run of the sweep (in this process or a worker); an error message, or None."""
+def _end_with_parent(parent: int) -> None:
+    """End this worker once the sweep that started it is gone (killed, or ended by a signal
+    that never reached its pool): a run left going would keep writing into its folder. Its
+    finished steps are safe; their checkpoint is written atomically and the next sweep resumes."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="end-with-sweep", daemon=True).start()
+
+
+def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0,
+            parent: int | None = None) -> str | None:
+    """One run of the sweep (in this process or, with ``parent`` the sweep's pid, a worker);
+    an error message, or None."""
+    if parent is not None:
+        _end_with_parent(parent)
     if threads:
         torch.set_num_threads(threads)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +214,7 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
                 run = ready[0]
                 started += 1
                 echo(f"[{started}/{len(plan)}] {run.name}, seed {run.seed}: {run.out}")
-                running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads)] = run
+                running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads, os.getpid())] = run
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 run = running.pop(future)

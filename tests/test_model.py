@@ -6,6 +6,7 @@ import torch
 from continual_asr.config import make_config
 from continual_asr.model import (AdapterBank, AdapterFusion, AdapterMean, OracleRouting, SingleAdapter,
                                  build_model)
+from continual_asr.model.combiners import AttentionRecorder
 
 
 @pytest.fixture
@@ -164,3 +165,53 @@ def test_null_slot_lets_fusion_add_nothing_even_with_layernorm(monkeypatch):
     assert torch.all(attend([0.0, 0.0, 1.0]) == 0)  # all mass on "no adapter": nothing is added
     full = attend([0.5, 0.5, 0.0])
     torch.testing.assert_close(attend([0.25, 0.25, 0.5]), 0.5 * full)  # the null share gates the output
+
+
+def _fusion_model():
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny"), num_tokens=20).eval()
+    for task in ("a", "b"):
+        model.add_adapter(task)
+    model.set_combiners(lambda i: AdapterFusion(model.banks[0].d_model, layernorm=True, null_slot=True))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in (*model.banks, *model.combiners):
+            for name, p in module.named_parameters():
+                if not name.startswith("norm"):
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return model
+
+
+def _recorded(model, features, lengths, utterances=None, grad=False):
+    recorder = AttentionRecorder()
+    recorder.utterances = utterances
+    model.record_attention(recorder)
+    with torch.set_grad_enabled(grad):
+        model(features, lengths)
+    model.record_attention(None)
+    return recorder
+
+
+def test_attention_recorder_averages_valid_frames_only():
+    """Padding frames and stand-in utterances count nowhere: a padded batch gives the
+    frame-weighted mean of its utterances recorded one by one; the folded inference path
+    records what the training path does."""
+    model = _fusion_model()
+    features, lengths = _batch()
+    _recorded(model, features, lengths, grad=True)  # calibrates the LayerNorm gains
+    batch = _recorded(model, features, lengths)
+    means = torch.tensor(batch.means())
+    assert means.shape == (len(model.layers), 3)  # two adapters and the null slot
+    torch.testing.assert_close(means.sum(-1), torch.ones(len(model.layers)), atol=1e-3, rtol=0)
+    alone = [_recorded(model, features[i:i + 1, :n], lengths[i:i + 1]) for i, n in enumerate(lengths.tolist())]
+    pooled = sum(torch.stack([r.sums[k] for k in sorted(r.sums)]) for r in alone)
+    frames = sum(float(r.frames) for r in alone)
+    assert float(batch.frames) == frames
+    alone_means = (pooled / frames).float()
+    # Not exact: the Conformer's convolution module lets padding leak into the last frames.
+    torch.testing.assert_close(means, alone_means, atol=2e-3, rtol=0)
+    trained_path = torch.tensor(_recorded(model, features, lengths, grad=True).means())
+    torch.testing.assert_close(trained_path, means, atol=1e-3, rtol=0)
+    first_only = _recorded(model, features, lengths, utterances=torch.tensor([True, False, False]))
+    torch.testing.assert_close(torch.tensor(first_only.means()), torch.tensor(alone[0].means()), atol=1e-4, rtol=0)
+    assert all(c.last_attention is None and not c.keep_attention for c in model.combiners)

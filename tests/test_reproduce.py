@@ -2,8 +2,13 @@
 
 import importlib.util
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -84,6 +89,33 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
     history = [json.loads(line) for line in (out / "sweep_history.jsonl").read_text().splitlines()]
     assert [entry.get("run") for entry in history[1:3]] == ["avg/seed0", "oracle/seed0"]
     assert history[-1]["failed"] == [] and history[-1]["wall_seconds"] >= history[2]["at_seconds"]
+
+
+def test_workers_end_when_their_sweep_is_killed(tmp_path):
+    """A sweep ended by SIGTERM (a scheduler, ``kill``) takes its running workers with it: a run
+    left going would keep writing into a folder the next sweep resumes."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]"))
+    parent = subprocess.Popen([sys.executable, "-m", "continual_asr", "sweep", str(path), "--jobs", "2",
+                               "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = []
+        for _ in range(600):
+            workers = [p for p in psutil.Process(parent.pid).children()
+                       if any("spawn_main" in part for part in p.cmdline())]
+            if len(workers) == 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert alive == []
+    finally:
+        parent.kill()
+        for child in psutil.Process().children(recursive=True):
+            child.kill()
 
 
 def test_a_killed_invocation_counts_up_to_its_last_finished_run(tmp_path, monkeypatch):

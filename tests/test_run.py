@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def test_every_builtin_strategy_runs_on_tiny(tmp_path, shared_cache, tiny_run, s
     assert results["base_wer"] == tiny_run[0]["base_wer"]  # same cached base model
     assert len(results["wer_matrix"]) == 2
     _check_parameters(results, strategy)
+    attends = strategy in ("adapter-wavg", "adapter-fusion")  # what learns weights over adapters
+    assert all(("attention" in step) == attends for step in results["steps"])
 
 
 def test_rerun_into_the_same_out_continues_and_a_different_run_is_refused(tmp_path, shared_cache, tiny_run):
@@ -79,6 +82,23 @@ def test_rerun_into_the_same_out_continues_and_a_different_run_is_refused(tmp_pa
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--out", str(out),
                                        "--cache-dir", str(shared_cache), "--seed", "3", "--quiet"])
     assert result.exit_code == 2 and "holds a run with a different seed" in result.output
+
+
+def test_a_run_resumes_from_a_moved_stream_file_but_not_from_an_edited_one(tmp_path, shared_cache, tiny_run):
+    """Where the YAML lies (a re-cloned checkout) is not the run's identity; what it says is."""
+    first, _ = _run(tmp_path, shared_cache, "fusion")
+    streams = resources.files("continual_asr.stream_files")
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "digits.txt").write_text(streams.joinpath("digits.txt").read_text())
+    text = streams.joinpath("tiny.yaml").read_text()
+    args = ["run", "--preset", "tiny", "--out", str(tmp_path / "fusion"), "--cache-dir", str(shared_cache), "--quiet"]
+    (moved / "tiny.yaml").write_text(text)
+    result = CliRunner().invoke(main, [*args, "--stream", str(moved / "tiny.yaml")])
+    assert result.exit_code == 0 and json.loads((tmp_path / "fusion" / "results.json").read_text()) == first
+    (moved / "tiny.yaml").write_text(text.replace("voice: en-029", "voice: en-gb-scotland"))
+    result = CliRunner().invoke(main, [*args, "--stream", str(moved / "tiny.yaml")])
+    assert result.exit_code == 2 and "holds a run with a different stream" in result.output
 
 
 def test_results_json_has_the_documented_schema(tiny_run):
@@ -137,6 +157,19 @@ def test_a_run_writes_metrics_plots_report_and_tensorboard_events(tiny_run, tiny
     logged = events.Scalars("AWER/eval_phase/test_stream")
     assert [e.step for e in logged] == [0, 1, 2]
     assert [e.value for e in logged] == pytest.approx(awer, abs=0.01)
+    assert [e.step for e in events.Images("AdapterAttention/eval_phase/test_stream")] == [1, 2]
+
+
+def test_a_fusion_run_records_what_each_test_set_attends_to(tiny_run, tiny_run_dir):
+    results, _ = tiny_run
+    for k, step in enumerate(results["steps"]):
+        attention = step["attention"]
+        assert attention["slots"] == [*results["tasks"][: k + 1], "no adapter"]
+        assert list(attention["test_sets"]) == results["columns"]
+        for layers in attention["test_sets"].values():
+            assert len(layers) == make_config("tiny").num_layers
+            assert all(len(row) == len(attention["slots"]) and sum(row) == pytest.approx(1, abs=1e-3) for row in layers)
+    assert "What fusion attends to" in (tiny_run_dir / "fusion" / "report.html").read_text()
 
 
 def test_rerunning_a_finished_run_with_reference_runs_adds_forward_transfer(tmp_path, tiny_run, tiny_run_dir):

@@ -10,7 +10,7 @@ per step, and replays earlier rows through ``update`` when it resumes a run.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from avalanche.evaluation import PluginMetric
@@ -19,6 +19,7 @@ from avalanche.evaluation.metrics import loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..data.tokenizer import Tokenizer
+from .attention import AdapterAttention
 from .metrics import average_wer, backward_transfer, forgetting, zero_shot_change
 from .wer import WordErrorRate
 
@@ -107,10 +108,18 @@ class ZeroShotWER(MatrixMetric):
         return {"WER": float(zero_shot[-1]), "change": change, "change_relative": relative}
 
 
-def make_evaluator(tokenizer: Tokenizer, columns: Sequence[str],
-                   loggers: list) -> tuple[WordErrorRate, list[MatrixMetric], EvaluationPlugin]:
-    """WER per test set, the matrix metrics and the training loss (per minibatch and epoch)."""
+class Evaluator(NamedTuple):
+    wer: WordErrorRate
+    matrix_metrics: list[MatrixMetric]
+    attention: AdapterAttention
+    plugin: EvaluationPlugin
+
+
+def make_evaluator(tokenizer: Tokenizer, columns: Sequence[str], loggers: list) -> Evaluator:
+    """WER per test set, the matrix metrics, what fusion attends to and the training loss (per
+    minibatch and epoch), in one Avalanche EvaluationPlugin."""
     wer = WordErrorRate(tokenizer, columns)
     matrix = [cls(wer, columns) for cls in (AverageWER, BackwardTransfer, Forgetting, ZeroShotWER)]
-    plugin = EvaluationPlugin(wer, *matrix, *loss_metrics(minibatch=True, epoch=True), loggers=loggers)
-    return wer, matrix, plugin
+    attention = AdapterAttention(columns)
+    plugin = EvaluationPlugin(wer, *matrix, attention, *loss_metrics(minibatch=True, epoch=True), loggers=loggers)
+    return Evaluator(wer, matrix, attention, plugin)

@@ -18,6 +18,42 @@ from ..distributed import global_mean
 from .adapters import AdapterBank
 
 
+class AttentionRecorder:
+    """Sums, per layer, the attention each adapter (and the null slot) receives over the valid
+    frames of the utterances that count: the evaluator's view of what fusion attends to.
+
+    The encoder calls ``begin_batch`` with its valid-frame mask and ``add`` after every layer
+    whose combiner exposes ``last_attention`` (set only while ``keep_attention`` is on, so
+    training and plain evaluation keep nothing).
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[int, torch.Tensor] = {}
+        self.frames = torch.zeros((), dtype=torch.float64)
+        self.utterances: torch.Tensor | None = None  # (B,) bool: False for padding stand-ins
+        self._valid: torch.Tensor | None = None
+
+    def begin_batch(self, valid: torch.Tensor) -> None:
+        if self.utterances is not None:
+            valid = valid & self.utterances.to(valid.device)[:, None]
+        self._valid = valid
+        self.frames = self.frames + valid.sum().double().cpu()
+
+    def add(self, layer: int, probs: torch.Tensor) -> None:
+        """``probs`` (B, T, S) per frame, or (S,) the same for every frame (a weighted mean)."""
+        valid = self._valid
+        if probs.dim() == 1:
+            total = probs.detach().double().cpu() * valid.sum().double().cpu()
+        else:
+            total = (probs.detach().double() * valid.unsqueeze(-1)).sum(dim=(0, 1)).cpu()
+        self.sums[layer] = self.sums[layer] + total if layer in self.sums else total
+
+    def means(self) -> list[list[float]]:
+        """Per layer, the mean attention of each slot over every frame seen (rows sum to 1)."""
+        frames = max(float(self.frames), 1.0)
+        return [[round(float(v) / frames, 4) for v in self.sums[layer]] for layer in sorted(self.sums)]
+
+
 @runtime_checkable
 class Resizable(Protocol):
     """A combiner (or router) with per-adapter parameters: told the bank's size whenever an
@@ -70,6 +106,8 @@ class AdapterWeightedMean(nn.Module):
         self.logits = nn.Parameter(torch.zeros(0))
         self.norm = nn.LayerNorm(d_model) if layernorm else None
         self.register_buffer("calibrated", torch.tensor(not layernorm))
+        self.keep_attention = False  # set by the evaluator's AttentionRecorder
+        self.last_attention: torch.Tensor | None = None
 
     def resize(self, num_adapters: int) -> None:
         logits = self.logits.detach()
@@ -87,7 +125,9 @@ class AdapterWeightedMean(nn.Module):
     def forward(self, hidden: torch.Tensor, bank: AdapterBank, adapter_index: torch.Tensor | None) -> torch.Tensor:
         if len(self.logits) != len(bank):
             raise ValueError(f"weighted mean has {len(self.logits)} weights for {len(bank)} adapters (resize it)")
-        mixed = torch.einsum("btnd,n->btd", bank(hidden), self.weights())
+        weights = self.weights()
+        self.last_attention = weights if self.keep_attention else None
+        mixed = torch.einsum("btnd,n->btd", bank(hidden), weights)
         if self.norm is None:
             return mixed
         if not bool(self.calibrated):
@@ -130,6 +170,8 @@ class AdapterFusion(nn.Module):
         self.null_slot = null_slot
         self.norm = nn.LayerNorm(d_model) if layernorm else None
         self.register_buffer("calibrated", torch.tensor(not layernorm))
+        self.keep_attention = False  # set by the evaluator's AttentionRecorder
+        self.last_attention: torch.Tensor | None = None
 
     def attention(self, hidden: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """(B, T, N[+1]) attention probabilities over the adapters (and the null slot, last)."""
@@ -148,6 +190,7 @@ class AdapterFusion(nn.Module):
             return self._folded(hidden, bank)
         outputs = bank(hidden)  # (B, T, N, D)
         probs = self.attention(hidden, outputs)
+        self.last_attention = probs if self.keep_attention else None
         adapter_probs = probs[..., : outputs.shape[2]]
         if self.norm is None:  # the null slot's share simply contributes nothing
             return self.value(torch.einsum("btn,btnd->btd", adapter_probs, outputs))
@@ -173,7 +216,9 @@ class AdapterFusion(nn.Module):
         query_key_bias = self.query.bias @ self.key.weight
         scores = ((hidden @ (query_key @ up.T) + query_key_bias @ up.T).unflatten(-1, (n, r)) * act).sum(-1)
         scores = scores + hidden @ (query_key @ up_bias.T) + query_key_bias @ up_bias.T
-        probs = self._softmax(scores)[..., :n]
+        probs = self._softmax(scores)
+        self.last_attention = probs if self.keep_attention else None
+        probs = probs[..., :n]
         value_up, value_bias = up @ self.value.weight.T, up_bias @ self.value.weight.T
 
         def mixed(weights: torch.Tensor) -> torch.Tensor:  # V sum_i w_i a_i

@@ -10,6 +10,7 @@ from torch import nn
 from torchaudio.models.conformer import ConformerLayer
 
 from .adapters import AdapterBank
+from .combiners import AttentionRecorder
 from .heads import CTCHead
 
 
@@ -70,6 +71,7 @@ class ConformerASR(nn.Module):
         self.register_module("router", None)
         self.adapter_tasks: list[str] = []
         self.base_frozen = False
+        self.attention_recorder: AttentionRecorder | None = None  # see record_attention
 
     # ---- structure -------------------------------------------------------------------------
     def base_modules(self) -> list[nn.Module]:
@@ -130,6 +132,14 @@ class ConformerASR(nn.Module):
         counts["total"] = counts["base"] + counts["adapters"] + counts["combiners"]
         return counts
 
+    def record_attention(self, recorder: AttentionRecorder | None) -> None:
+        """Start (or, with None, stop) summing every combiner's attention into ``recorder``."""
+        self.attention_recorder = recorder
+        for combiner in self.combiners:
+            if hasattr(combiner, "keep_attention"):
+                combiner.keep_attention = recorder is not None
+                combiner.last_attention = None
+
     # ---- computation -----------------------------------------------------------------------
     def encode(self, features: torch.Tensor, lengths: torch.Tensor, adapter_index: torch.Tensor | None = None,
                adapters: bool = True) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -140,12 +150,18 @@ class ConformerASR(nn.Module):
         padding = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]
         x = x.transpose(0, 1)  # ConformerLayer works on (T, B, D)
         use_adapters = adapters and len(self.combiners) > 0 and len(self.banks[0]) > 0
+        recorder = self.attention_recorder if use_adapters else None
+        if recorder is not None:
+            recorder.begin_batch(~padding)
         outputs = []
         for i, layer in enumerate(self.layers):
             x = layer(x, padding)
             if use_adapters:
                 hidden = x.transpose(0, 1)
                 x = (hidden + self.combiners[i](hidden, self.banks[i], adapter_index)).transpose(0, 1)
+                attention = getattr(self.combiners[i], "last_attention", None)
+                if recorder is not None and attention is not None:
+                    recorder.add(i, attention)
             outputs.append(x.transpose(0, 1))
         return outputs, out_lengths
 

@@ -59,6 +59,48 @@ def forgetting_curves_png(results: dict) -> bytes:
     return _png(figure)
 
 
+def _heat_map(axes, values: np.ndarray, cmap: str, vmax: float, cell: str, fontsize: float):
+    """``values`` as a heat map from 0 to ``vmax``, each cell's value written in a legible ink."""
+    image = axes.imshow(values, cmap=cmap, vmin=0, vmax=vmax, aspect="auto")
+    for k in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            red, green, blue, _ = image.cmap(image.norm(values[k, j]))
+            ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+            axes.text(j, k, cell.format(values[k, j]), ha="center", va="center", color=ink, fontsize=fontsize)
+    return image
+
+
+def attention_figure(record: dict, title: str = "") -> Figure:
+    """One heat map per layer of a step's attention record (evaluation/attention.py): rows the
+    test sets, columns the adapters by task and the null slot, cells the mean attention."""
+    slots, test_sets = record["slots"], list(record["test_sets"])
+    layers = len(next(iter(record["test_sets"].values())))
+    figure = Figure(figsize=(1.5 + layers * (0.9 + 0.55 * len(slots)), 1.4 + 0.4 * len(test_sets)))
+    panels = figure.subplots(1, layers, squeeze=False, sharey=True)[0]
+    for layer, axes in enumerate(panels):
+        values = np.array([record["test_sets"][name][layer] for name in test_sets])
+        image = _heat_map(axes, values, "Blues", 1.0, "{:.2f}", fontsize=7)
+        axes.set_xticks(range(len(slots)))
+        axes.set_xticklabels(slots, rotation=45, ha="right", fontsize=8)
+        axes.set_title(f"layer {layer + 1}", fontsize=9)
+        axes.set_xlabel("adapter")
+    panels[0].set_yticks(range(len(test_sets)))
+    panels[0].set_yticklabels(test_sets, fontsize=8)
+    panels[0].set_ylabel("test set")
+    figure.colorbar(image, ax=list(panels), label="mean attention", fraction=0.03)
+    figure.suptitle(f"What fusion attends to {title}".strip())
+    return figure
+
+
+def attention_png(results: dict) -> bytes | None:
+    """The attention heat maps of the latest step that has any (None for combiners that do not attend)."""
+    for k in range(len(results.get("steps", [])) - 1, -1, -1):
+        record = results["steps"][k].get("attention")
+        if record:
+            return _png(attention_figure(record, title=f"after {results['steps'][k]['task']}"))
+    return None
+
+
 def wer_matrix_png(results: dict) -> bytes:
     """Heat map of the WER matrix (base model first), each cell's value written in it; the cell
     of each task right after it was learned is outlined, the zero-shot column set apart."""
@@ -67,12 +109,7 @@ def wer_matrix_png(results: dict) -> bytes:
     labels = row_labels(results)
     figure = Figure(figsize=(1.6 + 1.35 * len(columns), 1.2 + 0.55 * len(rows)))
     axes = figure.add_subplot()
-    image = axes.imshow(rows, cmap="RdYlGn_r", vmin=0, vmax=max(1.0, float(rows.max())), aspect="auto")
-    for k in range(rows.shape[0]):
-        for j in range(rows.shape[1]):
-            red, green, blue, _ = image.cmap(image.norm(rows[k, j]))
-            ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-            axes.text(j, k, f"{rows[k, j]:.1f}", ha="center", va="center", color=ink, fontsize=10)
+    image = _heat_map(axes, rows, "RdYlGn_r", max(1.0, float(rows.max())), "{:.1f}", fontsize=10)
     for k in range(min(rows.shape[0], rows.shape[1] - 1)):
         axes.add_patch(Rectangle((k - 0.5, k - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
     axes.axvline(len(columns) - 1.5, color="black", linewidth=2)

@@ -39,11 +39,6 @@ class TaskMemory:
             merged = merged.concat(part)
         return merged
 
-    def with_dataset(self, dataset: AvalancheDataset) -> AvalancheDataset:
-        """``dataset`` plus everything remembered."""
-        remembered = self.dataset()
-        return dataset if remembered is None else dataset.concat(remembered)
-
     def balanced_with(self, dataset: AvalancheDataset, everything: bool = False) -> AvalancheDataset:
         """``dataset`` plus every remembered task (``everything``: every earlier task's full
         training data instead) repeated to about the same size, never cut.
