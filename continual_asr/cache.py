@@ -13,7 +13,7 @@ more than one call, :class:`EntryLock`:
 - an entry that fails to load (truncated, corrupt, of another format) costs one log line: it
   is moved aside (``NAME.damaged-TIME``) and built again.
 
-Loading a sound entry through :func:`cached` takes no lock. Who may share one cache folder: docs in the README.
+Loading a sound entry through :func:`cached` takes no lock. Who may share one cache folder: docs/usage.md, "Sharing a cache folder".
 """
 
 from __future__ import annotations

@@ -262,9 +262,9 @@ def test_an_exported_adapter_joins_the_weighted_mean_of_another_run(tmp_path, sh
     assert again.exit_code == 2 and "different imported_adapters" in again.output
 
 
-def test_the_readme_strategy_example_runs_from_its_own_file(tmp_path, shared_cache, tiny_run):
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = readme.split("<!-- example strategy -->\n```python\n", 1)[1].split("```", 1)[0]
+def test_the_docs_strategy_example_runs_from_its_own_file(tmp_path, shared_cache, tiny_run):
+    docs = (Path(__file__).parents[1] / "docs" / "strategies.md").read_text()
+    code = docs.split("<!-- example strategy -->\n```python\n", 1)[1].split("```", 1)[0]
     assert len(code.splitlines()) <= 30
     assert code == (Path(__file__).parents[1] / "examples" / "l2sp.py").read_text()
     (tmp_path / "my_strategy.py").write_text(code)

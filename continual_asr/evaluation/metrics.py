@@ -1,6 +1,6 @@
 """Continual-learning metrics of a WER matrix: pure functions, numpy in, numbers out.
 
-Notation (also in the README's "Metrics" section). ``W`` is the *learned* part of the WER
+Notation (also in docs/outputs.md, "Metrics"). ``W`` is the *learned* part of the WER
 matrix, extended by the base model: row ``k`` is the model after step ``k`` (row 0 = the base
 model, i.e. "after learning task 0", the base task), column ``j`` is the test set of learned
 task ``j`` (column 0 = base task, column j = j-th stream task). It has one row per finished
