@@ -139,8 +139,8 @@ def main() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override one config field (repeatable)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML mapping of config fields (under the preset, over which --set wins)")
-@click.option("--adapter", "adapter_files", multiple=True, metavar="FILE",
-              help="an adapter file (casr adapters export) of the same base model, fused from the first task on; repeatable")
+@click.option("--adapter", "adapter_files", multiple=True, metavar="DIR",
+              help="an exported adapter (casr adapters export) of the same base model, fused from the first task on; repeatable")
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of model init and training order")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="where synthesized audio, features and base models are cached (default: $CASR_CACHE or ~/.cache/continual-asr)")
@@ -354,31 +354,32 @@ def list_fields() -> None:
 @main.group()
 def adapters() -> None:
     """Single-task adapters as files: export one from a run, fuse it into another run of the same
-    base model with `casr run --adapter FILE`."""
+    base model with `casr run --adapter DIR`."""
 
 
 @adapters.command(name="export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("task")
-@click.argument("out_file", type=click.Path(dir_okay=False))
+@click.argument("out_dir", type=click.Path())
 @_one_line_errors
-def export_adapter_command(run_dir, task, out_file) -> None:
-    """Write the adapter of TASK in the run in RUN_DIR (from its checkpoint.pt) to OUT_FILE."""
+def export_adapter_command(run_dir, task, out_dir) -> None:
+    """Write the adapter of TASK in the run in RUN_DIR (from its checkpoint.pt) into the folder
+    OUT_DIR: adapter_config.json and adapter_model.safetensors."""
     from .adapter_files import export_adapter
 
-    adapter = export_adapter(Path(run_dir), task, Path(out_file))
+    adapter = export_adapter(Path(run_dir), task, Path(out_dir))
     click.echo(f"adapter '{adapter.task}' ({adapter.num_layers} layers, bottleneck {adapter.bottleneck}, "
-               f"base model {adapter.base_fingerprint}) written to {out_file}")
+               f"base model {adapter.base_fingerprint}) written to {out_dir}")
 
 
 @adapters.command(name="show")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("adapter_path", type=click.Path())
 @_one_line_errors
-def show_adapter_command(file) -> None:
-    """Print an adapter file's metadata."""
+def show_adapter_command(adapter_path) -> None:
+    """Print an exported adapter's metadata (a folder, or a version-1 .pt file)."""
     from .adapter_files import load_adapter
 
-    adapter = load_adapter(Path(file))
+    adapter = load_adapter(Path(adapter_path))
     parameters = sum(t.numel() for t in adapter.tensors.values())
     click.echo(f"task: {adapter.task}\nbase model: {adapter.base_fingerprint}\n"
                f"dimensions: {adapter.num_layers} layers, d_model {adapter.d_model}, bottleneck {adapter.bottleneck} "

@@ -242,7 +242,7 @@ def test_ls_lists_streams_and_strategies():
 
 
 def test_an_exported_adapter_joins_the_weighted_mean_of_another_run(tmp_path, shared_cache, tiny_run, tiny_run_dir):
-    vendor = tmp_path / "caribbean.pt"
+    vendor = tmp_path / "caribbean-adapter"
     exported = CliRunner().invoke(main, ["adapters", "export", str(tiny_run_dir / "fusion"), "caribbean", str(vendor)])
     assert exported.exit_code == 0, exported.output
     shown = CliRunner().invoke(main, ["adapters", "show", str(vendor)])
