@@ -22,6 +22,7 @@ from .config import RUNTIME_FIELDS, RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import make_evaluator
+from .evaluation.metric_registry import tensorboard_scalars
 from .evaluation.summary import attach_metrics
 from .folders import ensure_writable
 from .registry import StrategyInfo
@@ -127,6 +128,13 @@ def peak_rss_mib() -> float:
     """The process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def _log_metrics(tensorboard: TensorboardLogger, block: dict, step: int) -> None:
+    """Every metric of the registry into TensorBoard at x = the step (0 = the base model)."""
+    for tag, value in tensorboard_scalars(block).items():
+        tensorboard.writer.add_scalar(tag, value, global_step=step)
+    tensorboard.writer.flush()
 
 
 def _step_record(task: str, columns: list[str], row: list[float], train_seconds: float, eval_seconds: float,
@@ -281,7 +289,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     results["data"] = data.identity()  # what the steps from here on train and test on
     if previous is None and main:
         _save(out_dir, model, cl_strategy, results, edits)
-        tensorboard.writer.flush()
+        _log_metrics(tensorboard, results["base_model"]["metrics"], 0)
         log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
     wall_before = results["wall_seconds"]
 
@@ -310,7 +318,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
             results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
             if main:
                 _save(out_dir, model, cl_strategy, results, edits)
-                tensorboard.writer.flush()
+                _log_metrics(tensorboard, results["steps"][-1]["metrics"], len(results["steps"]))
             log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
     finally:  # an adapter claimed for training and never saved must not block other runs
         if getattr(cl_strategy, "extraction_cache", None) is not None:

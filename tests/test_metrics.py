@@ -11,6 +11,7 @@ from continual_asr.evaluation.metrics import (average_wer, average_wer_tasks, ba
                                               forward_transfer, intransigence, max_drift, real_time_factor,
                                               zero_shot_change)
 from continual_asr.evaluation.plugin_metrics import AverageWER, BackwardTransfer, Forgetting, ZeroShotWER
+from continual_asr.evaluation.metric_registry import tensorboard_scalars
 from continual_asr.evaluation.summary import attach_metrics, compute_metrics
 from continual_asr.reporting import reference_wers
 
@@ -177,3 +178,36 @@ def test_avalanche_metrics_update_result_reset_and_emit_at_the_step():
     assert metrics[0].result() == {"": pytest.approx(22.0)}
     metrics[0].reset()
     assert metrics[0].rows == []
+
+
+def test_a_metric_added_to_the_registry_reaches_every_table_the_report_and_tensorboard(monkeypatch, tmp_path):
+    """Adding a metric is one registry entry: the summary, metrics.csv, report.html, the
+    comparison tables and the TensorBoard scalars all iterate the registry."""
+    from continual_asr.evaluation import metric_registry as registry
+    from continual_asr.reporting import tables
+    from continual_asr.reporting.compare import compare_runs, comparison_csv, comparison_markdown
+    from continual_asr.reporting.html import report_html
+
+    worst = registry.Metric("worst_wer", "worst WER", 1, "max over j &le; k of W[k, j]",
+                            lambda s: float(s.learned[s.step, : s.step + 1].max()))
+    final_worst = registry.Metric("final_worst_wer", "final worst WER", 1, "worst WER at the last step",
+                                  lambda s: s.last["worst_wer"])
+    monkeypatch.setattr(registry, "STEP_METRICS", [*registry.STEP_METRICS, worst])
+    monkeypatch.setattr(registry, "SUMMARY_METRICS", [*registry.SUMMARY_METRICS, final_worst])
+
+    results = _fake()
+    metrics = compute_metrics(results)
+    assert [s["worst_wer"] for s in metrics["per_step"]] == [10.0, 20.0, 30.0]
+    assert metrics["summary"]["final_worst_wer"] == 30.0
+    assert "worst_wer" in tables.metrics_csv(results, metrics).splitlines()[0]
+    assert "worst WER" in report_html(results, metrics, {}) and "max over j &le; k of W[k, j]" in report_html(results, metrics, {})
+    assert registry.tensorboard_scalars(metrics["per_step"][2])["Metrics/worst_wer"] == 30.0
+    groups = compare_runs([write_run(tmp_path / "run", results)])
+    assert "final worst WER" in comparison_markdown(groups) and "final worst WER mean" in comparison_csv(groups)
+
+
+def test_tensorboard_scalars_hold_every_step_metric_with_a_value():
+    block = compute_metrics(_fake())["per_step"][2]
+    scalars = tensorboard_scalars(block)
+    assert scalars["Metrics/average_wer"] == 22.0 and scalars["Metrics/forgetting/t1"] == 5.0
+    assert "Metrics/forward_transfer" not in scalars  # no reference runs: no value

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from continual_asr.cli import main
 from continual_asr.config import make_config
+from continual_asr.evaluation.metric_registry import STEP_METRICS
 from continual_asr.reporting import RUN_FILES
 
 
@@ -158,6 +159,10 @@ def test_a_run_writes_metrics_plots_report_and_tensorboard_events(tiny_run, tiny
     assert [e.step for e in logged] == [0, 1, 2]
     assert [e.value for e in logged] == pytest.approx(awer, abs=0.01)
     assert [e.step for e in events.Images("AdapterAttention/eval_phase/test_stream")] == [1, 2]
+    for metric in STEP_METRICS:  # every metric of the registry, at x = the step
+        if not metric.per_task and metric.key not in ("forward_transfer", "intransigence"):  # no references here
+            assert [e.step for e in events.Scalars(f"Metrics/{metric.key}")][-1] == 2, metric.key
+    assert "Metrics/forgetting/us-clean" in tags
 
 
 def test_a_fusion_run_records_what_each_test_set_attends_to(tiny_run, tiny_run_dir):

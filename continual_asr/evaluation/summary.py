@@ -11,14 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import (average_wer, average_wer_tasks, backward_transfer, drift, forgetting, forward_transfer,
-                      intransigence, max_drift, mean_or_none, real_time_factor, zero_shot_change)
+from . import metric_registry as registry
+from .metrics import real_time_factor
 
 ROLES = ("single-task", "joint")
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(float(value), 4)
 
 
 def wer_rows(results: dict) -> np.ndarray:
@@ -38,86 +34,27 @@ def reference_columns(results: dict) -> dict[str, dict[int, float]]:
     return found
 
 
-def final_dev_mean(results: dict) -> float | None:
-    """The mean dev WER over the learned tasks (base included, zero-shot not) after the last
-    step: what choices are made on. None for a run without dev sets."""
-    rows = results.get("dev_wer_matrix") or []
-    values = [v for v in (rows[-1][:-1] if rows else []) if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def _step(learned: np.ndarray, zero_shot: np.ndarray, step: int, names: list[str], refs: dict,
-          eval_rtf: float | None) -> dict[str, Any]:
-    change, relative = zero_shot_change(zero_shot, step)
-    lost = forgetting(learned, step)
-    drifted = drift(learned, step)
-    worst = max_drift(learned, step)
-    return {
-        "average_wer": _round(average_wer(learned, step)),
-        "average_wer_tasks": _round(average_wer_tasks(learned, step)),
-        "backward_transfer": _round(backward_transfer(learned, step)),
-        "forgetting": {names[j]: _round(v) for j, v in enumerate(lost)},
-        "mean_forgetting": _round(mean_or_none(list(lost))),
-        "drift": {names[j]: _round(v) for j, v in enumerate(drifted)},
-        "max_drift": {names[j]: _round(v) for j, v in enumerate(worst)},
-        "mean_max_drift": _round(mean_or_none(list(worst))),
-        "zero_shot_wer": _round(zero_shot[step]),
-        "zero_shot_change": _round(change),
-        "zero_shot_change_relative": _round(relative),
-        "forward_transfer": _round(forward_transfer(learned, step, refs["single-task"])),
-        "intransigence": _round(intransigence(learned, step, refs["joint"])),
-        "eval_rtf": _round(eval_rtf),
-    }
-
-
 def compute_metrics(results: dict) -> dict[str, Any]:
-    """``{"per_step": [metrics after step 0 (base model), 1, ...], "summary": {...}}``."""
+    """``{"per_step": [metrics after step 0 (base model), 1, ...], "summary": {...}}``: every
+    metric of the registry (evaluation/metric_registry.py)."""
     rows = wer_rows(results)
     learned, zero_shot = rows[:, :-1], rows[:, -1]
     names = results["columns"][:-1]
     refs = reference_columns(results)
     audio = sum(results.get("test_audio_seconds", {}).values())
-    steps = results["steps"]
-    eval_seconds = [results["base_model"]["eval_seconds"]] + [s["eval_seconds"] for s in steps]
-    per_step = [_step(learned, zero_shot, k, names, refs, real_time_factor(eval_seconds[k], audio))
-                for k in range(len(rows))]
-    last = per_step[-1]
-    tasks = results["tasks"]
-    fwt = {tasks[k - 1]: per_step[k]["forward_transfer"] for k in range(1, len(rows))
-           if per_step[k]["forward_transfer"] is not None}
-    intr = {tasks[k - 1]: per_step[k]["intransigence"] for k in range(1, len(rows))
-            if per_step[k]["intransigence"] is not None}
-    trained = [s["parameters"]["trained"] for s in steps]
-    summary = {
-        "steps_done": len(steps),
-        "final_mean_dev_wer": _round(final_dev_mean(results)),
-        "final_mean_wer": last["average_wer"],
-        "final_mean_wer_tasks": last["average_wer_tasks"],
-        "backward_transfer": last["backward_transfer"],
-        "forgetting": last["forgetting"],
-        "mean_forgetting": last["mean_forgetting"],
-        "drift": last["drift"],
-        "max_drift": last["max_drift"],
-        "mean_max_drift": last["mean_max_drift"],
-        "zero_shot_wer": last["zero_shot_wer"],
-        "zero_shot_change": last["zero_shot_change"],
-        "zero_shot_change_relative": last["zero_shot_change_relative"],
-        "forward_transfer": fwt,
-        "mean_forward_transfer": _round(mean_or_none(list(fwt.values()))),
-        "intransigence": intr,
-        "mean_intransigence": _round(mean_or_none(list(intr.values()))),
-        "cost": {
-            "trained_parameters_per_step": _round(mean_or_none(trained)),
-            "stored_parameters": steps[-1]["parameters"]["stored"] if steps else results["base_model"]["parameters"],
-            "base_parameters": results["base_model"]["parameters"],
-            "train_seconds": _round(sum(s["train_seconds"] for s in steps)),
-            # Adapters reused from another run (ExtractionCache): what training them took there.
-            "reused_training_seconds": _round(sum(s.get("adapter_seconds", 0.0) for s in steps
-                                                  if s.get("adapter") == "reused")),
-            "eval_seconds": _round(sum(eval_seconds[1:])),
-            "eval_rtf": _round(real_time_factor(sum(eval_seconds[1:]), audio * len(steps))),
-        },
-    }
+    eval_seconds = [results["base_model"]["eval_seconds"]] + [s["eval_seconds"] for s in results["steps"]]
+    per_step = []
+    for k in range(len(rows)):
+        inputs = registry.StepInputs(learned, zero_shot, k, names, refs, real_time_factor(eval_seconds[k], audio))
+        per_step.append({m.key: m.compute(inputs) for m in registry.STEP_METRICS})
+    inputs = registry.SummaryInputs(results, per_step, eval_seconds, audio)
+    summary: dict[str, Any] = {}
+    for metric in registry.SUMMARY_METRICS:
+        *parents, name = metric.key.split(".")
+        block = summary
+        for part in parents:
+            block = block.setdefault(part, {})
+        block[name] = metric.compute(inputs)
     return {"per_step": per_step, "summary": summary}
 
 

@@ -15,32 +15,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ResultsError
+from ..evaluation import metric_registry as registry
 from ..evaluation.summary import compute_metrics
 from ..results import write_bytes_atomic
 from .intervals import load_final_edits
 from .plots import Series, overlay_png
 from .runs import load_results, reference_wers
 from .tables import csv_text, fmt, markdown_table, row_labels
-
-# (column, digits, value of a run's summary)
-FIELDS: list[tuple[str, int, Callable[[dict], float | None]]] = [
-    ("dev mean WER", 2, lambda s: s.get("final_mean_dev_wer")),  # what choices are made on
-    ("final mean WER", 2, lambda s: s["final_mean_wer"]),
-    ("final mean WER, tasks", 2, lambda s: s.get("final_mean_wer_tasks")),
-    ("BWT", 2, lambda s: s["backward_transfer"]),
-    ("forgetting", 2, lambda s: s.get("mean_forgetting")),
-    ("zero-shot WER", 2, lambda s: s["zero_shot_wer"]),
-    ("zero-shot change", 2, lambda s: s["zero_shot_change"]),
-    ("FWT", 2, lambda s: s["mean_forward_transfer"]),
-    ("intransigence", 2, lambda s: s["mean_intransigence"]),
-    ("trained params/step", 0, lambda s: s["cost"]["trained_parameters_per_step"]),
-    ("stored params", 0, lambda s: s["cost"]["stored_parameters"]),
-    # The strategy's cost, whether this run trained its adapters or reused another run's.
-    ("train s", 1, lambda s: s["cost"]["train_seconds"] + s["cost"].get("reused_training_seconds", 0.0)),
-    ("eval RTF", 4, lambda s: s["cost"]["eval_rtf"]),
-]
-OPTIONAL = {"FWT", "intransigence", "dev mean WER"}  # shown only when some run has them
-
 
 @dataclass
 class RunGroup:
@@ -125,8 +106,9 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
 
 
-def _fields(groups: list[RunGroup]) -> list[tuple[str, int, Callable]]:
-    return [f for f in FIELDS if f[0] not in OPTIONAL or any(g.values(f[2]) for g in groups)]
+def _fields(groups: list[RunGroup]) -> list[registry.Metric]:
+    """The registry's comparison columns; an optional one only when some run has a value."""
+    return [m for m in registry.compare_columns() if not m.optional or any(g.values(m.in_table) for g in groups)]
 
 
 def comparison_markdown(groups: list[RunGroup]) -> str:
@@ -135,24 +117,24 @@ def comparison_markdown(groups: list[RunGroup]) -> str:
     rows = []
     for group in groups:
         cells = []
-        for _, digits, get in fields:
-            mean, std = _mean_std(group.values(get))
-            cells.append(fmt(mean, digits) + ("" if std is None else f" ± {fmt(std, digits)}"))
+        for metric in fields:
+            mean, std = _mean_std(group.values(metric.in_table))
+            cells.append(fmt(mean, metric.digits) + ("" if std is None else f" ± {fmt(std, metric.digits)}"))
         rows.append([group.label, group.described_runs(), *cells])
-    return markdown_table(["strategy", "seeds", *(f[0] for f in fields)], rows)
+    return markdown_table(["strategy", "seeds", *(m.label for m in fields)], rows)
 
 
 def comparison_csv(groups: list[RunGroup]) -> str:
     """One row per group: its runs, then mean and std of every number (std empty for one run)."""
     fields = _fields(groups)
     header = ["strategy", "runs", "seeds"]
-    for name, _, _ in fields:
-        header += [f"{name} mean", f"{name} std"]
+    for metric in fields:
+        header += [f"{metric.label} mean", f"{metric.label} std"]
     rows = []
     for group in groups:
         row = [group.label, len(group.runs), " ".join(map(str, group.seeds))]
-        for _, _, get in fields:
-            mean, std = _mean_std(group.values(get))
+        for metric in fields:
+            mean, std = _mean_std(group.values(metric.in_table))
             row += [None if mean is None else round(mean, 4), None if std is None else round(std, 4)]
         rows.append(row)
     return csv_text(header, rows)

@@ -7,7 +7,8 @@ import json
 from html import escape
 from typing import Any, Sequence
 
-from .tables import METRIC_FIELDS, fmt, row_labels
+from ..evaluation import metric_registry as registry
+from .tables import fmt, row_labels
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px;
@@ -20,24 +21,6 @@ table.kv td + td { white-space: normal; } div.wide { overflow-x: auto; }
 th { background: #f3f3f3; } td.diag { font-weight: bold; background: #eef4ff; }
 img { max-width: 100%; border: 1px solid #eee; } .note { color: #666; font-size: 0.85em; }
 """
-
-# Column titles of the per-step table, in METRIC_FIELDS order.
-STEP_HEADERS = ["AWER", "AWER tasks", "BWT", "forgetting", "mean max drift", "zero-shot WER", "zero-shot change",
-                "zero-shot change %", "FWT", "intransigence", "eval RTF"]
-DEFINITIONS = [
-    ("AWER_k", "mean over j &le; k of W[k, j]: WER over the tasks seen so far (base task = task 0)"),
-    ("AWER tasks", "mean over 1 &le; j &le; k of W[k, j]: the same without the base task"),
-    ("BWT_k", "mean over j &lt; k of (W[j, j] &minus; W[k, j]); negative = forgetting"),
-    ("forgetting F_k(j)", "W[k, j] &minus; min over l &lt; k of W[l, j] (Chaudhry et al. 2018): WER points above "
-                          "task j's best before step k; its mean over j &lt; k"),
-    ("drift D_k(j)", "W[k, j] &minus; W[j, j]: WER points lost on task j since it was learned (mean over j: &minus;BWT)"),
-    ("max drift", "max over j &lt; l &le; k of D_l(j): the worst since task j was learned"),
-    ("zero-shot change", "z[k] &minus; z[0] in WER points, and 100 (z[k] &minus; z[0]) / z[0] in %"),
-    ("FWT_k", "S[k] &minus; W[k, k], S = single-task reference (positive = earlier tasks helped)"),
-    ("intransigence I_k", "W[k, k] &minus; J[k], J = joint-training reference (positive = learns worse)"),
-    ("eval RTF", "evaluation seconds / seconds of test audio"),
-]
-
 
 class _Cell(str):
     """A ready-made ``<td>`` element (not escaped again)."""
@@ -72,8 +55,8 @@ def _per_step(results: dict, per_step: list[dict]) -> str:
     for label, block, step in zip(row_labels(results), per_step, steps):
         cost = ["-", "-", fmt(results["base_model"]["eval_seconds"], 2)] if step is None else [
             f"{step['parameters']['trained']:,}", fmt(step["train_seconds"], 1), fmt(step["eval_seconds"], 2)]
-        body.append([label, *(fmt(block[f], 3 if f == "eval_rtf" else 2) for f in METRIC_FIELDS), *cost])
-    return _table(["after", *STEP_HEADERS, "trained params", "train s", "eval s"], body)
+        body.append([label, *(fmt(block[m.key], m.digits) for m in registry.step_columns()), *cost])
+    return _table(["after", *(m.label for m in registry.step_columns()), "trained params", "train s", "eval s"], body)
 
 
 def _forgetting(results: dict, summary: dict) -> str:
@@ -114,20 +97,7 @@ def report_html(results: dict, metrics: dict, images: dict[str, bytes]) -> str:
                   f"zero-shot {results['zero_shot_task']}"),
         ("device, wall time", f"{results.get('device', '')}, {fmt(results.get('wall_seconds'), 0)} s"),
     ])
-    key_numbers = _kv([
-        ("final mean WER (AWER at the last step)", fmt(summary["final_mean_wer"], 2)),
-        ("final mean WER over the stream's tasks (base task left out)", fmt(summary["final_mean_wer_tasks"], 2)),
-        ("backward transfer BWT", fmt(summary["backward_transfer"], 2)),
-        ("mean forgetting (Chaudhry)", fmt(summary["mean_forgetting"], 2)),
-        ("zero-shot WER (change vs base)", f"{fmt(summary['zero_shot_wer'], 2)} ({fmt(summary['zero_shot_change'], 2)} "
-                                           f"points, {fmt(summary['zero_shot_change_relative'], 1)} %)"),
-        ("mean forward transfer", fmt(summary["mean_forward_transfer"], 2)),
-        ("mean intransigence", fmt(summary["mean_intransigence"], 2)),
-        ("parameters trained per step / stored / base", f"{fmt(cost['trained_parameters_per_step'], 0)} / "
-                                                       f"{cost['stored_parameters']:,} / {cost['base_parameters']:,}"),
-        ("training time, evaluation time (s)", f"{fmt(cost['train_seconds'], 1)}, {fmt(cost['eval_seconds'], 1)}"),
-        ("evaluation real-time factor", fmt(cost["eval_rtf"], 4)),
-    ])
+    key_numbers = _kv([(m.label, fmt(m.in_table(summary), m.digits)) for m in registry.compare_columns()])
     config = _kv(sorted((key, json.dumps(value)) for key, value in results.get("config", {}).items()))
     versions = ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items())
     title = f"casr report: {results['strategy']} on {stream['name']}"
@@ -141,7 +111,7 @@ def report_html(results: dict, metrics: dict, images: dict[str, bytes]) -> str:
         "<h2>Definitions</h2>",
         '<p class="note">W: the WER matrix with the base model as row 0 (task 0 = the base task), row k = after '
         "step k; z: the zero-shot WER. Differences are WER points.</p>",
-        _table([], [[n, _Cell(f"<td>{d}</td>")] for n, d in DEFINITIONS], cls="kv"),
+        _table([], [[m.label, _Cell(f"<td>{m.definition}</td>")] for m in registry.STEP_METRICS], cls="kv"),
         "<h2>Config</h2>", config, f'<p class="note">{escape(versions)}</p>',
     ]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'

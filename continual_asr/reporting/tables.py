@@ -6,12 +6,7 @@ import csv
 import io
 from typing import Any, Sequence
 
-METRIC_FIELDS = ("average_wer", "average_wer_tasks", "backward_transfer", "mean_forgetting", "mean_max_drift",
-                 "zero_shot_wer", "zero_shot_change", "zero_shot_change_relative", "forward_transfer", "intransigence",
-                 "eval_rtf")
-
-
-PER_TASK = ("forgetting", "drift", "max_drift")
+from ..evaluation import metric_registry as registry
 
 
 def row_labels(results: dict) -> list[str]:
@@ -38,8 +33,9 @@ def wer_matrix_csv(results: dict) -> str:
 def metrics_csv(results: dict, metrics: dict) -> str:
     """One row per step (step 0 = the base model): every metric, the cost, forgetting per task."""
     earlier = results["columns"][:-2]  # tasks that can have been forgotten: all learned but the last
-    header = ["step", "after", *METRIC_FIELDS, "trained_parameters", "stored_parameters", "train_seconds",
-              "eval_seconds", *(f"{m}:{t}" for m in PER_TASK for t in earlier)]
+    columns, per_task = registry.step_columns(), [m.key for m in registry.per_task_step_metrics()]
+    header = ["step", "after", *(m.key for m in columns), "trained_parameters", "stored_parameters", "train_seconds",
+              "eval_seconds", *(f"{m}:{t}" for m in per_task for t in earlier)]
     steps = [None] + list(results["steps"])
     rows = []
     for k, (label, block, step) in enumerate(zip(row_labels(results), metrics["per_step"], steps)):
@@ -48,8 +44,8 @@ def metrics_csv(results: dict, metrics: dict) -> str:
         else:
             cost = [step["parameters"]["trained"], step["parameters"]["stored"], step["train_seconds"],
                     step["eval_seconds"]]
-        rows.append([k, label, *(block[f] for f in METRIC_FIELDS), *cost,
-                     *(block[m].get(t) for m in PER_TASK for t in earlier)])
+        rows.append([k, label, *(block[m.key] for m in columns), *cost,
+                     *(block[m].get(t) for m in per_task for t in earlier)])
     return csv_text(header, rows)
 
 
