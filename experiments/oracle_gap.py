@@ -20,6 +20,7 @@ from typing import Sequence
 import click
 import numpy as np
 
+from continual_asr.evaluation.summary import wer_rows
 from continual_asr.reporting import compare_runs
 from continual_asr.reporting.intervals import find_group
 from continual_asr.reporting.tables import fmt, markdown_table
@@ -29,9 +30,7 @@ PARTS = ("final mean WER gap", "after composing (stream tasks)", "forgotten sinc
 
 def _learned(results: dict) -> np.ndarray:
     """(K + 1, K + 1): rows after each step (0 = base model), columns the learned tasks."""
-    columns = results["columns"][:-1]
-    rows = [[results["base_wer"][c] for c in columns], *[row[:-1] for row in results["wer_matrix"]]]
-    return np.array(rows, dtype=float)
+    return wer_rows(results)[:, :-1]
 
 
 def decompose(run: dict, oracle: dict) -> dict[str, float]:

@@ -8,6 +8,7 @@ from html import escape
 from typing import Any, Sequence
 
 from ..evaluation import metric_registry as registry
+from ..evaluation.summary import wer_rows
 from .tables import fmt, row_labels
 
 STYLE = """
@@ -40,7 +41,7 @@ def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
 
 def _matrix(results: dict, per_step: list[dict]) -> str:
     columns = results["columns"]
-    rows = [[results["base_wer"][c] for c in columns]] + list(results["wer_matrix"])
+    rows = wer_rows(results).tolist()
     body = []
     for k, (label, row) in enumerate(zip(row_labels(results), rows)):
         cells = [_Cell(f'<td class="diag">{v:.2f}</td>') if j == k else f"{v:.2f}" for j, v in enumerate(row)]

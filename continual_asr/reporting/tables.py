@@ -7,6 +7,7 @@ import io
 from typing import Any, Sequence
 
 from ..evaluation import metric_registry as registry
+from ..evaluation.summary import wer_rows
 
 
 def row_labels(results: dict) -> list[str]:
@@ -26,7 +27,7 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def wer_matrix_csv(results: dict) -> str:
     """One row per step (the base model first), one WER (%) column per test set (zero-shot last)."""
     columns = results["columns"]
-    rows = [[results["base_wer"][c] for c in columns]] + list(results["wer_matrix"])
+    rows = wer_rows(results).tolist()
     return csv_text(["after", *columns], [[label, *row] for label, row in zip(row_labels(results), rows)])
 
 
