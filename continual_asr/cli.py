@@ -406,12 +406,25 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
                   help="runs at a time, each in its own process with cores/jobs threads")
     @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
     @click.option("--report-only", is_flag=True, help="write results.md from the finished runs; train nothing")
+    @click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
+                  show_default=True, help="local: a process pool here; slurm: each run a Slurm job through submitit "
+                                          "(--jobs caps the jobs queued at once); submitit-local: the same submission "
+                                          "path with jobs as local processes")
+    @click.option("--time", "time_minutes", default=240, show_default=True, type=int, metavar="MINUTES",
+                  help="cluster jobs: time limit (a job that reaches it is requeued and resumes)")
+    @click.option("--cpus", default=2, show_default=True, type=int, help="cluster jobs: cores per job (and torch threads)")
+    @click.option("--gpus", default=0, show_default=True, type=int, help="cluster jobs: GPUs per job")
+    @click.option("--mem-gb", default=None, type=int, help="cluster jobs: memory per job")
+    @click.option("--partition", default=None, help="cluster jobs: Slurm partition")
+    @click.option("--max-retries", default=2, show_default=True, type=int,
+                  help="cluster jobs: submit a failed job again this many times")
     @_one_line_errors
     def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
-                report_only) -> None:
+                report_only, launcher, time_minutes, cpus, gpus, mem_gb, partition, max_retries) -> None:
         from .config import parse_overrides
         from .folders import ensure_writable
         from .stream import load_stream
+        from .launchers import ClusterOptions
         from .sweep import InvocationLog, load_plan, run_all, sweep_baselines, write_report
 
         out = Path(out_dir or f"runs/sweep-{Path(sweep_file).stem}")
@@ -422,8 +435,12 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
         ensure_writable(out, "--out")
         failed = []
         if not report_only:
-            log = InvocationLog(out, jobs, len(plan))
-            failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True), log=log)
+            cluster = None if launcher == "local" else ClusterOptions(
+                cluster="local" if launcher == "submitit-local" else "slurm", time_minutes=time_minutes, cpus=cpus,
+                gpus=gpus, mem_gb=mem_gb, partition=partition, max_retries=max_retries)
+            log = InvocationLog(out, jobs, len(plan), launcher)
+            failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True), log=log,
+                             cluster=cluster, cluster_folder=out / "submitit")
             log.finish(failed)
         click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra,
                                 sweep_baselines(Path(sweep_file))))

@@ -26,6 +26,7 @@ import yaml
 
 from .config import RunConfig, make_config
 from .errors import CasrError
+from .launchers import ClusterOptions, RunJob, make_executor, run_on_cluster
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, write_comparison
 from .reporting.intervals import intervals_markdown
@@ -182,9 +183,11 @@ def usable_cores() -> int:
 
 
 def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: str | None, jobs: int,
-            echo: Echo = print, log: InvocationLog | None = None) -> list[str]:
+            echo: Echo = print, log: InvocationLog | None = None, cluster: ClusterOptions | None = None,
+            cluster_folder: Path | None = None) -> list[str]:
     """Every run of ``plan``, ``jobs`` at a time (each in a fresh process with its share of the
-    cores); the names of those that failed. ``log`` hears of each run as it ends."""
+    cores, or with ``cluster`` each as a cluster job asking for ``cluster.cpus`` cores, its job
+    files in ``cluster_folder``); the names of those that failed. ``log`` hears of each run as it ends."""
     failed: list[str] = []
 
     def ended_with(run: PlannedRun, error: BaseException | str | None) -> None:
@@ -195,6 +198,11 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
             failed.append(f"{run.name}/seed{run.seed}")
 
     order = schedule(plan)
+    if cluster is not None:
+        executor = make_executor(cluster_folder or Path("submitit"), cluster)
+        run_on_cluster(order, executor, cluster, jobs, lambda run: RunJob(run, stream_name, preset, cache_dir, cluster.cpus),
+                       echo, ended_with, len(plan))
+        return failed
     if jobs <= 1:
         for number, (run, _) in enumerate(order, start=1):
             echo(f"[{number}/{len(order)}] {run.name}, seed {run.seed}: {run.out}")
@@ -253,16 +261,16 @@ class InvocationLog:
     runs ends and one when it ends, so an invocation that is killed part way (the end of a batch
     job, a closed laptop) still tells how long it ran, up to the last run it finished."""
 
-    def __init__(self, out: Path, jobs: int, runs: int) -> None:
+    def __init__(self, out: Path, jobs: int, runs: int, launcher: str = "local") -> None:
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / HISTORY
         self.started = time.time()
         self.began = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started))
-        self.jobs, self.runs = jobs, runs
+        self.jobs, self.runs, self.launcher = jobs, runs, launcher
         if self.path.is_file() and not self.path.read_bytes().endswith(b"\n"):
             with open(self.path, "a", encoding="utf-8") as history:  # end a line a kill tore
                 history.write("\n")
-        self._write({"jobs": jobs, "runs": runs})
+        self._write({"jobs": jobs, "runs": runs, "launcher": launcher})
 
     def _write(self, entry: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as history:  # one short line: appends are atomic
@@ -291,7 +299,8 @@ def invocations(out: Path) -> list[dict]:
             continue
         if not isinstance(entry, dict) or "began" not in entry:
             continue
-        invocation = found.setdefault(entry["began"], {"jobs": entry.get("jobs", 1), "seconds": 0.0, "ended": False})
+        invocation = found.setdefault(entry["began"], {"jobs": entry.get("jobs", 1), "seconds": 0.0, "ended": False,
+                                                       "launcher": entry.get("launcher", "local")})
         if "wall_seconds" in entry:
             invocation.update(seconds=entry["wall_seconds"], ended=True)
         elif not invocation["ended"]:
@@ -311,7 +320,8 @@ def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
         total = sum(i["seconds"] for i in runs) / 3600
         text += (f" The sweep ran in {len(runs)} invocation(s), {'' if all(i['ended'] for i in runs) else 'at least '}"
                  f"{total:.2f} h of wall clock: "
-                 + ", ".join(f"{i['seconds'] / 3600:.2f} h with --jobs {i['jobs']}"
+                 + ", ".join(f"{i['seconds'] / 3600:.2f} h with "
+                             + ("" if i["launcher"] == "local" else f"--launcher {i['launcher']}, ") + f"--jobs {i['jobs']}"
                              + ("" if i["ended"] else " (stopped before its end; counted to its last finished run)")
                              for i in runs) + ".")
     return text

@@ -207,7 +207,8 @@ def test_a_metric_added_to_the_registry_reaches_every_table_the_report_and_tenso
 
 
 def test_tensorboard_scalars_hold_every_step_metric_with_a_value():
-    block = compute_metrics(_fake())["per_step"][2]
-    scalars = tensorboard_scalars(block)
+    per_step = compute_metrics(_fake())["per_step"]
+    assert "Metrics/average_wer" in tensorboard_scalars(per_step[0])  # the base model: no task forgotten yet
+    scalars = tensorboard_scalars(per_step[2])
     assert scalars["Metrics/average_wer"] == 22.0 and scalars["Metrics/forgetting/t1"] == 5.0
     assert "Metrics/forward_transfer" not in scalars  # no reference runs: no value

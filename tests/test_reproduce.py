@@ -130,8 +130,8 @@ def test_a_killed_invocation_counts_up_to_its_last_finished_run(tmp_path, monkey
     sweep.InvocationLog(tmp_path, jobs=1, runs=3).finish([])
     lines = (tmp_path / "sweep_history.jsonl").read_text().splitlines()
     assert lines[2] == '{"began": "torn' and json.loads(lines[3])["jobs"] == 1  # the next line is whole
-    assert sweep.invocations(tmp_path) == [{"jobs": 2, "seconds": 600.0, "ended": False},
-                                           {"jobs": 1, "seconds": 30.0, "ended": True}]
+    assert sweep.invocations(tmp_path) == [{"jobs": 2, "seconds": 600.0, "ended": False, "launcher": "local"},
+                                           {"jobs": 1, "seconds": 30.0, "ended": True, "launcher": "local"}]
 
 
 def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):

@@ -198,7 +198,7 @@ def tensorboard_scalars(block: dict) -> dict[str, float]:
     scalars: dict[str, float] = {}
     for metric in STEP_METRICS:
         value = metric.value(block)
-        items = value.items() if metric.per_task and value else [("", value)]
+        items = (value or {}).items() if metric.per_task else [("", value)]
         for task, number in items:
             if number is not None:
                 scalars[f"Metrics/{metric.key}" + (f"/{task}" if task else "")] = float(number)
