@@ -83,6 +83,17 @@ def test_compare_keeps_different_configs_of_one_strategy_apart(tmp_path):
     assert "adapter-fusion (adapter_dim=8)" in result.output and "adapter-fusion (adapter_dim=16)" in result.output
 
 
+def test_compare_labels_a_one_factor_study_by_what_each_run_changes(tmp_path):
+    default = {"adapter_dim": 8, "fusion_epochs": 1, "fusion_layernorm": True}
+    runs = [_run_dir(tmp_path, "default", config=default),
+            _run_dir(tmp_path, "epochs", config={**default, "fusion_epochs": 3}),
+            _run_dir(tmp_path, "no-ln", config={**default, "fusion_layernorm": False})]
+    result = _invoke("compare", *runs, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    labels = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| adapter")]
+    assert labels == ["adapter-fusion", "adapter-fusion (fusion_epochs=3)", "adapter-fusion (fusion_layernorm=False)"]
+
+
 def test_compare_with_reference_runs_adds_forward_transfer(tmp_path):
     oracle = write_run(tmp_path / "oracle", fake_results(BASE, [[10, 24, 60, 40], [10, 24, 28, 40]],
                                                          strategy="adapter-oracle"))

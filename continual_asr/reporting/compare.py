@@ -58,16 +58,25 @@ def _key(results: dict) -> tuple:
 
 
 def _labels(groups: list[RunGroup]) -> None:
-    """Strategy names, plus the config fields that tell apart groups of the same strategy."""
+    """Strategy names, plus the config fields that tell apart groups of the same strategy: where
+    most of them share a value (one factor at a time from a default), only the fields in which a
+    group departs from it; else every field that differs."""
     for group in groups:
         twins = [g for g in groups if g.runs[0]["strategy"] == group.runs[0]["strategy"]]
         if len(twins) == 1:
             continue
-        own = {"preset": group.runs[0].get("preset"), **group.runs[0].get("config", {})}
-        differing = [k for k, v in own.items()
-                     if any({"preset": t.runs[0].get("preset"), **t.runs[0].get("config", {})}.get(k) != v
-                            for t in twins)]
-        group.label += " (" + ", ".join(f"{k}={own[k]}" for k in differing) + ")"
+        configs = [{"preset": t.runs[0].get("preset"), **t.runs[0].get("config", {})} for t in twins]
+        own = configs[twins.index(group)]
+        shown = []
+        for key, value in own.items():
+            values = [json.dumps(c.get(key), sort_keys=True) for c in configs]
+            if len(set(values)) == 1:
+                continue
+            modal = max(set(values), key=values.count)
+            if values.count(modal) == 1 or json.dumps(value, sort_keys=True) != modal:
+                shown.append(f"{key}={value}")
+        if shown:
+            group.label += " (" + ", ".join(shown) + ")"
 
 
 def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path | str] = ()) -> list[RunGroup]:
