@@ -88,42 +88,36 @@ def run_on_cluster(order: list, executor, options: ClusterOptions, jobs: int, jo
                    total: int) -> None:
     """Submit the runs of ``order`` ((run, run it waits for or None), see sweep.schedule), at most
     ``jobs`` in the queue at once; ``ended_with(run, error)`` hears of each as it ends."""
+    from .sweep import take_ready
+
     failures: dict[int, int] = {}
     ended: set[int] = set()
     running: dict[Any, Any] = {}
+    started = 0
     try:
-        _submit_and_wait(order, executor, options, jobs, job_for, echo, ended_with, total, failures, ended, running)
+        while order or running:
+            while len(running) < jobs and (run := take_ready(order, ended)) is not None:
+                started += 1
+                job = executor.submit(job_for(run))
+                echo(f"[{started}/{total}] {run.name}, seed {run.seed}: {run.out} (job {job.job_id})")
+                running[job] = run
+            time.sleep(POLL_SECONDS)
+            for job in [j for j in running if j.done()]:
+                run = running.pop(job)
+                try:
+                    error = job.result()
+                except Exception as exc:  # the job itself failed: try again, a few times
+                    tries = failures[id(run)] = failures.get(id(run), 0) + 1
+                    if tries <= options.max_retries:
+                        echo(f"{run.name}, seed {run.seed}: job {job.job_id} failed ({exc.__class__.__name__}); "
+                             f"submitting it again ({tries} of {options.max_retries})")
+                        running[executor.submit(job_for(run))] = run
+                        continue
+                    last = str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__
+                    error = f"job {job.job_id} failed {tries} times; last: {last}"
+                ended.add(id(run))
+                ended_with(run, error)
     except BaseException:  # Ctrl-C or an error here: jobs left queued would run on, unwatched
         for job in running:
             job.cancel(check=False)
         raise
-
-
-def _submit_and_wait(order, executor, options, jobs, job_for, echo, ended_with, total, failures, ended, running) -> None:
-    started = 0
-    while order or running:
-        while len(running) < jobs:
-            ready = next((entry for entry in order if entry[1] is None or id(entry[1]) in ended), None)
-            if ready is None:
-                break
-            order.remove(ready)
-            run = ready[0]
-            started += 1
-            job = executor.submit(job_for(run))
-            echo(f"[{started}/{total}] {run.name}, seed {run.seed}: {run.out} (job {job.job_id})")
-            running[job] = run
-        time.sleep(POLL_SECONDS)
-        for job in [j for j in running if j.done()]:
-            run = running.pop(job)
-            try:
-                error = job.result()
-            except Exception as exc:  # the job itself failed: try again, a few times
-                tries = failures[id(run)] = failures.get(id(run), 0) + 1
-                if tries <= options.max_retries:
-                    echo(f"{run.name}, seed {run.seed}: job {job.job_id} failed ({exc.__class__.__name__}); "
-                         f"submitting it again ({tries} of {options.max_retries})")
-                    running[executor.submit(job_for(run))] = run
-                    continue
-                error = f"job {job.job_id} failed {tries} times; last: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc.__class__.__name__}"
-            ended.add(id(run))
-            ended_with(run, error)

@@ -19,14 +19,13 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import yaml
 
 from .config import RunConfig, make_config
 from .errors import CasrError
-from .launchers import ClusterOptions, RunJob, make_executor, run_on_cluster
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, write_comparison
 from .reporting.intervals import intervals_markdown
@@ -36,6 +35,9 @@ from .stream import load_stream
 from .training.adapters import EXTRACTION_OPTIONS
 
 HISTORY = "sweep_history.jsonl"
+if TYPE_CHECKING:
+    from .launchers import ClusterOptions
+
 Echo = Callable[[str], None]
 
 
@@ -175,6 +177,16 @@ def schedule(plan: list[PlannedRun]) -> list[tuple[PlannedRun, PlannedRun | None
     return order
 
 
+def take_ready(order: list[tuple[PlannedRun, PlannedRun | None]], ended: set[int]) -> PlannedRun | None:
+    """Remove from ``order`` (see ``schedule``) and return the first run whose wait is over (the
+    ``id`` of what it waits for is in ``ended``); None if every run left still waits."""
+    ready = next((entry for entry in order if entry[1] is None or id(entry[1]) in ended), None)
+    if ready is None:
+        return None
+    order.remove(ready)
+    return ready[0]
+
+
 def usable_cores() -> int:
     """The cores this process may run on (taskset, cgroups), where the OS says; else all."""
     if hasattr(os, "sched_getaffinity"):
@@ -199,6 +211,8 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
 
     order = schedule(plan)
     if cluster is not None:
+        from .launchers import RunJob, make_executor, run_on_cluster
+
         executor = make_executor(cluster_folder or Path("submitit"), cluster)
         run_on_cluster(order, executor, cluster, jobs, lambda run: RunJob(run, stream_name, preset, cache_dir, cluster.cpus),
                        echo, ended_with, len(plan))
@@ -214,12 +228,7 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
         running = {}
         while order or running:
-            while len(running) < jobs:
-                ready = next((entry for entry in order if entry[1] is None or id(entry[1]) in ended), None)
-                if ready is None:
-                    break
-                order.remove(ready)
-                run = ready[0]
+            while len(running) < jobs and (run := take_ready(order, ended)) is not None:
                 started += 1
                 echo(f"[{started}/{len(plan)}] {run.name}, seed {run.seed}: {run.out}")
                 running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads, os.getpid())] = run

@@ -253,3 +253,27 @@ def test_torchrun_two_processes_run_the_tiny_stream_as_one_process_does(tmp_path
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     assert one["base_model"]["cached"] and one["processes"] == 1
     assert one["base_wer"] == two["base_wer"] and one["wer_matrix"] == two["wer_matrix"]
+
+
+def _attention_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    from continual_asr.model.combiners import AttentionRecorder
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        recorder = AttentionRecorder()  # this rank's part: 2 + rank frames, attention sums per layer
+        recorder.sums = {0: torch.tensor([1.0 + rank, 1.0], dtype=torch.float64),
+                         1: torch.tensor([0.0, 2.0 + rank], dtype=torch.float64)}
+        recorder.frames = torch.tensor(2.0 + rank, dtype=torch.float64)
+        recorder.sum_over_ranks()
+        torch.save(recorder.means(), Path(out_dir) / f"attention{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_attention_sums_over_ranks_give_every_rank_the_whole_test_set(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_attention_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    means = [torch.load(tmp_path / f"attention{r}.pt", weights_only=True) for r in range(2)]
+    assert means[0] == means[1] == [[0.6, 0.4], [0.0, 1.0]]  # (1 + 2) / 5, (1 + 1) / 5; 0 / 5, (2 + 3) / 5

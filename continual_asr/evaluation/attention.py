@@ -14,7 +14,6 @@ import torch
 from avalanche.evaluation import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 
-from .. import distributed
 from ..model.combiners import AttentionRecorder
 from ..reporting.plots import attention_figure
 
@@ -66,20 +65,12 @@ class AdapterAttention(PluginMetric[dict]):
             return
         model = _model(strategy)
         model.record_attention(None)
-        # Every rank holds a part (or a stand-in) of every batch, so all see the same layers and slots.
-        layers = len(model.layers)
-        width = max((len(v) for v in recorder.sums.values()), default=0)
-        if width == 0:
+        if not recorder.sums:  # nothing attends
             return
-        totals = torch.zeros(layers * width + 1, dtype=torch.float64)
-        for layer, sums in recorder.sums.items():
-            totals[layer * width: (layer + 1) * width] = sums
-        totals[-1] = recorder.frames
-        totals = distributed.all_reduce_sum(totals)
-        frames = max(float(totals[-1]), 1.0)
-        self.results[strategy.experience.current_experience] = [
-            [round(float(v) / frames, 4) for v in totals[layer * width: (layer + 1) * width]] for layer in range(layers)]
-        self.slots = list(model.adapter_tasks) + [NULL_SLOT] * (width - len(model.adapter_tasks))
+        recorder.sum_over_ranks()
+        means = recorder.means()
+        self.results[strategy.experience.current_experience] = means
+        self.slots = list(model.adapter_tasks) + [NULL_SLOT] * (len(means[0]) - len(model.adapter_tasks))
 
     def after_eval(self, strategy) -> list[MetricValue]:
         record = self.step_record()

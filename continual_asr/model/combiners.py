@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ..distributed import global_mean
+from ..distributed import all_reduce_sum, global_mean
 from .adapters import AdapterBank
 
 
@@ -47,6 +47,14 @@ class AttentionRecorder:
         else:
             total = (probs.detach().double() * valid.unsqueeze(-1)).sum(dim=(0, 1)).cpu()
         self.sums[layer] = self.sums[layer] + total if layer in self.sums else total
+
+    def sum_over_ranks(self) -> None:
+        """With several processes, replace this process's sums by every process's (one all-reduce;
+        every rank holds a part or a stand-in of every batch, so all have the same layers)."""
+        layers = sorted(self.sums)
+        totals = all_reduce_sum(torch.cat([*(self.sums[layer] for layer in layers), self.frames.reshape(1)]))
+        self.sums = dict(zip(layers, totals[:-1].split([len(self.sums[layer]) for layer in layers])))
+        self.frames = totals[-1]
 
     def means(self) -> list[list[float]]:
         """Per layer, the mean attention of each slot over every frame seen (rows sum to 1)."""
