@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Callable
 
 import click
 
-from .errors import CasrError
+from .cli_common import one_line_errors, parse_seeds
+from .cli_sweep import sweep_command
 
 OUT_HELP = "output folder (default: runs/STREAM-STRATEGY-seedN; with --seeds: runs/STREAM-STRATEGY/seedN)"
 SKIP_BAD_HELP = "leave bad utterances out (counted in the log) instead of stopping with an error"
@@ -18,47 +17,6 @@ REFERENCE_HELP = ("a reference run folder of the same stream (adapter-oracle: si
 DEVICE_HELP = "auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N; bf16 mixed precision on a GPU"
 NPROC_HELP = ("run as N data-parallel processes on this machine (relaunches itself with torch.distributed.run; "
               "with cuda, one GPU each); several machines: torchrun ... -m continual_asr")
-
-
-def _one_line_errors(command):
-    """User errors end as one line on stderr and exit status 2, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        from . import distributed
-        from .errors import TrainingError
-
-        try:
-            return command(*args, **kwargs)
-        except CasrError as exc:
-            # Several processes may meet the same bad input, or one may fail alone (a non-finite
-            # loss on its part of a batch): the first to stop says it, once.
-            if distributed.first_to_fail() and (distributed.is_active() or distributed.is_main()):
-                where = f" (process {distributed.rank()})" if isinstance(exc, TrainingError) and \
-                    distributed.is_active() else ""
-                click.echo(f"casr: error{where}: {exc}", err=True)
-            sys.exit(2)
-        except Exception:
-            if distributed.peer_failed():  # our collective broke because another process stopped
-                sys.exit(2)
-            raise
-        except KeyboardInterrupt:
-            click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
-def _parse_seeds(text: str) -> list[int]:
-    from .errors import ConfigError
-
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds must be integers separated by commas, got '{text}'") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds must name distinct seeds, got '{text}'")
-    return seeds
 
 
 PRESET_HELP = "model and training sizes: tiny or default (default: the stream's own preset if it names one, else default)"
@@ -154,7 +112,7 @@ def main() -> None:
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
 @click.option("--task-order", default=None, metavar="3,1,2,...|shuffle:SEED",
               help="learn the stream's tasks in this order (YAML positions, 1-based) or a seeded shuffle of it")
-@_one_line_errors
+@one_line_errors
 def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, adapter_files, seed, cache_dir, device,
         nproc, quiet, overwrite, seeds, reference_runs, skip_bad, task_order) -> None:
     """Learn the stream's tasks one after another; WER on every task after each step.
@@ -185,7 +143,7 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
         if click.get_current_context().get_parameter_source("seed") is not ParameterSource.DEFAULT:
             raise ConfigError("give --seed or --seeds, not both")
         base = Path(out_dir or name)
-        targets = [(s, base / f"seed{s}") for s in _parse_seeds(seeds)]
+        targets = [(s, base / f"seed{s}") for s in parse_seeds(seeds)]
     rank0 = distributed.is_main()  # rank 0 alone writes; the other processes log errors only
     if rank0:
         for _, out in targets:
@@ -216,7 +174,7 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
 @click.option("--baseline", "baselines", multiple=True, metavar="NAME",
               help="a group (strategy name or table label) to test every other against: differences with 95 %% "
                    "paired bootstrap intervals, significant ones marked; repeatable")
-@_one_line_errors
+@one_line_errors
 def compare(run_dirs, out_dir, reference_runs, baselines) -> None:
     """Compare finished runs of one stream: a table (mean ± std over seeds) and an overlay plot.
 
@@ -243,7 +201,7 @@ def compare(run_dirs, out_dir, reference_runs, baselines) -> None:
 
 @main.command()
 @click.argument("run_dir")
-@_one_line_errors
+@one_line_errors
 def plot(run_dir) -> None:
     """Re-create a run's CSVs, plots and report.html from its results.json alone."""
     from .folders import ensure_writable
@@ -266,7 +224,7 @@ def plot(run_dir) -> None:
 @click.option("--nproc", default=1, show_default=True, type=int, metavar="N", help=NPROC_HELP)
 @click.option("--quiet", is_flag=True)
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
-@_one_line_errors
+@one_line_errors
 def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, nproc, quiet, skip_bad) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
     from . import distributed
@@ -299,7 +257,7 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--skip-bad", is_flag=True, help="exit 0 despite problems (a run with --skip-bad leaves them out)")
 @click.option("--quiet", is_flag=True, help="no progress bars or log lines")
-@_one_line_errors
+@one_line_errors
 def data_command(stream_name, preset, overrides, cache_dir, skip_bad, quiet) -> None:
     """Prepare the stream's data and report on it, so that bad data shows up before a run.
 
@@ -343,12 +301,16 @@ def list_things() -> None:
 
 @main.command(name="fields")
 def list_fields() -> None:
-    """List every config field with its default and help text."""
-    from .config import RunConfig, field_help
+    """List every config field, by group, with its default and help text."""
+    from dataclasses import fields
+
+    from .config import GROUPS, RunConfig
 
     defaults = RunConfig()
-    for name, help_text in field_help().items():
-        click.echo(f"  {name:<24} {getattr(defaults, name)!s:<8} {help_text}")
+    for group, description in GROUPS.items():
+        click.echo(f"{group}: {description}")
+        for f in (f for f in fields(RunConfig) if f.metadata["group"] == group):
+            click.echo(f"  {f.name:<24} {getattr(defaults, f.name)!s:<8} {f.metadata['help']}")
 
 
 @main.group()
@@ -361,7 +323,7 @@ def adapters() -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.argument("task")
 @click.argument("out_dir", type=click.Path())
-@_one_line_errors
+@one_line_errors
 def export_adapter_command(run_dir, task, out_dir) -> None:
     """Write the adapter of TASK in the run in RUN_DIR (from its checkpoint.pt) into the folder
     OUT_DIR: adapter_config.json and adapter_model.safetensors."""
@@ -374,7 +336,7 @@ def export_adapter_command(run_dir, task, out_dir) -> None:
 
 @adapters.command(name="show")
 @click.argument("adapter_path", type=click.Path())
-@_one_line_errors
+@one_line_errors
 def show_adapter_command(adapter_path) -> None:
     """Print an exported adapter's metadata (a folder, or a version-1 .pt file)."""
     from .adapter_files import load_adapter
@@ -384,71 +346,6 @@ def show_adapter_command(adapter_path) -> None:
     click.echo(f"task: {adapter.task}\nbase model: {adapter.base_fingerprint}\n"
                f"dimensions: {adapter.num_layers} layers, d_model {adapter.d_model}, bottleneck {adapter.bottleneck} "
                f"({parameters} parameters)\nsource: " + ", ".join(f"{k} {v}" for k, v in adapter.source.items()))
-
-
-def sweep_command(name: str, default_file: str | None = None, default_out: str | None = None,
-                  extra: Callable | None = None, help: str | None = None) -> click.Command:
-    """The sweep command (``casr sweep``; experiments/reproduce.py is one with the paper's file
-    and its questions as ``extra``: groups -> lines for results.md)."""
-
-    @click.command(name=name, help=help)
-    @click.argument("sweep_file", required=default_file is None, default=default_file,
-                    type=click.Path(dir_okay=False))
-    @click.option("--out", "out_dir", default=default_out, metavar="DIR",
-                  help=f"parent folder of the runs: OUT/NAME/seedS (default: {default_out or 'runs/sweep-FILESTEM'})")
-    @click.option("--stream", "stream_name", default=None, help="instead of the sweep file's stream")
-    @click.option("--preset", default=None, help="instead of the sweep file's preset")
-    @click.option("--seeds", default=None, metavar="N,N,...", help="instead of the sweep file's seeds")
-    @click.option("--only", default=None, metavar="NAME,...", help="only these runs of the sweep file")
-    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                  help="a config field for every run whose strategy reads it (repeatable)")
-    @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-                  help="runs at a time, each in its own process with cores/jobs threads")
-    @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
-    @click.option("--report-only", is_flag=True, help="write results.md from the finished runs; train nothing")
-    @click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
-                  show_default=True, help="local: a process pool here; slurm: each run a Slurm job through submitit "
-                                          "(--jobs caps the jobs queued at once); submitit-local: the same submission "
-                                          "path with jobs as local processes")
-    @click.option("--time", "time_minutes", default=240, show_default=True, type=int, metavar="MINUTES",
-                  help="cluster jobs: time limit (a job that reaches it is requeued and resumes)")
-    @click.option("--cpus", default=2, show_default=True, type=int, help="cluster jobs: cores per job (and torch threads)")
-    @click.option("--gpus", default=0, show_default=True, type=int, help="cluster jobs: GPUs per job")
-    @click.option("--mem-gb", default=None, type=int, help="cluster jobs: memory per job")
-    @click.option("--partition", default=None, help="cluster jobs: Slurm partition")
-    @click.option("--max-retries", default=2, show_default=True, type=int,
-                  help="cluster jobs: submit a failed job again this many times")
-    @_one_line_errors
-    def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
-                report_only, launcher, time_minutes, cpus, gpus, mem_gb, partition, max_retries) -> None:
-        from .config import parse_overrides
-        from .folders import ensure_writable
-        from .stream import load_stream
-        from .launchers import ClusterOptions
-        from .sweep import InvocationLog, load_plan, run_all, sweep_baselines, write_report
-
-        out = Path(out_dir or f"runs/sweep-{Path(sweep_file).stem}")
-        stream, preset, plan = load_plan(
-            Path(sweep_file), out, stream_name, preset, _parse_seeds(seeds) if seeds else None,
-            [n.strip() for n in only.split(",") if n.strip()] if only else None, parse_overrides(overrides))
-        load_stream(stream)  # an unknown stream fails now, in one line, not once per run
-        ensure_writable(out, "--out")
-        failed = []
-        if not report_only:
-            cluster = None if launcher == "local" else ClusterOptions(
-                cluster="local" if launcher == "submitit-local" else "slurm", time_minutes=time_minutes, cpus=cpus,
-                gpus=gpus, mem_gb=mem_gb, partition=partition, max_retries=max_retries)
-            log = InvocationLog(out, jobs, len(plan), launcher)
-            failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True), log=log,
-                             cluster=cluster, cluster_folder=out / "submitit")
-            log.finish(failed)
-        click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra,
-                                sweep_baselines(Path(sweep_file))))
-        if failed:
-            click.echo(f"casr: failed runs: {', '.join(failed)} (see their run.log)", err=True)
-            sys.exit(1)
-
-    return command
 
 
 main.add_command(sweep_command(

@@ -13,7 +13,8 @@ from typing import Callable, Iterable
 from .config import field_help
 from .errors import ConfigError
 
-StrategyFactory = Callable[..., object]  # (model, config, *, device, plugins, evaluator, seed) -> SpeechTemplate
+# (model, config, *, device, plugins, evaluator, seed, base_data[, extraction_cache]) -> SpeechTemplate
+StrategyFactory = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class StrategyInfo:
     # The config fields this strategy reads beyond the model and batching ones (each documented
     # by its help text in RunConfig); None: unknown (a strategy from a user's file).
     options: tuple[str, ...] | None = None
+    # It trains single-task adapters (knowledge extraction): its factory takes the runner's
+    # extraction cache, and a sweep runs one such run per seed first so the others reuse them.
+    extracts_adapters: bool = False
 
     def check_options(self, keys: Iterable[str]) -> None:
         """Refuse a field set by the user that is another strategy's option but not this one's
@@ -41,10 +45,11 @@ _STRATEGIES: dict[str, StrategyInfo] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
-def register_strategy(name: str, description: str, options: Iterable[str] = ()
+def register_strategy(name: str, description: str, options: Iterable[str] = (), extracts_adapters: bool = False
                       ) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator: make ``factory`` selectable as ``--strategy name``; ``options`` are the
-    config fields it reads beyond the model and batching ones."""
+    config fields it reads beyond the model and batching ones; ``extracts_adapters``: it trains
+    one single-task adapter per task (its factory then takes ``extraction_cache``)."""
     if not _NAME.match(name):
         raise ValueError(f"strategy name {name!r} must be lowercase letters, digits and dashes")
     if not description.strip() or "\n" in description.strip():
@@ -58,7 +63,7 @@ def register_strategy(name: str, description: str, options: Iterable[str] = ()
         existing = _STRATEGIES.get(name)
         if existing is not None and existing.factory is not factory:
             raise ValueError(f"strategy {name!r} is registered twice")
-        _STRATEGIES[name] = StrategyInfo(name, description.strip(), factory, options)
+        _STRATEGIES[name] = StrategyInfo(name, description.strip(), factory, options, extracts_adapters)
         return factory
 
     return decorate

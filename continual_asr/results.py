@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import sys
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -51,6 +53,63 @@ def save_torch_atomic(payload: Any, path: Path) -> None:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+
+
+def new_results(identity: dict, *, source: str | None, preset: str, base_task: str, tasks: list[str],
+                zero_shot_task: str, columns: list[str], test_audio_seconds: dict[str, float],
+                base_row: list[float], base_dev_row: list[float | None], base_model: dict, device: str,
+                processes: int) -> dict:
+    """results.json before the first task: the run's identity, the base model's WER rows and
+    the machine; the steps are added by :func:`step_record` as they finish."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        **identity,
+        "stream": {**identity["stream"], "source": source},
+        "preset": preset,
+        "base_task": base_task,
+        "tasks": tasks,
+        "zero_shot_task": zero_shot_task,
+        "columns": columns,
+        "test_audio_seconds": test_audio_seconds,
+        "base_wer": dict(zip(columns, base_row)),
+        "wer_matrix": [],
+        "base_dev_wer": dict(zip(columns, base_dev_row)),  # dev: what choices are made on
+        "dev_wer_matrix": [],
+        "steps": [],
+        "base_model": base_model,
+        "device": device,
+        "processes": processes,
+        "versions": package_versions(),
+        "wall_seconds": 0.0,
+        "complete": False,
+    }
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def step_record(task: str, columns: list[str], row: list[float], train_seconds: float, eval_seconds: float,
+                counts: dict, trained: int, total_base: int) -> dict:
+    """One entry of results.json's ``steps``: the test row, the clock, memory and parameters."""
+    return {
+        "task": task,
+        "wer": dict(zip(columns, row)),
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "peak_rss_mib": peak_rss_mib(),
+        "parameters": {
+            "trained": trained,
+            "stored": counts["total"],
+            "base": counts["base"],
+            "adapters": counts["adapters"],
+            "combiners": counts["combiners"],
+            "trained_share": round(trained / counts["total"], 4),
+            "stored_vs_base": round(counts["total"] / total_base, 4),
+        },
+    }
 
 
 def format_wer_table(results: dict) -> str:

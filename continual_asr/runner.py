@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
-import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,24 +17,23 @@ from avalanche.logging import TensorboardLogger
 
 from . import distributed
 from .adapter_files import base_fingerprint, import_adapters, load_adapter
-from .config import RUNTIME_FIELDS, RunConfig
+from .config import RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
-from .evaluation.plugin_metrics import make_evaluator
+from .evaluation.plugin_metrics import Evaluator, make_evaluator
 from .evaluation.metric_registry import tensorboard_scalars
-from .evaluation.summary import attach_metrics
 from .folders import ensure_writable
 from .registry import StrategyInfo
-from .reporting import reference_wers, write_run_outputs
-from .reporting.intervals import EDITS
-from .results import SCHEMA_VERSION, format_wer_table, package_versions, save_torch_atomic, write_json_atomic
+from .reporting import reference_wers
+from .results import format_wer_table, new_results, step_record
+from .run_state import (clear_stale_events, load_previous, refresh_finished, resume, run_identity,
+                        save_step)
 from .stream import StreamSpec
-from .training.pretrain import pretrain_base_model, save_checkpoint
+from .training.pretrain import pretrain_base_model
 from .training.extraction_cache import ExtractionCache
 from .training.progress import ProgressPlugin
 
 log = logging.getLogger("continual_asr")
-CHECKPOINT = "checkpoint.pt"
 FRAME_SECONDS = 0.01  # the log-mel hop (continual_asr.data.features.log_mel): audio seconds per frame
 
 
@@ -65,71 +63,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key existed had
-
-
-def _same_run_value(key: str, previous, value) -> bool:
-    """Config fields that did not exist when the earlier run began (it ran as their default
-    does) and fields of how a run executes (threads, workers) do not make it another run."""
-    if key == "stream" and isinstance(previous, dict):  # where the YAML file lies is not the run's identity
-        return all(previous.get(name, value[name]) == value[name] for name in value)
-    if key == "task_order" and previous is None:  # runs from before task orders took the YAML order
-        return value == list(range(1, len(value) + 1))
-    if key != "config" or not isinstance(previous, dict):
-        return previous == value
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    return all(old == value.get(name) for name, old in {**defaults, **previous}.items()
-               if name not in RUNTIME_FIELDS and name in value)
-
-
-def _load_previous(out_dir: Path, identity: dict) -> dict | None:
-    """The checkpoint of an earlier run into ``out_dir``, if it is the same run; else None."""
-    path = out_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # a torn or foreign file: never guess, say so
-        raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
-    previous = checkpoint["results"]
-    for key, value in identity.items():
-        if not _same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value):
-            raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
-    return checkpoint
-
-
-def _save(out_dir: Path, model, cl_strategy, results: dict, edits: dict) -> None:
-    """Checkpoint first, then edits.json and results.json, then the CSVs, plots and report: all
-    atomic; the checkpoint holds the results, the edits and the Avalanche clock (the x of the
-    logged metrics) too."""
-    attach_metrics(results)
-    clock = {k: v for k, v in vars(cl_strategy.clock).items() if isinstance(v, int)}
-    save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state(),
-                    clock=clock, edits=edits)
-    write_json_atomic(out_dir / EDITS, edits)  # per step and test set: each utterance's [words, S, D, I]
-    write_json_atomic(out_dir / "results.json", results)
-    write_run_outputs(results, out_dir)
-
-
-def _refresh_finished(out_dir: Path, checkpoint: dict, references: dict | None) -> dict:
-    """A finished run asked again: new references (if given) and metrics into its checkpoint and
-    results.json, and every output file rewritten."""
-    results = checkpoint["results"]
-    if references is not None:
-        results["references"] = references
-    attach_metrics(results)
-    save_torch_atomic(checkpoint, out_dir / CHECKPOINT)
-    write_json_atomic(out_dir / "results.json", results)
-    write_run_outputs(results, out_dir)
-    return results
-
-
-def peak_rss_mib() -> float:
-    """The process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-
-
 def _log_metrics(tensorboard: TensorboardLogger, block: dict, step: int) -> None:
     """Every metric of the registry into TensorBoard at x = the step (0 = the base model)."""
     for tag, value in tensorboard_scalars(block).items():
@@ -137,24 +70,57 @@ def _log_metrics(tensorboard: TensorboardLogger, block: dict, step: int) -> None
     tensorboard.writer.flush()
 
 
-def _step_record(task: str, columns: list[str], row: list[float], train_seconds: float, eval_seconds: float,
-                 counts: dict, trained: int, total_base: int) -> dict:
-    return {
-        "task": task,
-        "wer": dict(zip(columns, row)),
-        "train_seconds": round(train_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "peak_rss_mib": peak_rss_mib(),
-        "parameters": {
-            "trained": trained,
-            "stored": counts["total"],
-            "base": counts["base"],
-            "adapters": counts["adapters"],
-            "combiners": counts["combiners"],
-            "trained_share": round(trained / counts["total"], 4),
-            "stored_vs_base": round(counts["total"] / total_base, 4),
-        },
-    }
+@dataclass
+class _Evaluation:
+    """The test sets, then the dev sets, after a step (or of the base model)."""
+
+    cl_strategy: object
+    benchmark: object
+    evaluator: Evaluator
+    columns: list[str]
+    dev_columns: list[str]
+
+    def __call__(self, edits: dict) -> tuple[list[float], list[float | None], float, dict | None]:
+        """The test row (the WER matrix's), the dev row (None where a column has no dev set),
+        the seconds the test sets took (the real-time factor's; dev's go into the wall time) and
+        what fusion attended to on the test sets (None if nothing attends). The test sets'
+        per-utterance edit counts join ``edits``."""
+        wer = self.evaluator.wer
+        began = time.perf_counter()
+        self.cl_strategy.eval(self.benchmark.test_stream)
+        test_row = [round(wer.results[i], 2) for i in range(len(self.columns))]
+        edits["steps"].append({c: wer.edits[i] for i, c in enumerate(self.columns)})
+        attended = self.evaluator.attention.step_record()
+        seconds = time.perf_counter() - began
+        self.cl_strategy.eval(self.benchmark.dev_stream)
+        dev = {c: round(wer.results[i], 2) for i, c in enumerate(self.dev_columns)}
+        return test_row, [dev.get(c) for c in self.columns], seconds, attended
+
+
+def _data_and_base_model(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, seed: int, cache_dir: Path,
+                         device: torch.device, progress: bool, skip_bad: bool) -> tuple[StreamData, object, dict]:
+    """The stream's data (features, tokenizer; one process at a time builds what the cache
+    lacks) and the pretrained base model, with every RNG seeded from ``seed`` after each."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(seed)
+    data: StreamData = distributed.in_turn(
+        lambda: prepare_stream_data(stream, config, cache_dir, progress=progress, skip_bad=skip_bad))
+    try:
+        model, base_info = pretrain_base_model(data, config, seed, cache_dir, device, progress=progress)
+    except TrainingError as exc:
+        raise TrainingError(f"strategy {strategy.name}, base-model pretraining on {stream.base.name}: {exc}") from None
+    seed_everything(seed)
+    return data, model, base_info
+
+
+def _extraction_cache(strategy: StrategyInfo, model, data: StreamData, config: RunConfig, seed: int,
+                      cache_dir: Path) -> ExtractionCache | None:
+    """Single-task adapters shared with earlier runs, for a strategy that extracts them."""
+    if not (strategy.extracts_adapters and config.share_adapters):
+        return None
+    return ExtractionCache(cache_dir / "adapters", base_fingerprint(model.state_dict()),
+                           {name: split.digest for name, split in data.train.items()}, data.fingerprint, config, seed)
 
 
 def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *, seed: int = 0,
@@ -178,156 +144,134 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    if adapters and not strategy.extracts_adapters:  # before minutes of pretraining, not after
+        raise CasrError(f"--adapter needs an adapter strategy (adapter-*): {strategy.name} has no adapter bank")
     main = distributed.is_main()
     progress = progress and main
     imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
-    identity = {"stream": {"name": stream.name, "description": stream.description,
-                           "tasks": {t.name: t.fingerprint() for t in stream.eval_tasks}},
-                "task_order": list(stream.order),
-                "strategy": strategy.name, "seed": seed, "config": config.to_dict(),
-                "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
+    identity = run_identity(stream, strategy.name, seed, config, imported)
     columns = [t.name for t in stream.eval_tasks]
     references = distributed.broadcast_object(
         reference_wers(reference_runs, {"columns": columns}) if reference_runs and main else None)
-    previous = distributed.broadcast_object(None if overwrite or not main else _load_previous(out_dir, identity))
+    previous = distributed.broadcast_object(None if overwrite or not main else load_previous(out_dir, identity))
     if previous is not None and previous["results"]["complete"]:
         log.info("%s already holds the finished run; nothing to train", out_dir)
-        return _refresh_finished(out_dir, previous, references) if main else previous["results"]
-    if previous is None and main:  # a fresh start: events of an earlier run into out_dir would mix in
-        for stale in out_dir.glob("events.out.tfevents.*"):
-            stale.unlink()
+        return refresh_finished(out_dir, previous, references) if main else previous["results"]
+    if previous is None and main:
+        clear_stale_events(out_dir)
     cache_dir = ensure_writable(cache_dir or default_cache_dir(), "cache folder")
-    if config.threads:
-        torch.set_num_threads(config.threads)
     torch_device = torch.device(device)
-    seed_everything(seed)
-
-    data: StreamData = distributed.in_turn(
-        lambda: prepare_stream_data(stream, config, cache_dir, progress=progress, skip_bad=skip_bad))
-    try:
-        model, base_info = pretrain_base_model(data, config, seed, cache_dir, torch_device, progress=progress)
-    except TrainingError as exc:
-        raise TrainingError(f"strategy {strategy.name}, base-model pretraining on {stream.base.name}: {exc}") from None
-    seed_everything(seed)
-
+    data, model, base_info = _data_and_base_model(stream, strategy, config, seed, cache_dir, torch_device, progress,
+                                                  skip_bad)
     tensorboard = TensorboardLogger(out_dir) if main else None
-    wer, matrix_metrics, attention, evaluator = make_evaluator(data.tokenizer, columns,
-                                                               loggers=[tensorboard] if main else [])
-    cl_strategy = strategy.factory(model, config, device=torch_device, seed=seed,
-                                   plugins=[ProgressPlugin(progress)], evaluator=evaluator)
-    cl_strategy.memory.add(data.dataset("train", stream.base))
+    evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard] if main else [])
+    extraction_cache = _extraction_cache(strategy, model, data, config, seed, cache_dir)
+    cl_strategy = strategy.factory(model, config, device=torch_device, seed=seed, plugins=[ProgressPlugin(progress)],
+                                   evaluator=evaluator.plugin, base_data=data.dataset("train", stream.base),
+                                   **({"extraction_cache": extraction_cache} if extraction_cache else {}))
     benchmark = data.benchmark()
     experiences = list(benchmark.train_stream)
     total_base = model.parameter_counts()["total"]
     import_adapters(cl_strategy, imported)
-    if hasattr(cl_strategy, "extraction_cache") and config.share_adapters:
-        cl_strategy.extraction_cache = ExtractionCache(
-            cache_dir / "adapters", base_fingerprint(model.state_dict()),
-            {name: split.digest for name, split in data.train.items()}, data.fingerprint, config, seed)
+    evaluate = _Evaluation(cl_strategy, benchmark, evaluator, columns, [t.name for t in data.dev_tasks()])
+    steps = _Steps(strategy.name, stream, out_dir, main, model, cl_strategy, evaluate, tensorboard, total_base, started)
     audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
-
-    dev_columns = [t.name for t in data.dev_tasks()]
-
-    def evaluate() -> tuple[list[float], list[float | None], float, dict | None]:
-        """The test row (the WER matrix's), the dev row (None where a column has no dev set),
-        the seconds the test sets took (the real-time factor's; dev's go into the wall time) and
-        what fusion attended to on the test sets (None if nothing attends). The test sets'
-        per-utterance edit counts join ``edits``."""
-        began = time.perf_counter()
-        cl_strategy.eval(benchmark.test_stream)
-        test_row = [round(wer.results[i], 2) for i in range(len(columns))]
-        edits["steps"].append({c: wer.edits[i] for i, c in enumerate(columns)})
-        attended = attention.step_record()
-        seconds = time.perf_counter() - began
-        cl_strategy.eval(benchmark.dev_stream)
-        dev = {c: round(wer.results[i], 2) for i, c in enumerate(dev_columns)}
-        return test_row, [dev.get(c) for c in columns], seconds, attended
-
     if previous is not None:
-        results = previous["results"]
-        done = len(results["wer_matrix"])
-        # A run from before edit counts were kept has none for its finished steps.
-        edits = previous.get("edits") or {"columns": columns, "steps": [None] * (done + 1)}
-        results.setdefault("test_audio_seconds", audio_seconds)
-        data.check_unchanged(results.get("data"), done)
-        cl_strategy.restore(previous["strategy_state"], experiences[:done])
-        model.load_state_dict(previous["state_dict"])
-        for name, value in previous.get("clock", {"train_exp_counter": done}).items():
-            setattr(cl_strategy.clock, name, value)
-        for row in [[results["base_wer"][c] for c in columns], *results["wer_matrix"]]:
-            for metric in matrix_metrics:
-                metric.update(row)
-        log.info("resuming %s after %d of %d tasks", out_dir, done, len(experiences))
+        data.check_unchanged(previous["results"].get("data"), len(previous["results"]["wer_matrix"]))
+        steps.resume(previous, experiences, evaluator.matrix_metrics, audio_seconds)
     else:
-        edits = {"columns": columns, "steps": []}
-        base_row, base_dev_row, base_eval_seconds, _ = evaluate()
-        results = {
-            "schema_version": SCHEMA_VERSION,
-            **identity,
-            "stream": {**identity["stream"], "source": stream.source},
-            "preset": preset,
-            "base_task": stream.base.name,
-            "tasks": [t.name for t in stream.tasks],
-            "zero_shot_task": stream.zero_shot.name,
-            "columns": columns,
-            "test_audio_seconds": audio_seconds,
-            "base_wer": dict(zip(columns, base_row)),
-            "wer_matrix": [],
-            "base_dev_wer": dict(zip(columns, base_dev_row)),  # dev: what choices are made on
-            "dev_wer_matrix": [],
-            "steps": [],
-            "base_model": {**base_info, "parameters": total_base, "eval_seconds": round(base_eval_seconds, 2)},
-            "device": str(torch_device),
-            "processes": distributed.world_size(),
-            "versions": package_versions(),
-            "wall_seconds": 0.0,
-            "complete": False,
-        }
-        done = 0
+        steps.start(identity, preset, audio_seconds, base_info, torch_device)
+    results = steps.results
     if references is not None:
         results["references"] = references
     results["data"] = data.identity()  # what the steps from here on train and test on
     if previous is None and main:
-        _save(out_dir, model, cl_strategy, results, edits)
-        _log_metrics(tensorboard, results["base_model"]["metrics"], 0)
-        log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
-    wall_before = results["wall_seconds"]
-
+        steps.save()
+    done = len(results["wer_matrix"])
     try:
         for experience, task in zip(experiences[done:], stream.tasks[done:]):
-            log.info("task %d/%d: %s", experience.current_experience + 1, len(stream.tasks), task.name)
-            began = time.perf_counter()
-            try:
-                cl_strategy.train(experience, eval_streams=[])
-            except TrainingError as exc:
-                kept = len(results["wer_matrix"])
-                raise TrainingError(
-                    f"strategy {strategy.name}, task {experience.current_experience + 1}/{len(stream.tasks)} "
-                    f"({task.name}): {exc}; the {kept} finished step(s) are kept in {out_dir} (rerunning the same "
-                    "command retries this task)") from None
-            train_seconds = time.perf_counter() - began
-            row, dev_row, eval_seconds, attended = evaluate()
-            trained = sum(cl_strategy.trained_parameters.values())
-            results["wer_matrix"].append(row)
-            results["dev_wer_matrix"].append(dev_row)
-            results["steps"].append({**_step_record(task.name, columns, row, train_seconds, eval_seconds,
-                                                    model.parameter_counts(), trained, total_base),
-                                     **cl_strategy.step_details,
-                                     **({"attention": attended} if attended else {})})
-            results["wall_seconds"] = round(wall_before + time.perf_counter() - started, 2)
-            results["complete"] = len(results["wer_matrix"]) == len(stream.tasks)
-            if main:
-                _save(out_dir, model, cl_strategy, results, edits)
-                _log_metrics(tensorboard, results["steps"][-1]["metrics"], len(results["steps"]))
-            log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
+            steps.run(experience, task)
     finally:  # an adapter claimed for training and never saved must not block other runs
-        if getattr(cl_strategy, "extraction_cache", None) is not None:
-            cl_strategy.extraction_cache.release()
+        if extraction_cache is not None:
+            extraction_cache.release()
     if main:
         tensorboard.writer.close()
     if not results["complete"]:  # the next task's training data is bad: stop before it, finished steps kept
         raise data.stop_before(len(results["wer_matrix"]), out_dir)
     return results
+
+
+class _Steps:
+    """The run's results as its steps finish: the base model's evaluation (or the checkpoint's
+    steps), then per task train, evaluate, record, save (rank 0) and log."""
+
+    def __init__(self, strategy_name: str, stream: StreamSpec, out_dir: Path, main: bool, model: torch.nn.Module,
+                 cl_strategy, evaluate: _Evaluation, tensorboard: TensorboardLogger | None, total_base: int,
+                 started: float) -> None:
+        self.strategy_name, self.stream, self.out_dir, self.main = strategy_name, stream, out_dir, main
+        self.model, self.cl_strategy, self.evaluate, self.tensorboard = model, cl_strategy, evaluate, tensorboard
+        self.total_base = total_base
+        self.started = started  # perf_counter at this process's start of the run
+        self.wall_before = 0.0  # wall seconds of the run's earlier processes (before a resume)
+        self.results: dict = {}
+        self.edits: dict = {"columns": evaluate.columns, "steps": []}
+
+    def start(self, identity: dict, preset: str, audio_seconds: dict, base_info: dict, device: torch.device) -> None:
+        """A fresh run: the base model's WER on every test and dev set."""
+        base_row, base_dev_row, base_eval_seconds, _ = self.evaluate(self.edits)
+        stream, columns = self.stream, self.evaluate.columns
+        log.info("base model WER: %s", ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, base_row)))
+        self.results = new_results(
+            identity, source=stream.source, preset=preset, base_task=stream.base.name,
+            tasks=[t.name for t in stream.tasks], zero_shot_task=stream.zero_shot.name, columns=columns,
+            test_audio_seconds=audio_seconds, base_row=base_row, base_dev_row=base_dev_row,
+            base_model={**base_info, "parameters": self.total_base, "eval_seconds": round(base_eval_seconds, 2)},
+            device=str(device), processes=distributed.world_size())
+
+    def resume(self, previous: dict, experiences: list, matrix_metrics: list, audio_seconds: dict) -> None:
+        self.results, self.edits = resume(previous, self.cl_strategy, self.model, experiences, matrix_metrics,
+                                          self.evaluate.columns)
+        self.results.setdefault("test_audio_seconds", audio_seconds)
+        self.wall_before = self.results["wall_seconds"]
+        log.info("resuming %s after %d of %d tasks", self.out_dir, len(self.results["wer_matrix"]), len(experiences))
+
+    def save(self) -> None:
+        """Checkpoint and every output file (rank 0); the latest step's metrics (the base
+        model's at step 0) into TensorBoard."""
+        save_step(self.out_dir, self.model, self.cl_strategy, self.results, self.edits)  # attaches the metrics
+        steps = self.results["steps"]
+        _log_metrics(self.tensorboard, steps[-1]["metrics"] if steps else self.results["base_model"]["metrics"],
+                     len(steps))
+
+    def run(self, experience, task) -> None:
+        results, columns = self.results, self.evaluate.columns
+        log.info("task %d/%d: %s", experience.current_experience + 1, len(self.stream.tasks), task.name)
+        began = time.perf_counter()
+        self._train(experience, task)
+        train_seconds = time.perf_counter() - began
+        row, dev_row, eval_seconds, attended = self.evaluate(self.edits)
+        trained = sum(self.cl_strategy.trained_parameters.values())
+        results["wer_matrix"].append(row)
+        results["dev_wer_matrix"].append(dev_row)
+        results["steps"].append({**step_record(task.name, columns, row, train_seconds, eval_seconds,
+                                               self.model.parameter_counts(), trained, self.total_base),
+                                 **self.cl_strategy.step_details,
+                                 **({"attention": attended} if attended else {})})
+        results["wall_seconds"] = round(self.wall_before + time.perf_counter() - self.started, 2)
+        results["complete"] = len(results["wer_matrix"]) == len(self.stream.tasks)
+        if self.main:
+            self.save()
+        log.info("after %s: %s", task.name, ", ".join(f"{c} {v:.1f}" for c, v in zip(columns, row)))
+
+    def _train(self, experience, task) -> None:
+        try:
+            self.cl_strategy.train(experience, eval_streams=[])
+        except TrainingError as exc:
+            kept = len(self.results["wer_matrix"])
+            raise TrainingError(
+                f"strategy {self.strategy_name}, task {experience.current_experience + 1}/{len(self.stream.tasks)} "
+                f"({task.name}): {exc}; the {kept} finished step(s) are kept in {self.out_dir} (rerunning the "
+                "same command retries this task)") from None
 
 
 __all__ = ["run_stream", "format_wer_table", "default_cache_dir", "ensure_writable", "setup_logging"]

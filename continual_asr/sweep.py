@@ -32,7 +32,6 @@ from .reporting.intervals import intervals_markdown
 from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
 from .runner import run_stream, setup_logging
 from .stream import load_stream
-from .training.adapters import EXTRACTION_OPTIONS
 
 HISTORY = "sweep_history.jsonl"
 if TYPE_CHECKING:
@@ -53,7 +52,7 @@ class PlannedRun:
 
     @property
     def extracts_adapters(self) -> bool:
-        return set(EXTRACTION_OPTIONS) <= set(self.strategy.options or ())
+        return self.strategy.extracts_adapters
 
 
 def overrides_for(info: StrategyInfo, overrides: dict) -> dict:

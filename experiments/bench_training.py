@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from continual_asr.config import make_config
 from continual_asr.data.dataset import SpeechBatch
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
-from continual_asr.runner import peak_rss_mib
+from continual_asr.results import peak_rss_mib
 from timing import median_seconds  # experiments/timing.py
 
 

@@ -7,7 +7,7 @@ from continual_asr.training.adapters import COMPOSITION_OPTIONS, AdapterStrategy
 
 @register_strategy("adapter-fusion", "Audio-AdapterFusion: per-frame attention over every task's adapter, no task ID",
                    options=COMPOSITION_OPTIONS + ("fusion_layernorm", "fusion_null_adapter", "fusion_value_reg",
-                                                  "fusion_decay", "fusion_temperature"))
+                                                  "fusion_decay", "fusion_temperature"), extracts_adapters=True)
 def adapter_fusion(model, config, **common) -> AdapterStrategy:
     return AdapterStrategy(
         model=model, config=config, composition=True,

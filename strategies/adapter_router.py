@@ -7,7 +7,8 @@ from continual_asr.training.adapters import EXTRACTION_OPTIONS, AdapterStrategy
 
 
 @register_strategy("adapter-router", "learned routing: a task classifier on pooled base-encoder features picks one adapter per utterance",
-                   options=EXTRACTION_OPTIONS + ("memory_per_task", "router_epochs", "router_lr", "router_hidden"))
+                   options=EXTRACTION_OPTIONS + ("memory_per_task", "router_epochs", "router_lr", "router_hidden"),
+                   extracts_adapters=True)
 def adapter_router(model, config, **common) -> AdapterStrategy:
     # The combiners route like the oracle; the router, not the true task, gives the route.
     return AdapterStrategy(model=model, config=config, composition=False, make_combiner=lambda layer: OracleRouting(),

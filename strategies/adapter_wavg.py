@@ -6,7 +6,7 @@ from continual_asr.training.adapters import COMPOSITION_OPTIONS, AdapterStrategy
 
 
 @register_strategy("adapter-wavg", "Adapter Weighted Mean: learned normalised weights over the adapters per layer, no task ID",
-                   options=COMPOSITION_OPTIONS + ("fusion_layernorm",))
+                   options=COMPOSITION_OPTIONS + ("fusion_layernorm",), extracts_adapters=True)
 def adapter_wavg(model, config, **common) -> AdapterStrategy:
     return AdapterStrategy(
         model=model, config=config, composition=True,

@@ -37,3 +37,19 @@ def test_bad_overrides_name_the_field(pairs, message):
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="unknown preset 'huge' \\(valid: default, tiny\\)"):
         make_config("huge")
+
+
+def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from continual_asr.config import GROUPS, RunConfig
+    from continual_asr.training.extraction_cache import ExtractionCache
+
+    assert {f.metadata["group"] for f in fields(RunConfig)} <= set(GROUPS)
+
+    def key(**changes) -> str:
+        return ExtractionCache(Path("/unused"), "base", {"t": "data"}, "tokens", make_config("tiny", changes), 0).key("t", 1)
+
+    assert len({key(), key(adapter_dim=4), key(batch_frames=900)}) == 3  # extraction and training groups
+    assert key() == key(fusion_epochs=7, ewc_lambda=3.0, router_hidden=5, threads=1, eval_batch_frames=999)

@@ -59,7 +59,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path):
 
 def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default():
     from continual_asr.config import make_config
-    from continual_asr.runner import _same_run_value
+    from continual_asr.run_state import same_run_value as _same_run_value
 
     older = make_config("tiny").to_dict()
     del older["head"]  # a run from before heads were selectable ran a CTC head

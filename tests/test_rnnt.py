@@ -263,7 +263,7 @@ def test_distillation_consolidation_and_routing_run_with_the_rnnt_head(tmp_path,
 def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, rnnt_cache, monkeypatch):
     import continual_asr.runner as runner
 
-    real_save, saves = runner._save, []
+    real_save, saves = runner.save_step, []
 
     def save_then_die(*args, **kwargs):
         saves.append(1)
@@ -271,12 +271,12 @@ def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, 
             raise RuntimeError("killed")
         real_save(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "_save", save_then_die)
+    monkeypatch.setattr(runner, "save_step", save_then_die)
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "adapter-fusion", "--preset", "tiny",
                                        "--seed", "0", "--set", "head=rnnt",
                                        "--out", str(tmp_path / "fusion"), "--cache-dir", str(rnnt_cache), "--quiet"])
     assert result.exit_code != 0 and len(saves) == 3
-    monkeypatch.setattr(runner, "_save", real_save)
+    monkeypatch.setattr(runner, "save_step", real_save)
     resumed, output = _run(tmp_path, rnnt_cache, "fusion", extra=["--set", "head=rnnt"])
     assert "after 1 of 2 tasks" in (tmp_path / "fusion" / "run.log").read_text()  # resumed, not redone
     assert resumed["wer_matrix"] == rnnt_run[0]["wer_matrix"]

@@ -175,7 +175,7 @@ def test_ewc_state_survives_a_weights_only_checkpoint(tmp_path):
 def test_replay_keeps_per_task_utterances_of_every_task_base_included_and_mixes_them_in():
     replay = SpeechReplayPlugin(per_task=4, seed=0)
     strategy = toy_strategy([replay])
-    strategy.memory.add(toy_dataset(20, task_id=0, seed=1))  # the base task, as the runner does
+    strategy.memory.add(toy_dataset(20, task_id=0, seed=1))  # the base task (the runner hands it as base_data)
     first = toy_dataset(16, task_id=1, seed=2)
     strategy.adapted_dataset = first
     replay.after_train_dataset_adaptation(strategy)

@@ -6,7 +6,7 @@ from ..config import RunConfig
 from .adapters import AdapterBank, BottleneckAdapter
 from .combiners import (AdapterFusion, AdapterMean, AdapterWeightedMean, OracleRouting, Resizable,
                         SingleAdapter)
-from .encoder import ConformerASR, ConformerCTC
+from .encoder import ConformerASR
 from .heads import CTCHead, TransducerHead, head_of, make_head
 from .router import TaskRouter
 
@@ -22,5 +22,5 @@ def build_model(config: RunConfig, num_tokens: int) -> ConformerASR:
 
 
 __all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "AdapterWeightedMean",
-           "OracleRouting", "Resizable", "SingleAdapter", "ConformerASR", "ConformerCTC", "CTCHead",
+           "OracleRouting", "Resizable", "SingleAdapter", "ConformerASR", "CTCHead",
            "TransducerHead", "TaskRouter", "build_model", "head_of", "make_head"]

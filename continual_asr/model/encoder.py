@@ -195,4 +195,3 @@ class ConformerASR(nn.Module):
         return outputs[-1], out_lengths
 
 
-ConformerCTC = ConformerASR  # the name from before heads were selectable

@@ -87,7 +87,6 @@ def report_html(results: dict, metrics: dict, images: dict[str, bytes]) -> str:
     """The whole page: the run, its key numbers, the WER matrix, the metrics per step, the plots
     (``images``: title -> PNG bytes), the references, the metric definitions and the config."""
     summary = metrics["summary"]
-    cost = summary["cost"]
     stream = results["stream"]
     done = f"{len(results['wer_matrix'])} of {len(results['tasks'])} tasks"
     overview = _kv([

@@ -45,10 +45,12 @@ class AdapterStrategy(SpeechTemplate):
     ``composition`` says whether the combiner has anything to learn (Adapter Mean and oracle
     routing do not, unless ``train_adapters`` is set). ``router``: route each utterance by this
     classifier, trained during composition (use it with oracle-routing combiners).
+    ``extraction_cache``: single-task adapters shared with earlier runs (None: always train).
     """
 
     def __init__(self, *, model: ConformerASR, config, make_combiner: CombinerFactory,
-                 composition: bool = True, router: TaskRouter | None = None, **common) -> None:
+                 composition: bool = True, router: TaskRouter | None = None,
+                 extraction_cache: ExtractionCache | None = None, **common) -> None:
         if router is not None:
             common["plugins"] = [*(common.get("plugins") or []), RoutingLog()]
         super().__init__(model=model, config=config, **common)
@@ -64,8 +66,7 @@ class AdapterStrategy(SpeechTemplate):
         self.composition = composition
         self.router = router
         self.task_adapters: dict[int, int] = {}  # task id (the WER-matrix column) -> its adapter
-        # Set by the runner: single-task adapters shared with earlier runs (None: always train).
-        self.extraction_cache: ExtractionCache | None = None
+        self.extraction_cache = extraction_cache
 
     def task_name(self, experience) -> str:
         return getattr(experience, "task_name", f"task{experience.current_experience}")

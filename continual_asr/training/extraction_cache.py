@@ -8,8 +8,7 @@ the router) can reuse the adapters the first of them trained, which is most of t
 Reuse is exact, not approximate: the extraction phase starts from an adapter initialised
 from (seed, task) and is itself seeded from (seed, task) (AdapterStrategy), so a reused
 adapter holds the weights this run would have trained, bit for bit on the same thread count.
-The key holds everything else the weights depend on; config fields of composition,
-routing, the whole-model baselines, evaluation and execution are left out of it.
+The key holds everything else the weights depend on: the config groups in EXTRACTION_GROUPS.
 """
 
 from __future__ import annotations
@@ -21,21 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import RUNTIME_FIELDS, RunConfig
+from ..config import RunConfig, fields_of
 from ..cache import EntryLock
 
 VERSION = 1
-# Fields that cannot change an adapter trained alone on its task (over-keying is safe: a field
-# missing here only costs a cache miss).
-NOT_EXTRACTION = frozenset({
-    "fusion_epochs", "fusion_lr", "fusion_layernorm", "fusion_null_adapter", "train_adapters", "memory_per_task",
-    "composition_data", "composition_schedule", "fusion_warm_start", "fusion_value_reg", "fusion_decay",
-    "fusion_temperature",
-    "finetune_epochs", "finetune_lr", "ewc_lambda", "lwf_alpha", "lwf_temperature",
-    "router_epochs", "router_lr", "router_hidden", "eval_batch_frames", "max_test_utterances", "rnnt_max_symbols",
-    "pretrain_seed",  # the base model's fingerprint says which base it is
-    *RUNTIME_FIELDS,
-})
+# The config groups an adapter trained alone on its task depends on (continual_asr/config.py's
+# GROUPS): the base model's architecture and pretraining (also in the base fingerprint), the
+# training batches and data, the arithmetic and the extraction settings. A field added to one of
+# these groups joins the key by itself; composition, routing, the whole-model baselines,
+# evaluation and execution never enter it.
+EXTRACTION_GROUPS = ("model", "head", "pretraining", "training", "data", "numerics", "extraction")
 
 
 @dataclass(frozen=True)
@@ -54,7 +48,7 @@ class ExtractionCache:
         payload = {
             "version": VERSION, "base": self.base_fingerprint, "task": task, "position": position,
             "data": self.train_digests.get(task), "tokens": self.tokenizer_fingerprint, "seed": self.seed,
-            "config": {k: v for k, v in self.config.to_dict().items() if k not in NOT_EXTRACTION},
+            "config": self.config.subset(fields_of(*EXTRACTION_GROUPS)),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,6 +1,7 @@
 """The one Avalanche template every strategy shares: speech recognition in training phases.
 
-``SpeechTemplate`` is a ``SupervisedTemplate`` that (a) batches variable-length speech with
+``SpeechTemplate`` is a ``SupervisedTemplate`` (the methods it overrides, and why, are listed in
+training/avalanche_overrides.py) that (a) batches variable-length speech with
 the dataset's collate function on both paths (Avalanche 0.6.0 drops it when training,
 issue #1531), (b) carries transcripts through the minibatch, (c) computes the loss of the model's
 head (CTC or transducer, continual_asr/model/heads.py) on the encoder output, and
@@ -26,7 +27,8 @@ from ..config import RunConfig
 from .. import distributed
 from ..data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, ShardView, SpeechBatch, collate
 from ..errors import TrainingError
-from ..model import ConformerCTC, head_of
+from ..model import ConformerASR, head_of
+from . import avalanche_overrides
 from .memory import TaskMemory
 
 
@@ -37,12 +39,12 @@ class TrainingPhase:
     name: str
     epochs: int
     learning_rate: float
-    configure: Callable[[ConformerCTC], None]  # installs combiners and chooses trainable parameters
+    configure: Callable[[ConformerASR], None]  # installs combiners and chooses trainable parameters
     dataset: AvalancheDataset | None = None  # None: the experience's training data (as plugins adapted it)
     # A seed of its own (torch's RNG and batch order) makes the phase independent of every phase
     # before it, so its result can be reused (adapter extraction); None: the run's RNG flows on.
     seed: int | None = None
-    finish: Callable[[ConformerCTC], None] | None = None  # called once the phase's epochs are done
+    finish: Callable[[ConformerASR], None] | None = None  # called once the phase's epochs are done
 
 
 def phase_seed(run_seed: int, experience: int, phase: str) -> int:
@@ -69,9 +71,12 @@ class ResumablePlugin(Protocol):
 class SpeechTemplate(SupervisedTemplate):
     """Whole-model training on each experience (the fine-tuning baseline, and pretraining)."""
 
-    def __init__(self, *, model: ConformerCTC, config: RunConfig, device: str | torch.device = "cpu",
+    def __init__(self, *, model: ConformerASR, config: RunConfig, device: str | torch.device = "cpu",
                  plugins: list | None = None, evaluator: EvaluationPlugin | None = None, seed: int = 0,
-                 epochs: int | None = None, learning_rate: float | None = None) -> None:
+                 base_data: AvalancheDataset | None = None, epochs: int | None = None,
+                 learning_rate: float | None = None) -> None:
+        """``base_data``: the base task's training data, the memory's first task (the runner
+        hands it over; composition, replay, EWC and joint training read it)."""
         placeholder = torch.optim.AdamW(model.parameters(), lr=0.0)  # rebuilt for every phase
         super().__init__(model=model, optimizer=placeholder, criterion=None, train_mb_size=1, train_epochs=1,
                          eval_mb_size=1, device=device, plugins=plugins,
@@ -83,6 +88,8 @@ class SpeechTemplate(SupervisedTemplate):
         self.epochs = config.finetune_epochs if epochs is None else epochs
         self.learning_rate = config.finetune_lr if learning_rate is None else learning_rate
         self.memory = TaskMemory(config.memory_per_task, seed)
+        if base_data is not None:
+            self.memory.add(base_data)
         self.phase: TrainingPhase | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.trained_parameters: dict[int, int] = {}  # id -> numel of every parameter trained this experience
@@ -207,39 +214,10 @@ class SpeechTemplate(SupervisedTemplate):
         return type(output)(t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in output)
 
     def training_epoch(self, **kwargs) -> None:
-        """Avalanche's loop (SGDUpdate.training_epoch) with forward, loss and the plugins' loss
-        terms under autocast, and backward (see ``backward``) outside it."""
-        for self.mbatch in self.dataloader:
-            if self._stop_training:
-                break
-            self._unpack_minibatch()
-            self._before_training_iteration(**kwargs)
-            self.optimizer.zero_grad()
-            self.loss = self._make_empty_loss()
-            with self.autocast():
-                self._before_forward(**kwargs)
-                self.mb_output = self._float32(self.forward())
-                self._after_forward(**kwargs)
-                self.loss += self.criterion()
-                self._before_backward(**kwargs)
-            self.backward()
-            self._after_backward(**kwargs)
-            self._before_update(**kwargs)
-            self.optimizer_step()
-            self._after_update(**kwargs)
-            self._after_training_iteration(**kwargs)
+        avalanche_overrides.training_epoch(self, **kwargs)
 
     def eval_epoch(self, **kwargs) -> None:
-        """Avalanche's evaluation loop (BaseSGDTemplate.eval_epoch) with forward under autocast."""
-        for self.mbatch in self.dataloader:
-            self._unpack_minibatch()
-            self._before_eval_iteration(**kwargs)
-            with self.autocast():
-                self._before_eval_forward(**kwargs)
-                self.mb_output = self._float32(self.forward())
-                self._after_eval_forward(**kwargs)
-                self.loss = self.criterion()
-            self._after_eval_iteration(**kwargs)
+        avalanche_overrides.eval_epoch(self, **kwargs)
 
     def backward(self) -> None:
         """With several processes: each rank's loss weighted by its share of the global batch's

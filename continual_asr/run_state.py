@@ -1,0 +1,114 @@
+"""What a run keeps between its steps: its identity, the checkpoint, and resuming from it.
+
+A run folder holds one run. Its identity (stream, task order, strategy, seed, config, imported
+adapters) is stored in the checkpoint; a rerun into the same folder continues after the last
+finished step if the identity matches and refuses otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from .config import RUNTIME_FIELDS, RunConfig
+from .errors import CasrError
+from .evaluation.summary import attach_metrics
+from .reporting import write_run_outputs
+from .reporting.intervals import EDITS
+from .results import save_torch_atomic, write_json_atomic
+from .stream import StreamSpec
+from .training.pretrain import save_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key existed had
+
+
+def run_identity(stream: StreamSpec, strategy: str, seed: int, config: RunConfig, imported: list) -> dict:
+    """What makes two runs the same run (the stream by its tasks' content, not its file's path)."""
+    return {"stream": {"name": stream.name, "description": stream.description,
+                       "tasks": {t.name: t.fingerprint() for t in stream.eval_tasks}},
+            "task_order": list(stream.order),
+            "strategy": strategy, "seed": seed, "config": config.to_dict(),
+            "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
+
+
+def same_run_value(key: str, previous, value) -> bool:
+    """Config fields that did not exist when the earlier run began (it ran as their default
+    does) and fields of how a run executes (threads, workers) do not make it another run."""
+    if key == "stream" and isinstance(previous, dict):  # where the YAML file lies is not the run's identity
+        return all(previous.get(name, value[name]) == value[name] for name in value)
+    if key == "task_order" and previous is None:  # runs from before task orders took the YAML order
+        return value == list(range(1, len(value) + 1))
+    if key != "config" or not isinstance(previous, dict):
+        return previous == value
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    return all(old == value.get(name) for name, old in {**defaults, **previous}.items()
+               if name not in RUNTIME_FIELDS and name in value)
+
+
+def load_previous(out_dir: Path, identity: dict) -> dict | None:
+    """The checkpoint of an earlier run into ``out_dir``, if it is the same run; else None."""
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # a torn or foreign file: never guess, say so
+        raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
+    previous = checkpoint["results"]
+    for key, value in identity.items():
+        if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value):
+            raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
+    return checkpoint
+
+
+def clear_stale_events(out_dir: Path) -> None:
+    """A fresh start: TensorBoard events of an earlier run into ``out_dir`` would mix in."""
+    for stale in out_dir.glob("events.out.tfevents.*"):
+        stale.unlink()
+
+
+def save_step(out_dir: Path, model, cl_strategy, results: dict, edits: dict) -> None:
+    """Checkpoint first, then edits.json and results.json, then the CSVs, plots and report: all
+    atomic; the checkpoint holds the results, the edits and the Avalanche clock (the x of the
+    logged metrics) too."""
+    attach_metrics(results)
+    clock = {k: v for k, v in vars(cl_strategy.clock).items() if isinstance(v, int)}
+    save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state(),
+                    clock=clock, edits=edits)
+    write_json_atomic(out_dir / EDITS, edits)  # per step and test set: each utterance's [words, S, D, I]
+    write_json_atomic(out_dir / "results.json", results)
+    write_run_outputs(results, out_dir)
+
+
+def refresh_finished(out_dir: Path, checkpoint: dict, references: dict | None) -> dict:
+    """A finished run asked again: new references (if given) and metrics into its checkpoint and
+    results.json, and every output file rewritten."""
+    results = checkpoint["results"]
+    if references is not None:
+        results["references"] = references
+    attach_metrics(results)
+    save_torch_atomic(checkpoint, out_dir / CHECKPOINT)
+    write_json_atomic(out_dir / "results.json", results)
+    write_run_outputs(results, out_dir)
+    return results
+
+
+def resume(previous: dict, cl_strategy, model, experiences: list, matrix_metrics: list,
+           columns: list[str]) -> tuple[dict, dict]:
+    """Strategy, weights, clock and the WER-matrix metrics as they were after the checkpoint's
+    last step; returns its results and edit counts."""
+    results = previous["results"]
+    done = len(results["wer_matrix"])
+    # A run from before edit counts were kept has none for its finished steps.
+    edits = previous.get("edits") or {"columns": columns, "steps": [None] * (done + 1)}
+    cl_strategy.restore(previous["strategy_state"], experiences[:done])
+    model.load_state_dict(previous["state_dict"])
+    for name, value in previous.get("clock", {"train_exp_counter": done}).items():
+        setattr(cl_strategy.clock, name, value)
+    for row in [[results["base_wer"][c] for c in columns], *results["wer_matrix"]]:
+        for metric in matrix_metrics:
+            metric.update(row)
+    return results, edits
