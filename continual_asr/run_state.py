@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import RUNTIME_FIELDS, RunConfig
+from .config import RUNTIME_FIELDS, SHARED_GROUPS, RunConfig, fields_of
 from .errors import CasrError
 from .evaluation.summary import attach_metrics
 from .reporting import write_run_outputs
@@ -25,6 +25,12 @@ CHECKPOINT = "checkpoint.pt"
 IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key existed had
 
 
+def fields_read_by(options: tuple[str, ...] | None) -> set[str] | None:
+    """The config fields a strategy with these registered options reads: the groups every
+    strategy shares, and its options (None: unknown, a strategy from a user's file)."""
+    return None if options is None else set(fields_of(*SHARED_GROUPS)) | set(options)
+
+
 def run_identity(stream: StreamSpec, strategy: str, seed: int, config: RunConfig, imported: list) -> dict:
     """What makes two runs the same run (the stream by its tasks' content, not its file's path)."""
     return {"stream": {"name": stream.name, "description": stream.description,
@@ -34,9 +40,10 @@ def run_identity(stream: StreamSpec, strategy: str, seed: int, config: RunConfig
             "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
 
 
-def same_run_value(key: str, previous, value) -> bool:
+def same_run_value(key: str, previous, value, relevant: set[str] | None = None) -> bool:
     """Config fields that did not exist when the earlier run began (it ran as their default
-    does) and fields of how a run executes (threads, workers) do not make it another run."""
+    does), fields of how a run executes (threads, workers) and, given ``relevant`` (the fields
+    the strategy reads), other strategies' options do not make it another run."""
     if key == "stream" and isinstance(previous, dict):  # where the YAML file lies is not the run's identity
         return all(previous.get(name, value[name]) == value[name] for name in value)
     if key == "task_order" and previous is None:  # runs from before task orders took the YAML order
@@ -45,11 +52,12 @@ def same_run_value(key: str, previous, value) -> bool:
         return previous == value
     defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     return all(old == value.get(name) for name, old in {**defaults, **previous}.items()
-               if name not in RUNTIME_FIELDS and name in value)
+               if name not in RUNTIME_FIELDS and name in value and (relevant is None or name in relevant))
 
 
-def load_previous(out_dir: Path, identity: dict) -> dict | None:
-    """The checkpoint of an earlier run into ``out_dir``, if it is the same run; else None."""
+def load_previous(out_dir: Path, identity: dict, relevant: set[str] | None = None) -> dict | None:
+    """The checkpoint of an earlier run into ``out_dir``, if it is the same run (``relevant``:
+    the config fields that decide it, see ``same_run_value``); else None."""
     path = out_dir / CHECKPOINT
     if not path.is_file():
         return None
@@ -59,7 +67,7 @@ def load_previous(out_dir: Path, identity: dict) -> dict | None:
         raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
     previous = checkpoint["results"]
     for key, value in identity.items():
-        if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value):
+        if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value, relevant):
             raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
     return checkpoint
 

@@ -26,7 +26,7 @@ from .folders import ensure_writable
 from .registry import StrategyInfo
 from .reporting import reference_wers
 from .results import format_wer_table, new_results, step_record
-from .run_state import (clear_stale_events, load_previous, refresh_finished, resume, run_identity,
+from .run_state import (clear_stale_events, fields_read_by, load_previous, refresh_finished, resume, run_identity,
                         save_step)
 from .stream import StreamSpec
 from .training.pretrain import pretrain_base_model
@@ -153,7 +153,8 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     columns = [t.name for t in stream.eval_tasks]
     references = distributed.broadcast_object(
         reference_wers(reference_runs, {"columns": columns}) if reference_runs and main else None)
-    previous = distributed.broadcast_object(None if overwrite or not main else load_previous(out_dir, identity))
+    previous = distributed.broadcast_object(
+        None if overwrite or not main else load_previous(out_dir, identity, fields_read_by(strategy.options)))
     if previous is not None and previous["results"]["complete"]:
         log.info("%s already holds the finished run; nothing to train", out_dir)
         return refresh_finished(out_dir, previous, references) if main else previous["results"]

@@ -93,10 +93,10 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         f"sequential fine-tuning: {compared(edits('adapter-fusion'), edits('finetune'), zero_shot, 'better')} "
         "(the paper: 9 % better than the base model).",
         f"5. LayerNorm ablation, A-AF with it against without it, final mean WER "
-        f"{relative(aaf, mean('adapter-fusion no-LN', 'final_mean_wer'))}: "
-        f"{compared(edits('adapter-fusion'), edits('adapter-fusion no-LN'), learned, 'better')}; with the adapters "
+        f"{relative(mean('adapter-fusion +LN', 'final_mean_wer'), aaf)}: "
+        f"{compared(edits('adapter-fusion +LN'), edits('adapter-fusion'), learned, 'better')}; with the adapters "
         f"trained during composition too: "
-        f"{compared(edits('adapter-fusion +adapters'), edits('adapter-fusion +adapters no-LN'), learned, 'better')}. "
+        f"{compared(edits('adapter-fusion +adapters +LN'), edits('adapter-fusion +adapters'), learned, 'better')}. "
         "Backward transfer (negative = forgetting): "
         + ", ".join(f"{n} {mean(n, 'backward_transfer'):+.2f}" for n in groups
                     if mean(n, "backward_transfer") is not None) + ".",

@@ -67,3 +67,16 @@ def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default
     assert not _same_run_value("config", older, make_config("tiny", {"head": "rnnt"}).to_dict())
     changed_threads = make_config("tiny", {"threads": 1}).to_dict()
     assert _same_run_value("config", make_config("tiny").to_dict(), changed_threads)  # how it runs, not what
+
+
+def test_another_strategys_option_does_not_make_a_run_another_run():
+    from continual_asr.config import make_config
+    from continual_asr.registry import get_strategy
+    from continual_asr.run_state import fields_read_by, same_run_value
+
+    before = make_config("tiny", {"fusion_layernorm": True}).to_dict()  # e.g. a default that changed since
+    now = make_config("tiny", {"fusion_layernorm": False}).to_dict()
+    assert same_run_value("config", before, now, fields_read_by(get_strategy("adapter-oracle").options))
+    assert same_run_value("config", before, now, fields_read_by(get_strategy("finetune").options))
+    assert not same_run_value("config", before, now, fields_read_by(get_strategy("adapter-fusion").options))
+    assert not same_run_value("config", before, now)  # a strategy from a user's file: every field counts
