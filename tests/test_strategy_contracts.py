@@ -194,7 +194,8 @@ def test_a_layernorm_combiner_without_composition_epochs_is_refused(tiny_data):
     model = copy.deepcopy(tiny_data[2])
     for name in ("adapter-fusion", "adapter-wavg"):
         with pytest.raises(ConfigError, match="fusion_epochs=0 with fusion_layernorm=true"):
-            get_strategy(name).factory(model, make_config("tiny", {"fusion_epochs": 0}), device="cpu", seed=0)
+            get_strategy(name).factory(model, make_config("tiny", {"fusion_epochs": 0, "fusion_layernorm": True}),
+                                       device="cpu", seed=0)
     get_strategy("adapter-fusion").factory(model, make_config("tiny", {"fusion_epochs": 0, "fusion_layernorm": False}),
                                            device="cpu", seed=0)
 
@@ -226,10 +227,10 @@ def test_the_value_regulariser_and_decay_towards_the_identity_keep_v_near_i(tiny
 
 
 def test_a_fresh_combiner_per_task_and_composing_once(tiny_data):
-    _, warm = _fused(tiny_data)
-    _, fresh = _fused(tiny_data, fusion_warm_start=False)
+    _, warm = _fused(tiny_data, fusion_warm_start=True)
+    _, fresh = _fused(tiny_data)  # the default
     assert warm[0][0] is warm[1][0] and fresh[0][0] is not fresh[1][0]  # new modules for the second task
-    _, once = _fused(tiny_data, composition_schedule="once")
+    _, once = _fused(tiny_data, composition_schedule="once", fusion_layernorm=True)
     learned = [k for k in once[0][1] if not k.endswith(("norm.weight", "calibrated"))]
     assert all(bool(c.calibrated) for c in once[0][0])  # calibrated on a training batch after the first task
     assert once[0][0] is not once[1][0]  # the last task composes from a fresh combiner
