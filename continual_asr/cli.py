@@ -22,15 +22,33 @@ NPROC_HELP = ("run as N data-parallel processes on this machine (relaunches itse
 PRESET_HELP = "model and training sizes: tiny or default (default: the stream's own preset if it names one, else default)"
 
 
-def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: str, config_file: str | None = None):
-    """(config, stream, preset name): without --preset, the stream's own preset, else default."""
-    from .config import load_config_file, make_config, parse_overrides
+def _settings(config_preset: str | None, overrides: tuple[str, ...], stream_name: str, config_file: str | None = None,
+              strategy=None):
+    """(the user's flat config fields, stream, preset name): without --preset, the stream's own
+    preset, else default. ``StrategyInfo.settings`` turns the fields into config and options
+    (``strategy``: its options are fields of the config file too, if it comes from a file)."""
+    from .config import load_config_file, parse_overrides
+    from .registry import all_fields
     from .stream import load_stream
 
-    values = {**(load_config_file(config_file) if config_file else {}), **parse_overrides(overrides)}
+    known = all_fields() | set(strategy.option_names if strategy else ())
+    values = {**(load_config_file(config_file, known) if config_file else {}), **parse_overrides(overrides)}
     stream = load_stream(stream_name)
-    preset = config_preset or stream.preset or "default"
-    return make_config(preset, values), stream, preset
+    return values, stream, config_preset or stream.preset or "default"
+
+
+def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: str, config_file: str | None = None):
+    """(general config, stream, preset name) of a command that trains no strategy: strategies'
+    options are accepted and ignored (an unknown field is still refused)."""
+    from .config import GENERAL_FIELDS, make_config
+    from .errors import ConfigError
+    from .registry import all_fields
+
+    values, stream, preset = _settings(config_preset, overrides, stream_name, config_file)
+    unknown = sorted(set(values) - all_fields())
+    if unknown:
+        raise ConfigError(f"unknown config field '{unknown[0]}' (valid: {', '.join(sorted(all_fields()))})")
+    return make_config(preset, {k: v for k, v in values.items() if k in GENERAL_FIELDS}), stream, preset
 
 
 def _start_processes(command: str, device: str, nproc: int):
@@ -72,13 +90,6 @@ def _start_processes(command: str, device: str, nproc: int):
         sys.exit(distributed.launch_local(nproc, args))
     distributed.init(torch_device)
     return torch_device
-
-
-def _user_keys(overrides: tuple[str, ...], config_file: str | None) -> set[str]:
-    """The config fields the user chose (by --config or --set), not the preset."""
-    from .config import load_config_file, parse_overrides
-
-    return set(parse_overrides(overrides)) | set(load_config_file(config_file) if config_file else {})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,10 +141,10 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
     from .reporting import compare_runs, comparison_markdown, write_comparison
     from .runner import ensure_writable, format_wer_table, run_stream, setup_logging
 
-    config, stream, preset = _common(preset, overrides, stream_name, config_file)
-    stream = stream.in_order(task_order)
     strategy = get_strategy(strategy_name)
-    strategy.check_options(_user_keys(overrides, config_file))
+    values, stream, preset = _settings(preset, overrides, stream_name, config_file, strategy)
+    stream = stream.in_order(task_order)
+    config, options = strategy.settings(preset, values)
     name = f"runs/{stream.name}-{strategy.name.replace(':', '-').replace('.py', '')}"
     if stream.task_order:
         name += "-order" + "-".join(map(str, stream.order))
@@ -151,7 +162,7 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
     torch_device = _start_processes("run", device, nproc)
     for run_seed, out in targets:
         setup_logging(out if rank0 else None, quiet, errors_only=not rank0)
-        results = run_stream(stream, strategy, config, out, seed=run_seed, preset=preset,
+        results = run_stream(stream, strategy, config, out, options=options, seed=run_seed, preset=preset,
                              cache_dir=Path(cache_dir) if cache_dir else None, device=torch_device,
                              progress=not quiet, overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs],
                              skip_bad=skip_bad, adapters=[Path(a) for a in adapter_files])
@@ -294,23 +305,27 @@ def list_things() -> None:
     click.echo("strategies:")
     for info in available_strategies().values():
         click.echo(f"  {info.name:<22} {info.description}")
-        click.echo(f"  {'':<22} options: {', '.join(info.options) or 'none'}")
+        click.echo(f"  {'':<22} options: {', '.join(info.option_names) or 'none'}")
     click.echo(f"presets: {', '.join(PRESETS)}")
     click.echo("(casr run --set FIELD=VALUE or --config FILE.yaml; every field and its help: casr fields)")
 
 
 @main.command(name="fields")
 def list_fields() -> None:
-    """List every config field, by group, with its default and help text."""
+    """List every config field, by group, with its default and help text; a strategy's option
+    also says which strategies read it."""
     from dataclasses import fields
 
     from .config import GROUPS, RunConfig
+    from .registry import option_fields
 
-    defaults = RunConfig()
-    for group, description in GROUPS.items():
-        click.echo(f"{group}: {description}")
-        for f in (f for f in fields(RunConfig) if f.metadata["group"] == group):
-            click.echo(f"  {f.name:<24} {getattr(defaults, f.name)!s:<8} {f.metadata['help']}")
+    listed = [(f, None) for f in fields(RunConfig)] + list(option_fields().values())
+    groups = list(GROUPS) + sorted({f.metadata["group"] for f, _ in listed} - set(GROUPS))
+    for group in groups:
+        click.echo(f"{group}: {GROUPS.get(group, 'options of a strategy from a file')}")
+        for f, readers in (entry for entry in listed if entry[0].metadata["group"] == group):
+            who = f" [{', '.join(readers)}]" if readers is not None else ""
+            click.echo(f"  {f.name:<24} {f.default!s:<8} {f.metadata['help']}{who}")
 
 
 @main.group()

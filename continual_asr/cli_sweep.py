@@ -12,6 +12,29 @@ import click
 from .cli_common import one_line_errors, parse_seeds
 
 
+_CLUSTER_OPTIONS = [
+    click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
+                 show_default=True, help="local: a process pool here; slurm: each run a Slurm job through submitit "
+                                         "(--jobs caps the jobs queued at once); submitit-local: the same submission "
+                                         "path with jobs as local processes"),
+    click.option("--time", "time_minutes", default=240, show_default=True, type=int, metavar="MINUTES",
+                 help="cluster jobs: time limit (a job that reaches it is requeued and resumes)"),
+    click.option("--cpus", default=2, show_default=True, type=int, help="cluster jobs: cores per job (and torch threads)"),
+    click.option("--gpus", default=0, show_default=True, type=int, help="cluster jobs: GPUs per job"),
+    click.option("--mem-gb", default=None, type=int, help="cluster jobs: memory per job"),
+    click.option("--partition", default=None, help="cluster jobs: Slurm partition"),
+    click.option("--max-retries", default=2, show_default=True, type=int,
+                 help="cluster jobs: submit a failed job again this many times"),
+]
+
+
+def _cluster_options(command: Callable) -> Callable:
+    """--launcher and what a cluster job asks for (launchers.ClusterOptions)."""
+    for option in reversed(_CLUSTER_OPTIONS):
+        command = option(command)
+    return command
+
+
 def sweep_command(name: str, default_file: str | None = None, default_out: str | None = None,
                   extra: Callable | None = None, help: str | None = None) -> click.Command:
     """The sweep command (``casr sweep``; experiments/reproduce.py is one with the paper's file
@@ -32,18 +55,7 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
                   help="runs at a time, each in its own process with cores/jobs threads")
     @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
     @click.option("--report-only", is_flag=True, help="write results.md from the finished runs; train nothing")
-    @click.option("--launcher", type=click.Choice(["local", "slurm", "submitit-local"]), default="local",
-                  show_default=True, help="local: a process pool here; slurm: each run a Slurm job through submitit "
-                                          "(--jobs caps the jobs queued at once); submitit-local: the same submission "
-                                          "path with jobs as local processes")
-    @click.option("--time", "time_minutes", default=240, show_default=True, type=int, metavar="MINUTES",
-                  help="cluster jobs: time limit (a job that reaches it is requeued and resumes)")
-    @click.option("--cpus", default=2, show_default=True, type=int, help="cluster jobs: cores per job (and torch threads)")
-    @click.option("--gpus", default=0, show_default=True, type=int, help="cluster jobs: GPUs per job")
-    @click.option("--mem-gb", default=None, type=int, help="cluster jobs: memory per job")
-    @click.option("--partition", default=None, help="cluster jobs: Slurm partition")
-    @click.option("--max-retries", default=2, show_default=True, type=int,
-                  help="cluster jobs: submit a failed job again this many times")
+    @_cluster_options
     @one_line_errors
     def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
                 report_only, launcher, time_minutes, cpus, gpus, mem_gb, partition, max_retries) -> None:

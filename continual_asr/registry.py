@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
-from .config import field_help
+from .config import GENERAL_FIELDS, Options, RunConfig, build_fields, make_config
 from .errors import ConfigError
 
-# (model, config, *, device, plugins, evaluator, seed, base_data[, extraction_cache]) -> SpeechTemplate
+# (model, config, options, *, device, plugins, evaluator, seed, base_data[, extraction_cache]) -> SpeechTemplate
 StrategyFactory = Callable[..., object]
+
+
+@dataclass
+class NoOptions(Options):
+    """The options of a strategy that has none of its own."""
 
 
 @dataclass(frozen=True)
@@ -22,42 +28,72 @@ class StrategyInfo:
     name: str
     description: str
     factory: StrategyFactory
-    # The config fields this strategy reads beyond the model and batching ones (each documented
-    # by its help text in RunConfig); None: unknown (a strategy from a user's file).
-    options: tuple[str, ...] | None = None
+    # The dataclass of the options this strategy reads beyond RunConfig's (option() fields; the
+    # factory gets an instance as its third argument).
+    options: type = NoOptions
     # It trains single-task adapters (knowledge extraction): its factory takes the runner's
     # extraction cache, and a sweep runs one such run per seed first so the others reuse them.
     extracts_adapters: bool = False
 
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.options))
+
     def check_options(self, keys: Iterable[str]) -> None:
-        """Refuse a field set by the user that is another strategy's option but not this one's
-        (it would be silently ignored): one line naming this strategy's options."""
-        if self.options is None:
+        """Refuse a field set by the user that is no field of this strategy's: another strategy's
+        option (it would be silently ignored) or nobody's; one line naming the valid ones."""
+        unknown = sorted(set(keys) - GENERAL_FIELDS - set(self.option_names))
+        if not unknown:
             return
-        foreign = sorted(set(keys) & (strategy_options() - set(self.options)))
-        if foreign:
-            valid = ", ".join(self.options) or "none"
-            raise ConfigError(f"config field '{foreign[0]}' is not an option of strategy '{self.name}' "
-                              f"(its options: {valid})")
+        if unknown[0] in strategy_options():
+            raise ConfigError(f"config field '{unknown[0]}' is not an option of strategy '{self.name}' "
+                              f"(its options: {', '.join(self.option_names) or 'none'})")
+        valid = ", ".join(sorted(all_fields() | set(self.option_names)))
+        raise ConfigError(f"unknown config field '{unknown[0]}' (valid: {valid})")
+
+    def settings(self, preset: str = "default", values: dict[str, Any] | None = None) -> tuple[RunConfig, Options]:
+        """The general config and this strategy's options from a preset plus flat ``key=value``
+        settings (--set, --config, a sweep file); a field that is not this strategy's is refused."""
+        values = values or {}
+        self.check_options(values)
+        general = {k: v for k, v in values.items() if k in GENERAL_FIELDS}
+        own = {k: v for k, v in values.items() if k not in GENERAL_FIELDS}
+        return make_config(preset, general), build_fields(self.options, preset, own)
+
+    def create(self, model, preset: str = "default", values: dict[str, Any] | None = None, **common) -> object:
+        """The strategy (a SpeechTemplate) for ``model`` from a preset and flat settings, as the
+        runner builds it (``common``: device, plugins, evaluator, seed, base_data, ...)."""
+        config, options = self.settings(preset, values)
+        return self.factory(model, config, options, **common)
+
+    def defaults(self) -> dict[str, Any]:
+        """Every field this strategy reads (RunConfig's and its options) with its default."""
+        return {f.name: f.default for cls in (RunConfig, self.options) for f in dataclasses.fields(cls)}
 
 
 _STRATEGIES: dict[str, StrategyInfo] = {}
+# Strategy files loaded (path/to/file.py:Name): the module and what it registered.
+_FILE_MODULES: dict[Path, tuple[object, list[StrategyInfo]]] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
-def register_strategy(name: str, description: str, options: Iterable[str] = (), extracts_adapters: bool = False
+def register_strategy(name: str, description: str, options: type = NoOptions, extracts_adapters: bool = False
                       ) -> Callable[[StrategyFactory], StrategyFactory]:
-    """Decorator: make ``factory`` selectable as ``--strategy name``; ``options`` are the
-    config fields it reads beyond the model and batching ones; ``extracts_adapters``: it trains
-    one single-task adapter per task (its factory then takes ``extraction_cache``)."""
+    """Decorator: make ``factory`` selectable as ``--strategy name``; ``options``: the dataclass
+    of the options it reads beyond RunConfig's (a subclass of config.Options, fields made with
+    config.option); ``extracts_adapters``: it trains one single-task adapter per task (its
+    factory then takes ``extraction_cache``)."""
     if not _NAME.match(name):
         raise ValueError(f"strategy name {name!r} must be lowercase letters, digits and dashes")
     if not description.strip() or "\n" in description.strip():
         raise ValueError(f"strategy {name!r} needs a one-line description")
-    options = tuple(options)
-    undocumented = [o for o in options if o not in field_help()]
-    if undocumented:
-        raise ValueError(f"strategy {name!r}: options {undocumented} are no RunConfig fields (undocumented)")
+    if not (isinstance(options, type) and issubclass(options, Options)):
+        raise ValueError(f"strategy {name!r}: options must be a dataclass deriving from config.Options")
+    undocumented = [f.name for f in dataclasses.fields(options) if not f.metadata.get("help")]
+    clashing = [f.name for f in dataclasses.fields(options) if f.name in GENERAL_FIELDS]
+    if undocumented or clashing:
+        raise ValueError(f"strategy {name!r}: options {undocumented + clashing} need option(...) help text and a "
+                         "name that is no RunConfig field")
 
     def decorate(factory: StrategyFactory) -> StrategyFactory:
         existing = _STRATEGIES.get(name)
@@ -71,7 +107,21 @@ def register_strategy(name: str, description: str, options: Iterable[str] = (), 
 
 def strategy_options() -> set[str]:
     """Every config field some registered strategy declares as its option."""
-    return {o for info in available_strategies().values() for o in info.options or ()}
+    return {o for info in available_strategies().values() for o in info.option_names}
+
+
+def all_fields() -> set[str]:
+    """Every config field: RunConfig's and every registered strategy's options."""
+    return set(GENERAL_FIELDS) | strategy_options()
+
+
+def option_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:
+    """Every registered option field, once, with the strategies that read it (``casr fields``)."""
+    found: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+    for info in available_strategies().values():
+        for f in dataclasses.fields(info.options):
+            found.setdefault(f.name, (f, []))[1].append(info.name)
+    return found
 
 
 def _load_builtin() -> None:
@@ -90,14 +140,25 @@ def _load_from_file(spec: str) -> StrategyInfo:
     path = Path(file)
     if not path.is_file():
         raise ConfigError(f"strategy file {path} not found")
-    module_spec = importlib.util.spec_from_file_location(f"casr_user_strategy_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module, registered_there = _FILE_MODULES.get(path.resolve(), (None, []))
+    if module is None:  # once per process: its register_strategy must not run twice
+        _load_builtin()
+        before = set(_STRATEGIES)
+        module_spec = importlib.util.spec_from_file_location(f"casr_user_strategy_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        # What the file registered stays the file's: it is no built-in strategy, so `casr ls` and the
+        # other strategies' option checks do not see it.
+        registered_there = [_STRATEGIES.pop(name) for name in set(_STRATEGIES) - before]
+        _FILE_MODULES[path.resolve()] = (module, registered_there)
     factory = getattr(module, attribute, None)
     if factory is None:
         raise ConfigError(f"{path} has no attribute '{attribute}'")
+    registered = next((info for info in registered_there if info.factory is factory), None)
     doc = (factory.__doc__ or attribute).strip().splitlines()[0]
-    return StrategyInfo(f"{path.name}:{attribute}", doc, factory)
+    return StrategyInfo(f"{path.name}:{attribute}", registered.description if registered else doc, factory,
+                        registered.options if registered else NoOptions,
+                        registered.extracts_adapters if registered else False)
 
 
 def get_strategy(name: str) -> StrategyInfo:

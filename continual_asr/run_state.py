@@ -7,12 +7,12 @@ finished step if the identity matches and refuses otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .config import RUNTIME_FIELDS, SHARED_GROUPS, RunConfig, fields_of
+from .config import RUNTIME_FIELDS, Options, RunConfig
 from .errors import CasrError
 from .evaluation.summary import attach_metrics
 from .reporting import write_run_outputs
@@ -25,39 +25,34 @@ CHECKPOINT = "checkpoint.pt"
 IDENTITY_DEFAULTS = {"imported_adapters": []}  # what runs from before a key existed had
 
 
-def fields_read_by(options: tuple[str, ...] | None) -> set[str] | None:
-    """The config fields a strategy with these registered options reads: the groups every
-    strategy shares, and its options (None: unknown, a strategy from a user's file)."""
-    return None if options is None else set(fields_of(*SHARED_GROUPS)) | set(options)
-
-
-def run_identity(stream: StreamSpec, strategy: str, seed: int, config: RunConfig, imported: list) -> dict:
-    """What makes two runs the same run (the stream by its tasks' content, not its file's path)."""
+def run_identity(stream: StreamSpec, strategy: str, seed: int, config: RunConfig, options: Options,
+                 imported: list) -> dict:
+    """What makes two runs the same run (the stream by its tasks' content, not its file's path);
+    its config is the general one and the strategy's options, flat."""
     return {"stream": {"name": stream.name, "description": stream.description,
                        "tasks": {t.name: t.fingerprint() for t in stream.eval_tasks}},
             "task_order": list(stream.order),
-            "strategy": strategy, "seed": seed, "config": config.to_dict(),
+            "strategy": strategy, "seed": seed, "config": {**config.to_dict(), **options.to_dict()},
             "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}
 
 
-def same_run_value(key: str, previous, value, relevant: set[str] | None = None) -> bool:
+def same_run_value(key: str, previous, value, read: dict[str, Any]) -> bool:
     """Config fields that did not exist when the earlier run began (it ran as their default
-    does), fields of how a run executes (threads, workers) and, given ``relevant`` (the fields
-    the strategy reads), other strategies' options do not make it another run."""
+    does), fields of how a run executes (threads, workers) and fields the strategy does not read
+    (``read``: the fields it reads, with their defaults) do not make it another run."""
     if key == "stream" and isinstance(previous, dict):  # where the YAML file lies is not the run's identity
         return all(previous.get(name, value[name]) == value[name] for name in value)
     if key == "task_order" and previous is None:  # runs from before task orders took the YAML order
         return value == list(range(1, len(value) + 1))
     if key != "config" or not isinstance(previous, dict):
         return previous == value
-    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
-    return all(old == value.get(name) for name, old in {**defaults, **previous}.items()
-               if name not in RUNTIME_FIELDS and name in value and (relevant is None or name in relevant))
+    return all(old == value.get(name) for name, old in {**read, **previous}.items()
+               if name not in RUNTIME_FIELDS and name in value and name in read)
 
 
-def load_previous(out_dir: Path, identity: dict, relevant: set[str] | None = None) -> dict | None:
-    """The checkpoint of an earlier run into ``out_dir``, if it is the same run (``relevant``:
-    the config fields that decide it, see ``same_run_value``); else None."""
+def load_previous(out_dir: Path, identity: dict, read: dict[str, Any]) -> dict | None:
+    """The checkpoint of an earlier run into ``out_dir``, if it is the same run (``read``: the
+    config fields that decide it, with their defaults, see ``same_run_value``); else None."""
     path = out_dir / CHECKPOINT
     if not path.is_file():
         return None
@@ -67,7 +62,7 @@ def load_previous(out_dir: Path, identity: dict, relevant: set[str] | None = Non
         raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
     previous = checkpoint["results"]
     for key, value in identity.items():
-        if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value, relevant):
+        if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value, read):
             raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
     return checkpoint
 

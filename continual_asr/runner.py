@@ -1,7 +1,14 @@
-"""``casr run`` as a library function: data, base model, the stream of experiences, the WER matrix."""
+"""``casr run`` as a library function: data, base model, the stream of experiences, the WER matrix.
+
+With several processes (torch.distributed initialised, see continual_asr/distributed.py) every
+rank runs this alike; rank 0 alone reads and writes the run folder and shows progress. A
+non-finite loss ends the run with a TrainingError naming strategy, task, phase and iteration;
+the steps finished before it are kept.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -17,7 +24,7 @@ from avalanche.logging import TensorboardLogger
 
 from . import distributed
 from .adapter_files import base_fingerprint, import_adapters, load_adapter
-from .config import RunConfig
+from .config import Options, RunConfig
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import Evaluator, make_evaluator
@@ -26,10 +33,11 @@ from .folders import ensure_writable
 from .registry import StrategyInfo
 from .reporting import reference_wers
 from .results import format_wer_table, new_results, step_record
-from .run_state import (clear_stale_events, fields_read_by, load_previous, refresh_finished, resume, run_identity,
+from .run_state import (clear_stale_events, load_previous, refresh_finished, resume, run_identity,
                         save_step)
 from .stream import StreamSpec
 from .training.pretrain import pretrain_base_model
+from .training.adapters import ExtractionOptions
 from .training.extraction_cache import ExtractionCache
 from .training.progress import ProgressPlugin
 
@@ -114,47 +122,60 @@ def _data_and_base_model(stream: StreamSpec, strategy: StrategyInfo, config: Run
     return data, model, base_info
 
 
-def _extraction_cache(strategy: StrategyInfo, model, data: StreamData, config: RunConfig, seed: int,
+def _extraction_cache(strategy: StrategyInfo, model, data: StreamData, config: RunConfig, options: Options, seed: int,
                       cache_dir: Path) -> ExtractionCache | None:
-    """Single-task adapters shared with earlier runs, for a strategy that extracts them."""
+    """Single-task adapters shared with earlier runs, for a strategy that extracts them (its
+    options hold the extraction options)."""
     if not (strategy.extracts_adapters and config.share_adapters):
         return None
+    extraction = {f.name: getattr(options, f.name) for f in dataclasses.fields(ExtractionOptions)}
     return ExtractionCache(cache_dir / "adapters", base_fingerprint(model.state_dict()),
-                           {name: split.digest for name, split in data.train.items()}, data.fingerprint, config, seed)
+                           {name: split.digest for name, split in data.train.items()}, data.fingerprint, config,
+                           extraction, seed)
 
 
-def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *, seed: int = 0,
-               preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
+def _build_strategy(strategy: StrategyInfo, model, data: StreamData, config: RunConfig, options: Options, *, seed: int,
+                    cache_dir: Path, device: torch.device, progress: bool, evaluator: Evaluator, base_task
+                    ) -> tuple[object, ExtractionCache | None]:
+    """The strategy's template from its factory, with what the runner hands every strategy (and
+    the extraction cache to one that extracts adapters)."""
+    extraction_cache = _extraction_cache(strategy, model, data, config, options, seed, cache_dir)
+    cl_strategy = strategy.factory(model, config, options, device=device, seed=seed, plugins=[ProgressPlugin(progress)],
+                                   evaluator=evaluator.plugin, base_data=data.dataset("train", base_task),
+                                   **({"extraction_cache": extraction_cache} if extraction_cache else {}))
+    return cl_strategy, extraction_cache
+
+
+def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *,
+               options: Options | None = None, seed: int = 0, preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
                progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = (),
                skip_bad: bool = False, adapters: Sequence[Path] = ()) -> dict:
     """Run ``strategy`` over ``stream``; checkpoint, results.json (with the metrics), CSVs, plots,
-    report.html and TensorBoard events after every step.
+    report.html and TensorBoard events after every step. ``options``: the strategy's (None: its
+    defaults under ``preset``; ``StrategyInfo.settings`` makes both from flat settings).
 
     Rerunning the same run into the same ``out_dir`` continues after its last finished step.
     ``reference_runs`` (single-task and joint runs of the same stream) give forward transfer and
     intransigence; without them a resumed run keeps the references it had. Bad training data of
     a later task stops the run (DataError) before that task, the steps before it kept;
     ``skip_bad`` leaves bad utterances out instead. ``adapters``: adapter files (casr adapters
-    export) added to the bank before the first task, fused by every composition.
-
-    With several processes (torch.distributed initialised, see continual_asr/distributed.py)
-    every rank calls this alike; rank 0 alone reads and writes ``out_dir`` and shows progress.
-    A non-finite loss ends the run with a TrainingError naming strategy, task, phase and
-    iteration; the steps finished before it are kept.
+    export) added to the bank before the first task, fused by every composition. Several
+    processes (continual_asr/distributed.py) call this alike; rank 0 alone writes ``out_dir``.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    options = strategy.settings(preset)[1] if options is None else options
     if adapters and not strategy.extracts_adapters:  # before minutes of pretraining, not after
         raise CasrError(f"--adapter needs an adapter strategy (adapter-*): {strategy.name} has no adapter bank")
     main = distributed.is_main()
     progress = progress and main
     imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
-    identity = run_identity(stream, strategy.name, seed, config, imported)
+    identity = run_identity(stream, strategy.name, seed, config, options, imported)
     columns = [t.name for t in stream.eval_tasks]
     references = distributed.broadcast_object(
         reference_wers(reference_runs, {"columns": columns}) if reference_runs and main else None)
     previous = distributed.broadcast_object(
-        None if overwrite or not main else load_previous(out_dir, identity, fields_read_by(strategy.options)))
+        None if overwrite or not main else load_previous(out_dir, identity, strategy.defaults()))
     if previous is not None and previous["results"]["complete"]:
         log.info("%s already holds the finished run; nothing to train", out_dir)
         return refresh_finished(out_dir, previous, references) if main else previous["results"]
@@ -166,10 +187,9 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
                                                   skip_bad)
     tensorboard = TensorboardLogger(out_dir) if main else None
     evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard] if main else [])
-    extraction_cache = _extraction_cache(strategy, model, data, config, seed, cache_dir)
-    cl_strategy = strategy.factory(model, config, device=torch_device, seed=seed, plugins=[ProgressPlugin(progress)],
-                                   evaluator=evaluator.plugin, base_data=data.dataset("train", stream.base),
-                                   **({"extraction_cache": extraction_cache} if extraction_cache else {}))
+    cl_strategy, extraction_cache = _build_strategy(strategy, model, data, config, options, seed=seed,
+                                                    cache_dir=cache_dir, device=torch_device, progress=progress,
+                                                    evaluator=evaluator, base_task=stream.base)
     benchmark = data.benchmark()
     experiences = list(benchmark.train_stream)
     total_base = model.parameter_counts()["total"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 import yaml
 
-from .config import RunConfig, make_config
+from .config import RunConfig
 from .errors import CasrError
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, write_comparison
@@ -46,6 +46,7 @@ class PlannedRun:
     strategy_spec: str  # as the sweep file names it (a child process looks it up again)
     strategy: StrategyInfo
     config: RunConfig
+    options: dict  # the strategy's options, validated (plain values: a worker rebuilds them)
     seed: int
     out: Path
     order: str = ""  # --task-order of the run ("" = the stream's own)
@@ -57,7 +58,7 @@ class PlannedRun:
 
 def overrides_for(info: StrategyInfo, overrides: dict) -> dict:
     """The fields of ``overrides`` that ``info`` reads: every general field, and its own options."""
-    foreign = strategy_options() - set(info.options or ())
+    foreign = strategy_options() - set(info.option_names)
     return {key: value for key, value in overrides.items() if key not in foreign}
 
 
@@ -95,10 +96,10 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
             changes = {**common, **(entry.get("set") or {})}
             info.check_options(changes)
             changes.update(overrides_for(info, overrides or {}))
-            config = make_config(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
-                                          for k, v in changes.items()})
-            plan.append(PlannedRun(name, str(entry["strategy"]), info, config, seed, out / name / folder / f"seed{seed}",
-                                   order))
+            config, options = info.settings(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                                                     for k, v in changes.items()})
+            plan.append(PlannedRun(name, str(entry["strategy"]), info, config, options.to_dict(), seed,
+                                   out / name / folder / f"seed{seed}", order))
     return stream, preset, plan
 
 
@@ -145,7 +146,8 @@ def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | Non
     setup_logging(run.out, quiet=True)
     try:
         info = get_strategy(run.strategy_spec)
-        run_stream(load_stream(stream_name).in_order(run.order), info, run.config, run.out, seed=run.seed, preset=preset,
+        run_stream(load_stream(stream_name).in_order(run.order), info, run.config, run.out,
+                   options=info.options(**run.options), seed=run.seed, preset=preset,
                    cache_dir=Path(cache_dir) if cache_dir else None, progress=False)
     except CasrError as exc:  # one broken run should not cost the others
         return str(exc)

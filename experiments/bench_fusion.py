@@ -23,8 +23,9 @@ import click
 import torch
 from torch import nn
 
-from continual_asr.config import make_config
+from continual_asr.config import build_fields, make_config
 from continual_asr.model import AdapterBank, AdapterFusion, AdapterMean, build_model
+from continual_asr.training.adapters import ExtractionOptions
 from timing import interleaved_medians  # experiments/timing.py
 
 
@@ -65,6 +66,7 @@ def main(preset: str, batch: int, seconds: float, counts: str, reps: int, thread
 
     def encoder_with(make_combiner, n: int):
         model = build_model(config, num_tokens=config.vocab_size).eval()
+        model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
         for task in range(n):
             model.add_adapter(f"task{task}")
         for bank in model.banks:

@@ -25,7 +25,8 @@ import click
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from continual_asr.config import make_config
+from continual_asr.config import build_fields, make_config
+from continual_asr.training.adapters import ExtractionOptions
 from continual_asr.data.dataset import SpeechBatch
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
 from continual_asr.results import peak_rss_mib
@@ -98,6 +99,7 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
     print("| step | ms/step | utterances/s | audio s/s | GFLOP/step | GFLOP/s | share of matmul |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     model = build_model(config, num_tokens=config.vocab_size)
+    model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
     for kind in ("pretraining", "adapter training", "fusion (5 adapters)"):
         configure(model, kind, adapters=5)
         model.train()

@@ -37,7 +37,6 @@ from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import Dataset
 
-from continual_asr.config import make_config
 from continual_asr.data.dataset import FrameBudgetBatchSampler, collate
 from continual_asr.model import build_model
 from continual_asr.registry import get_strategy
@@ -90,7 +89,8 @@ class EpochClock(SupervisedPlugin):
 def adapter_throughput(device: torch.device, count: int, epochs: int, **overrides) -> dict:
     """Adapter training (knowledge extraction) of the default-size model on ``count`` synthetic
     utterances for ``epochs`` epochs; rates from the epochs after the first."""
-    config = make_config("default", {"adapter_epochs": epochs, "fusion_epochs": 0, **overrides})
+    fusion = get_strategy("adapter-fusion")
+    config, options = fusion.settings("default", {"adapter_epochs": epochs, "fusion_epochs": 0, **overrides})
     speech = SyntheticSpeech(count, config.n_mels)
     data = AvalancheDataset([speech], data_attributes=[DataAttribute(speech.lengths, "num_frames")],
                             collate_fn=collate)
@@ -98,7 +98,7 @@ def adapter_throughput(device: torch.device, count: int, epochs: int, **override
     torch.manual_seed(0)
     model = build_model(config, NUM_TOKENS)
     clock = EpochClock(device)
-    strategy = get_strategy("adapter-fusion").factory(model, config, device=device, seed=0, plugins=[clock])
+    strategy = fusion.factory(model, config, options, device=device, seed=0, plugins=[clock])
     strategy.train(experience, eval_streams=[])
     seconds = statistics.median(clock.epochs[1:] or clock.epochs)
     audio = sum(speech.lengths) / 100

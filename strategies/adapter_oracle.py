@@ -2,10 +2,11 @@
 
 from continual_asr.model import OracleRouting
 from continual_asr.registry import register_strategy
-from continual_asr.training.adapters import EXTRACTION_OPTIONS, AdapterStrategy
+from continual_asr.training.adapters import AdapterStrategy, ExtractionOptions
 
 
 @register_strategy("adapter-oracle", "task-ID routing: every utterance through its own task's adapter (needs the task at test time)",
-                   options=EXTRACTION_OPTIONS, extracts_adapters=True)
-def adapter_oracle(model, config, **common) -> AdapterStrategy:
-    return AdapterStrategy(model=model, config=config, composition=False, make_combiner=lambda layer: OracleRouting(), **common)
+                   options=ExtractionOptions, extracts_adapters=True)
+def adapter_oracle(model, config, options: ExtractionOptions, **common) -> AdapterStrategy:
+    return AdapterStrategy(model=model, config=config, extraction=options, make_combiner=lambda layer: OracleRouting(),
+                           **common)

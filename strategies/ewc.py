@@ -1,13 +1,110 @@
 """Elastic weight consolidation: fine-tuning with a quadratic pull towards each earlier task's weights."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from avalanche.training.plugins import EWCPlugin
+from avalanche.training.utils import ParamData, copy_params_dict, zerolike_params_dict
+
+from continual_asr.config import option
+from continual_asr.model.heads import head_of
 from continual_asr.registry import register_strategy
-from continual_asr.training.plugins import SpeechEWCPlugin
-from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate
+from continual_asr.training.memory import MemoryOptions
+from continual_asr.training.template import FinetuneOptions, SpeechTemplate
+
+
+class SpeechEWCPlugin(EWCPlugin):
+    """Elastic weight consolidation: Avalanche's EWCPlugin in "separate" mode (one quadratic
+    penalty per consolidated task, importance = mean squared gradient), for speech models.
+
+    Replaced: compute_importances, whose fixed-size DataLoader and ``criterion(model(batch[0]),
+    batch[1])`` fit classification only; here the template's length-bucketed batches and the
+    head's loss (CTC or RNN-T), with the model in eval mode so BatchNorm statistics stay put.
+    And the bookkeeping: the base task is consolidated first, on its remembered sample, before
+    the first experience (Avalanche counts consolidated experiences with the clock, which knows
+    no base task), so before_backward sums the penalty over every consolidated task.
+    """
+
+    def __init__(self, ewc_lambda: float, batch_frames: int) -> None:
+        super().__init__(ewc_lambda, mode="separate")
+        self.batch_frames = batch_frames
+
+    def importances_on(self, strategy: SpeechTemplate, dataset) -> dict[str, ParamData]:
+        model = strategy.model
+        importances = zerolike_params_dict(model)
+        loader = strategy.loader(dataset, self.batch_frames, shuffle=False)
+        was_training = model.training
+        model.eval()
+        for batch in loader:
+            batch = batch.to(strategy.device)
+            model.zero_grad(set_to_none=True)
+            encoded, out_lengths = model(batch.features, batch.feature_lengths, strategy.adapter_routes(batch.task_ids))
+            head_of(model).loss(encoded, out_lengths, batch).backward()
+            for name, parameter in model.named_parameters():
+                if parameter.grad is not None:
+                    importances[name].data += parameter.grad.detach().pow(2)
+        for importance in importances.values():
+            importance.data /= max(1, len(loader))
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        return importances
+
+    def consolidate(self, strategy: SpeechTemplate, dataset) -> None:
+        """Remember the current weights and their importance on ``dataset`` as one more task."""
+        key = len(self.saved_params)
+        self.update_importances(self.importances_on(strategy, dataset), key)
+        self.saved_params[key] = copy_params_dict(strategy.model)
+
+    def penalty(self, model: torch.nn.Module) -> torch.Tensor:
+        """sum over consolidated tasks and parameters of importance * (weight - saved weight)^2."""
+        penalty = torch.zeros((), device=next(model.parameters()).device)
+        for key, saved in self.saved_params.items():
+            importances = self.importances[key]
+            for name, parameter in model.named_parameters():
+                if name in saved:  # parameters added later (none in whole-model strategies) do not count
+                    penalty = penalty + (importances[name].data * (parameter - saved[name].data).pow(2)).sum()
+        return penalty
+
+    def before_training_exp(self, strategy: SpeechTemplate, **kwargs) -> None:
+        if not self.saved_params and len(strategy.memory):
+            self.consolidate(strategy, strategy.memory.dataset())  # the base task, before the first experience
+
+    def before_backward(self, strategy: SpeechTemplate, **kwargs) -> None:
+        if self.saved_params:
+            strategy.loss += self.ewc_lambda * self.penalty(strategy.model)
+
+    def after_training_exp(self, strategy: SpeechTemplate, **kwargs) -> None:
+        self.consolidate(strategy, strategy.experience.dataset)
+
+    def resume_state(self) -> dict:
+        return {"saved": {k: {n: p.data for n, p in v.items()} for k, v in self.saved_params.items()},
+                "importances": {k: {n: p.data for n, p in v.items()} for k, v in self.importances.items()}}
+
+    def restore(self, strategy: SpeechTemplate, state: dict, finished_experiences: list) -> None:
+        def params(tensors: dict) -> dict[str, ParamData]:
+            return {n: ParamData(n, init_tensor=t.to(strategy.device), device=strategy.device)
+                    for n, t in tensors.items()}
+        self.saved_params.clear()
+        self.importances.clear()
+        for key, tensors in state.get("saved", {}).items():
+            self.saved_params[key] = params(tensors)
+            self.importances[key] = params(state["importances"][key])
+
+
+@dataclass
+class EWCOptions(FinetuneOptions, MemoryOptions):
+    """memory_per_task: the base task's importances are measured on its remembered utterances."""
+
+    ewc_lambda: float = option(
+        "ewc", 1e4, "ewc: weight of the penalty sum_i F_i (w_i - w*_i)^2 per earlier task (F: mean squared loss "
+                    "gradient)", min=0.0)
 
 
 @register_strategy("ewc", "elastic weight consolidation: fine-tuning, weights pulled back by their importance to earlier tasks",
-                   options=FINETUNE_OPTIONS + ("ewc_lambda", "memory_per_task"))
-def ewc(model, config, plugins=None, **common) -> SpeechTemplate:
-    # memory_per_task: the base task's importances are measured on its remembered utterances.
-    plugins = [*(plugins or []), SpeechEWCPlugin(config.ewc_lambda, config.batch_frames)]
-    return SpeechTemplate(model=model, config=config, plugins=plugins, **common)
+                   options=EWCOptions)
+def ewc(model, config, options: EWCOptions, plugins=None, **common) -> SpeechTemplate:
+    plugins = [*(plugins or []), SpeechEWCPlugin(options.ewc_lambda, config.batch_frames)]
+    return SpeechTemplate(model=model, config=config, plugins=plugins, epochs=options.finetune_epochs,
+                          learning_rate=options.finetune_lr, memory_per_task=options.memory_per_task, **common)

@@ -7,7 +7,7 @@ utterances, the same number of updates as finetune, however many tasks have been
 """
 
 from continual_asr.registry import register_strategy
-from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate, TrainingPhase
+from continual_asr.training.template import FinetuneOptions, SpeechTemplate, TrainingPhase
 
 
 class JointTraining(SpeechTemplate):
@@ -20,6 +20,7 @@ class JointTraining(SpeechTemplate):
 
 
 @register_strategy("joint", "joint multi-task fine-tuning on all data of every task so far, base included (upper bound)",
-                   options=FINETUNE_OPTIONS)
-def joint(model, config, **common) -> SpeechTemplate:
-    return JointTraining(model=model, config=config, **common)
+                   options=FinetuneOptions)
+def joint(model, config, options: FinetuneOptions, **common) -> SpeechTemplate:
+    return JointTraining(model=model, config=config, epochs=options.finetune_epochs, learning_rate=options.finetune_lr,
+                         **common)

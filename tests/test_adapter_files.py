@@ -19,9 +19,9 @@ CONFIG = make_config("tiny")
 RESULTS = {"stream": {"name": "tiny"}, "strategy": "adapter-fusion", "seed": 0}
 
 
-def _strategy(seed: int = 0, config=CONFIG):
+def _strategy(seed: int = 0, **values):
     torch.manual_seed(seed)
-    return get_strategy("adapter-fusion").factory(build_model(config, num_tokens=20), config, seed=seed)
+    return get_strategy("adapter-fusion").create(build_model(CONFIG, num_tokens=20), "tiny", values, seed=seed)
 
 
 def _trained_run(tmp_path):
@@ -69,7 +69,7 @@ def test_an_adapter_of_another_base_model_is_refused_naming_both_fingerprints(tm
 def test_an_adapter_of_another_bottleneck_is_refused(tmp_path):
     _, run_dir = _trained_run(tmp_path)
     adapter = export_adapter(run_dir, "caribbean", tmp_path / "caribbean")
-    wider = _strategy(config=make_config("tiny", {"adapter_dim": 16}))
+    wider = _strategy(adapter_dim=16)
     with pytest.raises(CasrError, match="bottleneck 8, this run's adapter_dim is 16 \\(pass --set adapter_dim=8\\)"):
         check_fits(adapter, wider.model)
 
@@ -94,7 +94,7 @@ def test_files_that_are_not_adapters_are_refused_without_running_code(tmp_path):
 def test_only_adapter_strategies_take_adapter_files(tmp_path):
     _, run_dir = _trained_run(tmp_path)
     adapter = export_adapter(run_dir, "caribbean", tmp_path / "caribbean")
-    finetune = get_strategy("finetune").factory(build_model(CONFIG, num_tokens=20), CONFIG, seed=0)
+    finetune = get_strategy("finetune").create(build_model(CONFIG, num_tokens=20), "tiny", seed=0)
     with pytest.raises(CasrError, match="--adapter needs an adapter strategy"):
         import_adapters(finetune, [adapter])
 

@@ -215,7 +215,7 @@ FAILS_ON_PROCESS_1 = '''
 from continual_asr import distributed
 from continual_asr.errors import TrainingError
 from continual_asr.registry import register_strategy
-from continual_asr.training.template import FINETUNE_OPTIONS, SpeechTemplate
+from continual_asr.training.template import FinetuneOptions, SpeechTemplate
 
 
 class FailsOnProcessOne(SpeechTemplate):
@@ -225,9 +225,9 @@ class FailsOnProcessOne(SpeechTemplate):
         super()._before_training_exp(**kwargs)
 
 
-@register_strategy("fails-on-1", "stops with an error on process 1", options=FINETUNE_OPTIONS)
-def fails_on_1(model, config, **common):
-    return FailsOnProcessOne(model=model, config=config, **common)
+@register_strategy("fails-on-1", "stops with an error on process 1", options=FinetuneOptions)
+def fails_on_1(model, config, options, **common):
+    return FailsOnProcessOne(model=model, config=config, epochs=options.finetune_epochs, **common)
 '''
 
 
@@ -237,7 +237,7 @@ def test_an_error_on_one_process_is_one_line_and_status_2(tmp_path, raced, micro
     strategy.write_text(FAILS_ON_PROCESS_1)
     code, output = _finish(_casr("run", "--stream", str(micro), "--strategy", f"{strategy}:fails_on_1",
                                  "--nproc", "2", "--device", "cpu", "--out", str(tmp_path / "run"),
-                                 "--cache-dir", str(cache), *FAST))
+                                 "--cache-dir", str(cache), "--preset", "tiny", "--set", "pretrain_epochs=3", "--quiet"))
     lines = [line for line in output.splitlines() if line.strip()]
     assert code == 2, output[-3000:]
     assert lines == [lines[0]] and lines[0].startswith("casr: error (process 1): ") and "on purpose" in lines[0]

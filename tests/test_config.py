@@ -2,8 +2,9 @@
 
 import pytest
 
-from continual_asr.config import PRESETS, make_config, parse_overrides
+from continual_asr.config import PRESETS, build_fields, make_config, parse_overrides
 from continual_asr.errors import ConfigError
+from continual_asr.registry import get_strategy
 
 
 def test_presets_build_and_tiny_is_smaller():
@@ -13,9 +14,12 @@ def test_presets_build_and_tiny_is_smaller():
     assert tiny.max_train_utterances > 0 and default.max_train_utterances == 0
 
 
-def test_overrides_are_typed():
-    config = make_config("tiny", parse_overrides(["adapter_dim=4", "fusion_layernorm=false", "fusion_lr=0.01"]))
-    assert config.adapter_dim == 4 and config.fusion_layernorm is False and config.fusion_lr == 0.01
+def test_overrides_are_typed_and_split_between_config_and_the_strategys_options():
+    config, options = get_strategy("adapter-fusion").settings(
+        "tiny", parse_overrides(["adapter_dim=4", "fusion_layernorm=false", "fusion_lr=0.01", "d_model=48"]))
+    assert options.adapter_dim == 4 and options.fusion_layernorm is False and options.fusion_lr == 0.01
+    assert config.d_model == 48 and not hasattr(config, "adapter_dim")
+    assert options.memory_per_task == PRESETS["tiny"]["memory_per_task"]  # the preset reaches the options too
 
 
 @pytest.mark.parametrize("pairs, message", [
@@ -29,7 +33,7 @@ def test_overrides_are_typed():
 ])
 def test_bad_overrides_name_the_field(pairs, message):
     with pytest.raises(ConfigError, match=None) as error:
-        make_config("default", parse_overrides(pairs))
+        get_strategy("adapter-fusion").settings("default", parse_overrides(pairs))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -48,8 +52,17 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
 
     assert {f.metadata["group"] for f in fields(RunConfig)} <= set(GROUPS)
 
-    def key(**changes) -> str:
-        return ExtractionCache(Path("/unused"), "base", {"t": "data"}, "tokens", make_config("tiny", changes), 0).key("t", 1)
+    from continual_asr.training.adapters import ExtractionOptions
+
+    def key(preset: str = "tiny", seed: int = 0, position: int = 1, **changes) -> str:
+        extraction = {k: v for k, v in changes.items() if k in ("adapter_dim", "adapter_epochs", "adapter_lr")}
+        general = {k: v for k, v in changes.items() if k not in extraction}
+        options = build_fields(ExtractionOptions, preset, extraction)
+        return ExtractionCache(Path("/unused"), "base", {"t": "data"}, "tokens", make_config(preset, general),
+                               options.to_dict(), seed).key("t", position)
 
     assert len({key(), key(adapter_dim=4), key(batch_frames=900)}) == 3  # extraction and training groups
-    assert key() == key(fusion_epochs=7, ewc_lambda=3.0, router_hidden=5, threads=1, eval_batch_frames=999)
+    assert key() == key(threads=1, eval_batch_frames=999)  # runtime and evaluation never enter
+    # The keys adapters were cached under before options moved beside their strategies (2026-11-30).
+    assert key() == "c898f609ab37df6f"
+    assert key("default", 3, 2, adapter_dim=4) == "d2c61a89f5fb8a0c"

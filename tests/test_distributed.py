@@ -27,7 +27,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from continual_asr import distributed
-from continual_asr.config import make_config
+from continual_asr.config import GENERAL_FIELDS, make_config
 from continual_asr.data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, make_dataset
 from continual_asr.data.features import SplitFeatures
 from continual_asr.data.tokenizer import Tokenizer
@@ -38,8 +38,8 @@ from continual_asr.registry import get_strategy
 from continual_asr.training.template import SpeechTemplate
 
 WORDS = "zero one two three four five six seven eight nine".split()
-CONFIG = make_config("tiny", {"batch_frames": 100000, "eval_batch_frames": 420, "adapter_epochs": 1,
-                              "fusion_epochs": 1, "num_workers": 0})
+SETTINGS = {"batch_frames": 100000, "eval_batch_frames": 420, "adapter_epochs": 1, "fusion_epochs": 1, "num_workers": 0}
+CONFIG = make_config("tiny", {k: v for k, v in SETTINGS.items() if k in GENERAL_FIELDS})
 
 
 def _split(lengths: list[int], seed: int) -> SplitFeatures:
@@ -88,7 +88,7 @@ def _scenario(tokenizer_bytes: bytes) -> dict:
     torch.manual_seed(1)
     model = build_model(CONFIG, len(tokenizer))
     grads = GradientLog()
-    strategy = get_strategy("adapter-fusion").factory(model, CONFIG, seed=0, plugins=[grads])
+    strategy = get_strategy("adapter-fusion").create(model, "tiny", SETTINGS, seed=0, plugins=[grads])
     strategy.train(experience, eval_streams=[])
     out["fusion"] = {"grads": grads.steps, "state": {k: v.clone() for k, v in model.state_dict().items()}}
     return out

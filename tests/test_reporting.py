@@ -83,6 +83,16 @@ def test_compare_keeps_different_configs_of_one_strategy_apart(tmp_path):
     assert "adapter-fusion (adapter_dim=8)" in result.output and "adapter-fusion (adapter_dim=16)" in result.output
 
 
+def test_compare_groups_a_run_that_recorded_every_strategys_fields_with_its_twin(tmp_path):
+    # Runs from before options moved beside their strategies recorded other strategies' fields too.
+    old = _run_dir(tmp_path, "old", config={"adapter_dim": 8, "ewc_lambda": 10000.0, "lwf_alpha": 1.0})
+    new = _run_dir(tmp_path, "new", config={"adapter_dim": 8}, seed=1)
+    result = _invoke("compare", old, new, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert [(r["strategy"], r["runs"]) for r in rows] == [("adapter-fusion", "2")]
+
+
 def test_compare_labels_a_one_factor_study_by_what_each_run_changes(tmp_path):
     default = {"adapter_dim": 8, "fusion_epochs": 1, "fusion_layernorm": True}
     runs = [_run_dir(tmp_path, "default", config=default),

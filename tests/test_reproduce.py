@@ -39,16 +39,17 @@ def test_the_plan_applies_common_fields_and_the_schedule_runs_one_extractor_firs
     assert (stream, preset) == ("tiny", "tiny")
     assert [(r.name, r.seed) for r in plan] == [(n, s) for s in (0, 1) for n in ("finetune", "avg", "oracle")]
     assert all(r.config.pretrain_seed == 0 for r in plan)
-    assert plan[2].config.adapter_epochs == 2 and plan[1].config.adapter_epochs != 2
+    assert plan[2].options["adapter_epochs"] == 2 and plan[1].options["adapter_epochs"] != 2
     order = [(run.name, run.seed, waits.name if waits else None) for run, waits in sweep.schedule(plan)]
     assert order == [("avg", 0, None), ("avg", 1, None), ("finetune", 0, None), ("oracle", 0, "avg"),
                      ("finetune", 1, None), ("oracle", 1, "avg")]
     _, _, with_set = sweep.load_plan(path, tmp_path / "out", seeds=[0], overrides={"fusion_epochs": "2",
                                                                                   "adapter_dim": "4"})
-    # finetune reads neither field, oracle no fusion_epochs: they keep the preset's (tiny: 8 and 3)
-    assert [(r.config.adapter_dim, r.config.fusion_epochs) for r in with_set] == [(8, 3), (4, 2), (4, 3)]
+    # finetune reads neither field, oracle no fusion_epochs: their options do not have them
+    assert [(r.options.get("adapter_dim"), r.options.get("fusion_epochs")) for r in with_set] == \
+        [(None, None), (4, 2), (4, None)]
     _, _, with_set = sweep.load_plan(path, tmp_path / "out", seeds=[0], overrides={"finetune_epochs": "2"})
-    assert [r.config.finetune_epochs for r in with_set][0] == 2 != with_set[1].config.finetune_epochs
+    assert [r.options.get("finetune_epochs") for r in with_set][0] == 2 != with_set[1].options.get("finetune_epochs")
     with pytest.raises(CasrError, match="no run named lwf"):
         sweep.load_plan(path, tmp_path / "out", None, None, None, ["lwf"])
 

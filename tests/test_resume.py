@@ -59,24 +59,30 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path):
 
 def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default():
     from continual_asr.config import make_config
+    from continual_asr.registry import get_strategy
     from continual_asr.run_state import same_run_value as _same_run_value
 
+    read = get_strategy("finetune").defaults()
     older = make_config("tiny").to_dict()
     del older["head"]  # a run from before heads were selectable ran a CTC head
-    assert _same_run_value("config", older, make_config("tiny").to_dict())
-    assert not _same_run_value("config", older, make_config("tiny", {"head": "rnnt"}).to_dict())
+    assert _same_run_value("config", older, make_config("tiny").to_dict(), read)
+    assert not _same_run_value("config", older, make_config("tiny", {"head": "rnnt"}).to_dict(), read)
     changed_threads = make_config("tiny", {"threads": 1}).to_dict()
-    assert _same_run_value("config", make_config("tiny").to_dict(), changed_threads)  # how it runs, not what
+    assert _same_run_value("config", make_config("tiny").to_dict(), changed_threads, read)  # how it runs, not what
 
 
 def test_another_strategys_option_does_not_make_a_run_another_run():
-    from continual_asr.config import make_config
     from continual_asr.registry import get_strategy
-    from continual_asr.run_state import fields_read_by, same_run_value
+    from continual_asr.run_state import same_run_value
 
-    before = make_config("tiny", {"fusion_layernorm": True}).to_dict()  # e.g. a default that changed since
-    now = make_config("tiny", {"fusion_layernorm": False}).to_dict()
-    assert same_run_value("config", before, now, fields_read_by(get_strategy("adapter-oracle").options))
-    assert same_run_value("config", before, now, fields_read_by(get_strategy("finetune").options))
-    assert not same_run_value("config", before, now, fields_read_by(get_strategy("adapter-fusion").options))
-    assert not same_run_value("config", before, now)  # a strategy from a user's file: every field counts
+    fusion = get_strategy("adapter-fusion")
+
+    def recorded(**values) -> dict:  # results.json's config: RunConfig's fields and the options, flat
+        config, options = fusion.settings("tiny", values)
+        return {**config.to_dict(), **options.to_dict()}
+
+    before = recorded(fusion_layernorm=True)  # e.g. a default that changed since
+    now = recorded(fusion_layernorm=False)
+    assert same_run_value("config", before, now, get_strategy("adapter-oracle").defaults())
+    assert same_run_value("config", before, now, get_strategy("finetune").defaults())
+    assert not same_run_value("config", before, now, fusion.defaults())

@@ -17,7 +17,7 @@ from continual_asr.model import (AdapterFusion, AdapterMean, SingleAdapter, Tran
                                  head_of)
 from continual_asr.model.encoder import BASE_STATE_PREFIXES
 from continual_asr.model.heads import transducer_loss
-from continual_asr.training.plugins import SequenceLwFPlugin
+from continual_asr.strategies.lwf import SequenceLwFPlugin
 from continual_asr.training.pretrain import base_model_key
 
 from test_run import _check_parameters, _run

@@ -269,6 +269,7 @@ def test_fields_lists_every_config_field_once_under_its_group():
     from dataclasses import fields
 
     from continual_asr.config import GROUPS, RunConfig
+    from continual_asr.registry import option_fields
 
     lines = CliRunner().invoke(main, ["fields"]).output.splitlines()
     group, listed = None, {}
@@ -278,7 +279,9 @@ def test_fields_lists_every_config_field_once_under_its_group():
             assert group in GROUPS
         else:
             listed[line.split()[0]] = group
-    assert listed == {f.name: f.metadata["group"] for f in fields(RunConfig)}
+    expected = {f.name: f.metadata["group"] for f in fields(RunConfig)}
+    expected.update({name: f.metadata["group"] for name, (f, _) in option_fields().items()})
+    assert listed == expected and "ewc_lambda" in listed  # every strategy's options too, each once
 
 
 def test_an_exported_adapter_joins_the_weighted_mean_of_another_run(tmp_path, shared_cache, tiny_run, tiny_run_dir):
@@ -305,11 +308,13 @@ def test_an_exported_adapter_joins_the_weighted_mean_of_another_run(tmp_path, sh
 def test_the_docs_strategy_example_runs_from_its_own_file(tmp_path, shared_cache, tiny_run):
     docs = (Path(__file__).parents[1] / "docs" / "strategies.md").read_text()
     code = docs.split("<!-- example strategy -->\n```python\n", 1)[1].split("```", 1)[0]
-    assert len(code.splitlines()) <= 30
+    assert len(code.splitlines()) <= 45
     assert code == (Path(__file__).parents[1] / "examples" / "l2sp.py").read_text()
     (tmp_path / "my_strategy.py").write_text(code)
-    results, _ = _run(tmp_path, shared_cache, "mine", strategy=f"{tmp_path / 'my_strategy.py'}:L2SP")
-    assert results["complete"] and results["strategy"] == "my_strategy.py:L2SP"
+    results, _ = _run(tmp_path, shared_cache, "mine", strategy=f"{tmp_path / 'my_strategy.py'}:l2sp",
+                      extra=["--set", "l2sp_strength=0.1"])
+    assert results["complete"] and results["strategy"] == "my_strategy.py:l2sp"
+    assert results["config"]["l2sp_strength"] == 0.1 and results["config"]["l2sp_free_head"] is False
     _check_parameters(results, "finetune")
 
 
@@ -336,7 +341,7 @@ class Poison(SupervisedPlugin):
             strategy.mb_output = (first * float("nan"), *rest)
 
 
-def Poisoned(model, config, plugins=None, **common):
+def Poisoned(model, config, options, plugins=None, **common):
     """Fine-tuning whose loss turns NaN in the second task."""
     return SpeechTemplate(model=model, config=config, plugins=[*(plugins or []), Poison()], **common)
 '''

@@ -1,6 +1,7 @@
 """The pieces of the strategies on toy data: weighted mean, router, LwF, EWC, replay, joint's
 sample, the registry's options and --config files."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -9,14 +10,16 @@ from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from torch.utils.data import Dataset
 
-from continual_asr.config import load_config_file, make_config
+from continual_asr.config import Options, load_config_file, make_config, option
 from continual_asr.data.dataset import collate
 from continual_asr.errors import ConfigError
 from continual_asr.model import AdapterBank, AdapterWeightedMean, TaskRouter, build_model
 from continual_asr.model.heads import frame_mask
-from continual_asr.registry import available_strategies, get_strategy, register_strategy
+from continual_asr.registry import all_fields, available_strategies, get_strategy, register_strategy
 from continual_asr.training.memory import TaskMemory
-from continual_asr.training.plugins import SequenceLwFPlugin, SpeechEWCPlugin, SpeechReplayPlugin
+from continual_asr.strategies.ewc import SpeechEWCPlugin
+from continual_asr.strategies.lwf import SequenceLwFPlugin
+from continual_asr.strategies.replay import SpeechReplayPlugin
 from continual_asr.training.template import SpeechTemplate
 
 CONFIG = make_config("tiny")
@@ -46,7 +49,8 @@ def toy_dataset(count: int = 12, task_id: int = 0, seed: int = 0) -> AvalancheDa
 
 def toy_strategy(plugins=()) -> SpeechTemplate:
     torch.manual_seed(0)
-    return SpeechTemplate(model=build_model(CONFIG, num_tokens=20), config=CONFIG, plugins=list(plugins))
+    return SpeechTemplate(model=build_model(CONFIG, num_tokens=20), config=CONFIG, plugins=list(plugins), epochs=3,
+                          learning_rate=5e-4)
 
 
 # ---- weighted mean -------------------------------------------------------------------------
@@ -85,7 +89,8 @@ def test_weighted_mean_mixes_the_bank_with_its_weights():
 
 
 def test_adapter_strategy_grows_the_weights_before_composition_builds_its_optimizer():
-    strategy = get_strategy("adapter-wavg").factory(build_model(CONFIG, num_tokens=20), CONFIG, seed=0)
+    wavg = get_strategy("adapter-wavg")
+    strategy = wavg.factory(build_model(CONFIG, num_tokens=20), CONFIG, wavg.settings("tiny")[1], seed=0)
     strategy.add_adapter("a")
     strategy.add_adapter("b")
     assert all(c.logits.shape == (2,) for c in strategy.combiners)
@@ -208,11 +213,23 @@ def test_every_builtin_strategy_is_registered_with_documented_options():
     assert set(strategies) == {"adapter-oracle", "adapter-avg", "adapter-wavg", "adapter-fusion", "adapter-router",
                                "finetune", "joint", "replay", "ewc", "lwf"}
     for info in strategies.values():
-        assert info.name == info.name.lower() and "\n" not in info.description and info.options is not None
+        assert info.name == info.name.lower() and "\n" not in info.description
+        assert all(f.metadata["help"] for f in dataclasses.fields(info.options))
 
 
-def test_registering_an_undocumented_option_or_a_bad_name_fails():
-    with pytest.raises(ValueError, match="no RunConfig fields"):
+def test_registering_undocumented_or_clashing_options_or_a_bad_name_fails():
+    @dataclasses.dataclass
+    class Undocumented(Options):
+        strength: float = 1.0
+
+    @dataclasses.dataclass
+    class Clashing(Options):
+        d_model: int = option("mine", 3, "a second d_model")
+
+    for options in (Undocumented, Clashing):
+        with pytest.raises(ValueError, match="need option"):
+            register_strategy("mine", "my strategy", options=options)
+    with pytest.raises(ValueError, match="deriving from config.Options"):
         register_strategy("mine", "my strategy", options=("no_such_field",))
     with pytest.raises(ValueError, match="lowercase"):
         register_strategy("Mine", "my strategy")
@@ -229,9 +246,9 @@ def test_an_option_of_another_strategy_is_a_one_line_error_listing_the_valid_one
 def test_config_file_merges_under_set_overrides(tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text("fusion_lr: 1e-3\nadapter_dim: 4\ntrain_adapters: true\n")
-    values = {**load_config_file(path), "adapter_dim": "6"}
-    config = make_config("tiny", values)
-    assert config.fusion_lr == 0.001 and config.adapter_dim == 6 and config.train_adapters is True
+    values = {**load_config_file(path, all_fields()), "adapter_dim": "6"}
+    _, options = get_strategy("adapter-fusion").settings("tiny", values)
+    assert options.fusion_lr == 0.001 and options.adapter_dim == 6 and options.train_adapters is True
 
 
 @pytest.mark.parametrize("text, message", [
@@ -244,5 +261,5 @@ def test_bad_config_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as error:
-        load_config_file(path)
+        load_config_file(path, all_fields())
     assert message in str(error.value) and "\n" not in str(error.value)

@@ -17,6 +17,7 @@ from continual_asr.data.streamdata import prepare_stream_data
 from continual_asr.model import AdapterMean, OracleRouting, SingleAdapter, build_model
 from continual_asr.registry import available_strategies, get_strategy
 from continual_asr.stream import load_stream
+from continual_asr.sweep import overrides_for
 from continual_asr.training.memory import TaskMemory
 from continual_asr.training.pretrain import pretrain_base_model
 
@@ -76,12 +77,17 @@ def tiny_data(tmp_path_factory):
     return stream, data, model
 
 
+def _make(strategy_name: str, model, values: dict | None = None, **common):
+    """The strategy on the tiny preset with those of ``values`` it reads (as a sweep's --set)."""
+    info = get_strategy(strategy_name)
+    return info.create(model, "tiny", overrides_for(info, values or {}), device="cpu", seed=0, **common)
+
+
 def _train_step_by_step(tiny_data, strategy_name: str, **overrides):
     """Yield (model state before the step, after it) for every experience of the tiny stream."""
     stream, data, base_model = tiny_data
-    config = make_config("tiny", overrides)
     model = copy.deepcopy(base_model)
-    strategy = get_strategy(strategy_name).factory(model, config, device="cpu", seed=0)
+    strategy = _make(strategy_name, model, overrides)
     strategy.memory.add(data.dataset("train", stream.base))
     for experience in data.benchmark().train_stream:
         before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -146,8 +152,7 @@ def test_evaluation_is_task_id_free(tiny_data, strategy_name):
     stream, data, base_model = tiny_data
     model = copy.deepcopy(base_model)
     transcripts = _Transcripts(data.tokenizer)
-    strategy = get_strategy(strategy_name).factory(model, make_config("tiny", FAST), device="cpu", seed=0,
-                                                   evaluator=EvaluationPlugin(transcripts, loggers=[]))
+    strategy = _make(strategy_name, model, FAST, evaluator=EvaluationPlugin(transcripts, loggers=[]))
     strategy.memory.add(data.dataset("train", stream.base))
     for experience in data.benchmark().train_stream:
         strategy.train(experience, eval_streams=[])
@@ -171,8 +176,7 @@ def test_oracle_routing_does_read_the_task_id(tiny_data):
     stream, data, base_model = tiny_data
     model = copy.deepcopy(base_model)
     transcripts = _Transcripts(data.tokenizer)
-    strategy = get_strategy("adapter-oracle").factory(model, make_config("tiny", FAST), device="cpu", seed=0,
-                                                      evaluator=EvaluationPlugin(transcripts, loggers=[]))
+    strategy = _make("adapter-oracle", model, FAST, evaluator=EvaluationPlugin(transcripts, loggers=[]))
     for experience in data.benchmark().train_stream:
         strategy.train(experience, eval_streams=[])
     generator = torch.Generator().manual_seed(0)
@@ -194,10 +198,8 @@ def test_a_layernorm_combiner_without_composition_epochs_is_refused(tiny_data):
     model = copy.deepcopy(tiny_data[2])
     for name in ("adapter-fusion", "adapter-wavg"):
         with pytest.raises(ConfigError, match="fusion_epochs=0 with fusion_layernorm=true"):
-            get_strategy(name).factory(model, make_config("tiny", {"fusion_epochs": 0, "fusion_layernorm": True}),
-                                       device="cpu", seed=0)
-    get_strategy("adapter-fusion").factory(model, make_config("tiny", {"fusion_epochs": 0, "fusion_layernorm": False}),
-                                           device="cpu", seed=0)
+            _make(name, model, {"fusion_epochs": 0, "fusion_layernorm": True})
+    _make("adapter-fusion", model, {"fusion_epochs": 0, "fusion_layernorm": False})
 
 
 def _value_distance(strategy) -> float:
@@ -208,8 +210,7 @@ def _value_distance(strategy) -> float:
 
 def _fused(tiny_data, **options):
     stream, data, base_model = tiny_data
-    strategy = get_strategy("adapter-fusion").factory(copy.deepcopy(base_model), make_config("tiny", {**FAST, **options}),
-                                                      device="cpu", seed=0)
+    strategy = _make("adapter-fusion", copy.deepcopy(base_model), {**FAST, **options})
     strategy.memory.add(data.dataset("train", stream.base))
     snapshots = []
     for experience in data.benchmark().train_stream:

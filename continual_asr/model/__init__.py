@@ -12,11 +12,12 @@ from .router import TaskRouter
 
 
 def build_model(config: RunConfig, num_tokens: int) -> ConformerASR:
-    """A fresh base model sized by the config (head included), for a tokenizer of ``num_tokens`` pieces."""
+    """A fresh base model sized by the config (head included), for a tokenizer of ``num_tokens``
+    pieces; an adapter strategy sets its adapters' width (``set_adapter_dim``)."""
     return ConformerASR(
         n_mels=config.n_mels, d_model=config.d_model, num_layers=config.num_layers,
         num_heads=config.num_heads, ffn_dim=config.ffn_dim, conv_kernel=config.conv_kernel,
-        dropout=config.dropout, num_tokens=num_tokens, adapter_dim=config.adapter_dim,
+        dropout=config.dropout, num_tokens=num_tokens,
         subsampling_channels=config.subsampling_channels, head=lambda: make_head(config, num_tokens),
     )
 

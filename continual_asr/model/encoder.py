@@ -52,7 +52,7 @@ class ConformerASR(nn.Module):
     """
 
     def __init__(self, n_mels: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
-                 conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int,
+                 conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int = 32,
                  subsampling_channels: int = 36, head: Callable[[], nn.Module] | None = None) -> None:
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(n_mels))
@@ -76,6 +76,14 @@ class ConformerASR(nn.Module):
     # ---- structure -------------------------------------------------------------------------
     def base_modules(self) -> list[nn.Module]:
         return [self.subsampling, self.layers, self.head]
+
+    def set_adapter_dim(self, bottleneck: int) -> None:
+        """The bottleneck width of the adapters added from now on (an adapter strategy's
+        ``adapter_dim``); a bank holding adapters of another width refuses."""
+        for bank in self.banks:
+            if len(bank) and bank.bottleneck != bottleneck:
+                raise ValueError(f"the adapter banks hold {bank.bottleneck}-wide adapters, not {bottleneck}")
+            bank.bottleneck = bottleneck
 
     def add_adapter(self, task: str) -> int:
         """Add one fresh (identity) adapter for ``task`` to every layer; returns its index."""

@@ -53,8 +53,20 @@ class RunGroup:
         return [v for v in (get(m["summary"]) for m in self.metrics) if v is not None]
 
 
-def _key(results: dict) -> tuple:
-    return results["strategy"], results.get("preset"), json.dumps(results.get("config", {}), sort_keys=True)
+def _key(results: dict, shared: dict[str, set[str]]) -> tuple:
+    config = {k: v for k, v in results.get("config", {}).items() if k in shared[results["strategy"]]}
+    return results["strategy"], results.get("preset"), json.dumps(config, sort_keys=True)
+
+
+def _shared_fields(runs: list[dict]) -> dict[str, set[str]]:
+    """Per strategy, the config fields every one of its runs recorded. Runs record the fields
+    their strategy reads; runs from before options moved beside their strategies (2026-11-30)
+    recorded every strategy's, and those must not tell two runs of one setting apart."""
+    shared: dict[str, set[str]] = {}
+    for results in runs:
+        keys = set(results.get("config", {}))
+        shared[results["strategy"]] = shared.get(results["strategy"], keys) & keys
+    return shared
 
 
 def _labels(groups: list[RunGroup]) -> None:
@@ -65,7 +77,9 @@ def _labels(groups: list[RunGroup]) -> None:
         twins = [g for g in groups if g.runs[0]["strategy"] == group.runs[0]["strategy"]]
         if len(twins) == 1:
             continue
-        configs = [{"preset": t.runs[0].get("preset"), **t.runs[0].get("config", {})} for t in twins]
+        shared = set.intersection(*(set(t.runs[0].get("config", {})) for t in twins))
+        configs = [{"preset": t.runs[0].get("preset"), **{k: v for k, v in t.runs[0].get("config", {}).items()
+                                                         if k in shared}} for t in twins]
         own = configs[twins.index(group)]
         shown = []
         for key, value in own.items():
@@ -84,7 +98,7 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
     reference runs (for forward transfer and intransigence)."""
     if not run_dirs:
         raise ResultsError("compare needs at least one run folder")
-    groups: dict[tuple, RunGroup] = {}
+    loaded = []
     first = None
     for run_dir in run_dirs:
         results = load_results(run_dir)
@@ -98,7 +112,11 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
                                f"{len(results['tasks'])} tasks); finish it by rerunning casr run into it")
         if reference_dirs:
             results = {**results, "references": reference_wers(reference_dirs, results)}
-        groups.setdefault(_key(results), RunGroup(results["strategy"])).add(results, run_dir)
+        loaded.append((run_dir, results))
+    shared = _shared_fields([results for _, results in loaded])
+    groups: dict[tuple, RunGroup] = {}
+    for run_dir, results in loaded:
+        groups.setdefault(_key(results, shared), RunGroup(results["strategy"])).add(results, run_dir)
     ordered = list(groups.values())
     _labels(ordered)
     return ordered

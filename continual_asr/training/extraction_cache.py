@@ -8,7 +8,8 @@ the router) can reuse the adapters the first of them trained, which is most of t
 Reuse is exact, not approximate: the extraction phase starts from an adapter initialised
 from (seed, task) and is itself seeded from (seed, task) (AdapterStrategy), so a reused
 adapter holds the weights this run would have trained, bit for bit on the same thread count.
-The key holds everything else the weights depend on: the config groups in EXTRACTION_GROUPS.
+The key holds everything else the weights depend on: RunConfig's groups in EXTRACTION_GROUPS
+and the extraction options (ExtractionOptions in training/adapters.py).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from ..config import RunConfig, fields_of
 from ..cache import EntryLock
 
 VERSION = 1
-# The config groups an adapter trained alone on its task depends on (continual_asr/config.py's
+# RunConfig's groups an adapter trained alone on its task depends on (continual_asr/config.py's
 # GROUPS): the base model's architecture and pretraining (also in the base fingerprint), the
-# training batches and data, the arithmetic and the extraction settings. A field added to one of
-# these groups joins the key by itself; composition, routing, the whole-model baselines,
-# evaluation and execution never enter it.
-EXTRACTION_GROUPS = ("model", "head", "pretraining", "training", "data", "numerics", "extraction")
+# training batches and data and the arithmetic; beside them, every extraction option. A field
+# added to one of these groups, or to ExtractionOptions, joins the key by itself; composition,
+# routing, the whole-model baselines, evaluation and execution never enter it.
+EXTRACTION_GROUPS = ("model", "head", "pretraining", "training", "data", "numerics")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ExtractionCache:
     train_digests: dict[str, str]  # task name -> content hash of its training data
     tokenizer_fingerprint: str  # StreamData.fingerprint: base data and tokenizer (token ids)
     config: RunConfig
+    extraction: dict  # the extraction options (training/adapters.py's ExtractionOptions) and their values
     seed: int
     _building: dict = field(default_factory=dict, compare=False, repr=False)  # (task, position) -> EntryLock
 
@@ -48,7 +50,7 @@ class ExtractionCache:
         payload = {
             "version": VERSION, "base": self.base_fingerprint, "task": task, "position": position,
             "data": self.train_digests.get(task), "tokens": self.tokenizer_fingerprint, "seed": self.seed,
-            "config": self.config.subset(fields_of(*EXTRACTION_GROUPS)),
+            "config": {**self.config.subset(fields_of(*EXTRACTION_GROUPS)), **self.extraction},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from avalanche.benchmarks.utils import AvalancheDataset
+
+from ..config import Options, option
+
+
+@dataclass
+class MemoryOptions(Options):
+    """The options of a strategy that keeps a memory of earlier tasks' utterances."""
+
+    memory_per_task: int = option(
+        "memory", 100, "utterances kept from each earlier task (base included) for composition", min=0)
 
 
 class TaskMemory:

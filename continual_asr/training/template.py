@@ -23,7 +23,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 from torch.utils.data import DataLoader
 
-from ..config import RunConfig
+from ..config import Options, RunConfig, option
 from .. import distributed
 from ..data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, ShardView, SpeechBatch, collate
 from ..errors import TrainingError
@@ -53,8 +53,12 @@ def phase_seed(run_seed: int, experience: int, phase: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-# The config fields the whole-model strategies read (their registered options).
-FINETUNE_OPTIONS = ("finetune_epochs", "finetune_lr")
+@dataclass
+class FinetuneOptions(Options):
+    """The options every whole-model baseline reads."""
+
+    finetune_epochs: int = option("finetune", 6, "epochs per task of the whole-model baselines", min=1)
+    finetune_lr: float = option("finetune", 5e-4, "peak learning rate of the whole-model baselines", min=0.0)
 
 
 @runtime_checkable
@@ -73,10 +77,12 @@ class SpeechTemplate(SupervisedTemplate):
 
     def __init__(self, *, model: ConformerASR, config: RunConfig, device: str | torch.device = "cpu",
                  plugins: list | None = None, evaluator: EvaluationPlugin | None = None, seed: int = 0,
-                 base_data: AvalancheDataset | None = None, epochs: int | None = None,
-                 learning_rate: float | None = None) -> None:
-        """``base_data``: the base task's training data, the memory's first task (the runner
-        hands it over; composition, replay, EWC and joint training read it)."""
+                 base_data: AvalancheDataset | None = None, epochs: int = 1, learning_rate: float = 1e-3,
+                 memory_per_task: int = 0) -> None:
+        """``epochs`` and ``learning_rate``: of the whole-model phase (``training_phases``).
+        ``base_data``: the base task's training data, the memory's first task (the runner hands it
+        over; composition, replay, EWC and joint training read it); the memory keeps
+        ``memory_per_task`` utterances of each task (0: none, only the list of tasks seen)."""
         placeholder = torch.optim.AdamW(model.parameters(), lr=0.0)  # rebuilt for every phase
         super().__init__(model=model, optimizer=placeholder, criterion=None, train_mb_size=1, train_epochs=1,
                          eval_mb_size=1, device=device, plugins=plugins,
@@ -85,9 +91,9 @@ class SpeechTemplate(SupervisedTemplate):
         self.seed = seed
         if distributed.is_active():
             distributed.sync_batchnorm(model)  # training statistics over the whole global batch
-        self.epochs = config.finetune_epochs if epochs is None else epochs
-        self.learning_rate = config.finetune_lr if learning_rate is None else learning_rate
-        self.memory = TaskMemory(config.memory_per_task, seed)
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.memory = TaskMemory(memory_per_task, seed)
         if base_data is not None:
             self.memory.add(base_data)
         self.phase: TrainingPhase | None = None
