@@ -147,8 +147,8 @@ def _build_strategy(strategy: StrategyInfo, model, data: StreamData, config: Run
 
 
 def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *,
-               options: Options | None = None, seed: int = 0, preset: str = "default", cache_dir: Path | None = None, device: str = "cpu",
-               progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = (),
+               options: Options | None = None, seed: int = 0, preset: str = "default", cache_dir: Path | None = None,
+               device: str = "cpu", progress: bool = True, overwrite: bool = False, reference_runs: Sequence[Path] = (),
                skip_bad: bool = False, adapters: Sequence[Path] = ()) -> dict:
     """Run ``strategy`` over ``stream``; checkpoint, results.json (with the metrics), CSVs, plots,
     report.html and TensorBoard events after every step. ``options``: the strategy's (None: its
@@ -196,18 +196,8 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     import_adapters(cl_strategy, imported)
     evaluate = _Evaluation(cl_strategy, benchmark, evaluator, columns, [t.name for t in data.dev_tasks()])
     steps = _Steps(strategy.name, stream, out_dir, main, model, cl_strategy, evaluate, tensorboard, total_base, started)
-    audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
-    if previous is not None:
-        data.check_unchanged(previous["results"].get("data"), len(previous["results"]["wer_matrix"]))
-        steps.resume(previous, experiences, evaluator.matrix_metrics, audio_seconds)
-    else:
-        steps.start(identity, preset, audio_seconds, base_info, torch_device)
-    results = steps.results
-    if references is not None:
-        results["references"] = references
-    results["data"] = data.identity()  # what the steps from here on train and test on
-    if previous is None and main:
-        steps.save()
+    results = steps.begin(previous, data, experiences, evaluator, references, identity=identity, preset=preset,
+                          base_info=base_info, device=torch_device)
     done = len(results["wer_matrix"])
     try:
         for experience, task in zip(experiences[done:], stream.tasks[done:]):
@@ -236,6 +226,24 @@ class _Steps:
         self.wall_before = 0.0  # wall seconds of the run's earlier processes (before a resume)
         self.results: dict = {}
         self.edits: dict = {"columns": evaluate.columns, "steps": []}
+
+    def begin(self, previous: dict | None, data: StreamData, experiences: list, evaluator: Evaluator,
+              references: dict | None, **start) -> dict:
+        """The results before the first step to train: the checkpoint's steps (``previous``),
+        else the base model's evaluation (``start``: what ``start`` takes), saved at once."""
+        columns = self.evaluate.columns
+        audio_seconds = {c: round(sum(data.test[c].num_frames) * FRAME_SECONDS, 2) for c in columns}
+        if previous is not None:
+            data.check_unchanged(previous["results"].get("data"), len(previous["results"]["wer_matrix"]))
+            self.resume(previous, experiences, evaluator.matrix_metrics, audio_seconds)
+        else:
+            self.start(audio_seconds=audio_seconds, **start)
+        if references is not None:
+            self.results["references"] = references
+        self.results["data"] = data.identity()  # what the steps from here on train and test on
+        if previous is None and self.main:
+            self.save()
+        return self.results
 
     def start(self, identity: dict, preset: str, audio_seconds: dict, base_info: dict, device: torch.device) -> None:
         """A fresh run: the base model's WER on every test and dev set."""
