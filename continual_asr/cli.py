@@ -260,7 +260,7 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     distributed.shutdown()
 
 
-@main.command(name="data")
+@main.group(name="data", invoke_without_command=True)
 @click.option("--stream", "stream_name", default="accents-then-noise", show_default=True,
               help="built-in stream name or path to a stream YAML file")
 @click.option("--preset", default=None, help="as for run: tiny caps utterances per task")
@@ -268,14 +268,18 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--skip-bad", is_flag=True, help="exit 0 despite problems (a run with --skip-bad leaves them out)")
 @click.option("--quiet", is_flag=True, help="no progress bars or log lines")
+@click.pass_context
 @one_line_errors
-def data_command(stream_name, preset, overrides, cache_dir, skip_bad, quiet) -> None:
+def data_command(ctx, stream_name, preset, overrides, cache_dir, skip_bad, quiet) -> None:
     """Prepare the stream's data and report on it, so that bad data shows up before a run.
 
     Synthesizes or reads every task, caches its features, then prints per task and split:
     utterances, hours, mean duration, vocabulary size (distinct words) and the problems found,
     each naming its file and line. Exits with status 2 if there are problems, unless --skip-bad.
+    `casr data import` turns a corpus on disk into a stream.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from .data.overview import format_overview
     from .data.streamdata import load_stream_splits
     from .errors import DataError
@@ -290,6 +294,25 @@ def data_command(stream_name, preset, overrides, cache_dir, skip_bad, quiet) -> 
     if problems and not skip_bad:
         raise DataError(f"{problems} problem(s) in the data of stream {stream.name} (listed above); fix them, "
                         "or pass --skip-bad to leave those utterances out")
+
+
+@data_command.command(name="import")
+@click.argument("corpus")
+@click.argument("corpus_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="where the manifests and stream.yaml go")
+@click.option("--base", default=None, help="the base task (default: the first alphabetically)")
+@click.option("--zero-shot", "zero_shot", default=None, help="the zero-shot task (default: the last alphabetically)")
+@one_line_errors
+def import_command(corpus, corpus_dir, out_dir, base, zero_shot) -> None:
+    """Turn CORPUS (l2-arctic), prepared on disk in CORPUS_DIR, into a stream with lhotse's recipe:
+    a CutSet per task and split in --out and stream.yaml, dev and test voices and sentences
+    never in training. Nothing is downloaded."""
+    from .data.corpus_import import import_corpus
+    from .folders import ensure_writable
+
+    path = import_corpus(corpus, Path(corpus_dir), ensure_writable(Path(out_dir), "--out"), base, zero_shot)
+    click.echo(f"stream written to {path}; check it with: casr data --stream {path}")
 
 
 @main.command(name="ls")

@@ -22,7 +22,7 @@ import yaml
 
 from .config import PRESETS
 from .data.conditions import Condition
-from .data.manifest import MANIFEST_SUFFIXES
+from .data.manifest import MANIFEST_SUFFIXES, is_manifest_name
 from .errors import StreamError
 
 HELD_OUT_PERCENT = 10  # of a manifest task's train, held out as its dev split when it names no dev manifest
@@ -239,13 +239,13 @@ def _parse_manifest_task(raw: dict, merged: dict, where: str, condition: Conditi
         if not isinstance(value, str) or not value.strip():
             raise StreamError(f"{where}.{split}: train and test must both be manifest paths (strings) or both "
                               f"utterance counts to synthesize (integers), got {value!r}")
-        if Path(value).suffix.lower() not in MANIFEST_SUFFIXES:
+        if not is_manifest_name(value):
             raise StreamError(f"{where}.{split}: a manifest must end in {', '.join(MANIFEST_SUFFIXES)}, got {value!r}")
         # Existence is checked when the task's data is prepared, so that a later task's missing
         # file stops the run before that task, like any other bad data, not before the first.
         paths[split] = str((folder / value).resolve())
     if "dev" in raw:
-        if Path(raw["dev"]).suffix.lower() not in MANIFEST_SUFFIXES:
+        if not is_manifest_name(raw["dev"]):
             raise StreamError(f"{where}.dev: a manifest must end in {', '.join(MANIFEST_SUFFIXES)}, got {raw['dev']!r}")
         paths["dev"] = str((folder / raw["dev"]).resolve())
     return TaskSpec(name=raw["name"], voices=(), condition=condition, train=0, test=0, seed=seed,

@@ -23,8 +23,10 @@ def log_mel(audio: np.ndarray, n_mels: int) -> torch.Tensor:
                                              sample_frequency=SAMPLE_RATE, energy_floor=1.0)
 
 
-def read_audio(path: Path, shown: str = "") -> tuple[np.ndarray, float]:
-    """Mono float32 audio at 16 kHz, and the file's own duration in seconds.
+def read_audio(path: Path, shown: str = "", offset: float | None = None, duration: float | None = None
+               ) -> tuple[np.ndarray, float]:
+    """Mono float32 audio at 16 kHz, and its duration in seconds: the whole file, or with
+    ``offset`` the stretch of ``duration`` seconds from there (a lhotse cut or supervision).
 
     Any rate and channel count soundfile reads (WAV, FLAC, OGG, ...) is accepted: other rates
     are resampled and channels averaged. Raises DataError naming the file (as ``shown``, e.g.
@@ -38,7 +40,17 @@ def read_audio(path: Path, shown: str = "") -> tuple[np.ndarray, float]:
     if path.stat().st_size == 0:
         raise DataError(f"audio file {shown} is empty (0 bytes)")
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as audio_file:
+            rate, total = audio_file.samplerate, audio_file.frames
+            start, frames = 0, -1
+            if offset is not None:
+                start = round(offset * rate)
+                frames = round((duration or 0.0) * rate)
+                if start + frames > total + round(0.01 * rate):  # lhotse rounds durations to its own precision
+                    raise DataError(f"audio file {shown}: the stretch ends at {offset + (duration or 0):.2f} s, "
+                                    f"but the file lasts {total / rate:.2f} s")
+                audio_file.seek(min(start, total))
+            audio = audio_file.read(frames, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, ValueError) as exc:
         reason = str(exc).splitlines()[0]
         if reason.startswith("Error opening '"):  # libsndfile repeats the path: "Error opening '...': why"

@@ -1,4 +1,5 @@
-"""Utterance manifests: NeMo-style JSON Lines, or CSV/TSV with a header, read into checked rows.
+"""Utterance manifests: NeMo-style JSON Lines, CSV/TSV with a header, or lhotse manifests
+(continual_asr/data/lhotse_manifests.py), read into checked rows.
 
 JSON Lines (``.jsonl``/``.json``): one object per line with ``audio_filepath``, ``text`` and
 optionally ``duration`` (seconds). CSV (``.csv``) and TSV (``.tsv``, read without quoting, as
@@ -23,9 +24,13 @@ from typing import Any
 
 from .text import normalize_text, unsupported_characters
 
-MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv")
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".jsonl.gz")  # .jsonl.gz (and lhotse .jsonl): lhotse
 PATH_COLUMNS = ("audio_filepath", "path", "audio", "file", "filename")
 TEXT_COLUMNS = ("text", "transcript", "sentence", "transcription")
+
+
+def is_manifest_name(path: str | Path) -> bool:
+    return str(path).lower().endswith(MANIFEST_SUFFIXES)
 
 
 def display_path(path: str | Path) -> str:
@@ -57,6 +62,8 @@ class ManifestRow:
     audio: Path  # resolved
     text: str  # normalised
     duration: float | None  # as declared, if declared
+    # A stretch of a longer recording (lhotse): where it starts, in seconds; None: the whole file.
+    offset: float | None = None
 
 
 def read_manifest(path: Path, limit: int = 0) -> tuple[list[ManifestRow], list[Problem]]:
@@ -74,8 +81,13 @@ def read_manifest(path: Path, limit: int = 0) -> tuple[list[ManifestRow], list[P
         return [], [Problem(file, 0, "is a folder, not a manifest")]
     except OSError as exc:
         return [], [Problem(file, 0, f"manifest unreadable ({exc.strerror or exc})")]
-    reader = _read_csv if Path(path).suffix.lower() in (".csv", ".tsv") else _read_jsonl
-    rows, problems, seen = reader(Path(file), data, limit)
+    from .lhotse_manifests import is_lhotse_manifest, read_lhotse
+
+    if is_lhotse_manifest(Path(file)):
+        rows, problems, seen = read_lhotse(Path(file), limit)
+    else:
+        reader = _read_csv if Path(path).suffix.lower() in (".csv", ".tsv") else _read_jsonl
+        rows, problems, seen = reader(Path(file), data, limit)
     if not seen and not problems:
         problems.append(Problem(file, 0, "manifest has no utterances"))
     return rows, problems
@@ -106,7 +118,7 @@ def _read_jsonl(path: Path, data: bytes, limit: int) -> tuple[list[ManifestRow],
             continue
         fields = {"audio_filepath": record.get("audio_filepath"), "text": record.get("text"),
                   "duration": record.get("duration")}
-        _add(rows, problems, path, number, fields)
+        add_row(rows, problems, path, number, fields)
     return rows, problems, seen
 
 
@@ -138,13 +150,14 @@ def _read_csv(path: Path, data: bytes, limit: int) -> tuple[list[ManifestRow], l
             break
         seen += 1
         fields = {role: (record[i] if i < len(record) else None) for role, (_, i) in columns.items()}
-        _add(rows, problems, path, reader.line_num, fields, {r: n for r, (n, _) in columns.items()})
+        add_row(rows, problems, path, reader.line_num, fields, {r: n for r, (n, _) in columns.items()})
     return rows, problems, seen
 
 
-def _add(rows: list[ManifestRow], problems: list[Problem], path: Path, number: int, fields: dict[str, Any],
-         names: dict[str, str] | None = None) -> None:
-    """Check one record's fields; append a row or a problem."""
+def add_row(rows: list[ManifestRow], problems: list[Problem], path: Path, number: int, fields: dict[str, Any],
+            names: dict[str, str] | None = None, offset: float | None = None, utterance_id: str = "") -> None:
+    """Check one record's fields; append a row or a problem. ``offset``: the utterance is the
+    stretch of the file from ``offset`` lasting ``duration`` (``utterance_id`` names it)."""
     names = names or {}
     problem = None
     for role in ("audio_filepath", "text"):
@@ -170,8 +183,10 @@ def _add(rows: list[ManifestRow], problems: list[Problem], path: Path, number: i
         problems.append(Problem(str(path), number, problem))
         return
     audio = Path(fields["audio_filepath"])
-    rows.append(ManifestRow(number, fields["audio_filepath"], audio if audio.is_absolute() else path.parent / audio,
-                            text, duration))
+    # raw_path seeds an utterance's noise and names it in messages: a stretch says which one.
+    raw = fields["audio_filepath"] if offset is None else f"{fields['audio_filepath']} ({utterance_id}, from {offset:g} s)"
+    rows.append(ManifestRow(number, raw, audio if audio.is_absolute() else path.parent / audio, text, duration,
+                            offset))
 
 
 def _duration(value: Any) -> tuple[float | None, str | None]:

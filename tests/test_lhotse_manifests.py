@@ -1,0 +1,177 @@
+"""lhotse manifests as a task's data: CutSets, SupervisionSets with their RecordingSets, stretches
+of long multi-channel recordings, and their bad data as one line per utterance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from continual_asr.data.features import log_mel, read_audio
+from continual_asr.data.manifest import read_manifest
+from continual_asr.stream import load_stream
+from test_manifests import load, write
+
+lhotse = pytest.importorskip("lhotse")
+
+
+def _recording(path: Path, recording_id: str):
+    return lhotse.Recording.from_file(path, recording_id=recording_id)
+
+
+def _corpus(tmp_path: Path):
+    """Two recordings: a 2 s two-channel one at 8 kHz holding two utterances, a 0.5 s one holding one."""
+    long = _recording(write(tmp_path / "audio" / "long.wav", seconds=2.0, rate=8000, channels=2, seed=1), "long")
+    short = _recording(write(tmp_path / "audio" / "short.wav", seconds=0.5, seed=2), "short")
+    supervisions = [
+        lhotse.SupervisionSegment("long-0", "long", start=0.2, duration=0.6, text="One two three"),
+        lhotse.SupervisionSegment("long-1", "long", start=1.0, duration=0.8, text="four five six"),
+        lhotse.SupervisionSegment("short-0", "short", start=0.0, duration=0.5, text="seven eight"),
+    ]
+    return lhotse.RecordingSet.from_recordings([long, short]), lhotse.SupervisionSet.from_segments(supervisions)
+
+
+def test_a_cutset_and_a_supervision_set_give_the_same_stretches(tmp_path):
+    recordings, supervisions = _corpus(tmp_path)
+    recordings.to_file(tmp_path / "corpus_recordings_train.jsonl.gz")
+    supervisions.to_file(tmp_path / "corpus_supervisions_train.jsonl.gz")
+    cuts = lhotse.CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions()
+    cuts.to_file(tmp_path / "cuts_train.jsonl.gz")
+    cuts.to_file(tmp_path / "cuts_plain.jsonl")  # lhotse writes plain JSON Lines too
+
+    by_cuts, problems = read_manifest(tmp_path / "cuts_train.jsonl.gz")
+    assert problems == []
+    by_supervisions, problems = read_manifest(tmp_path / "corpus_supervisions_train.jsonl.gz")
+    assert problems == []
+    plain, _ = read_manifest(tmp_path / "cuts_plain.jsonl")
+    for rows in (by_cuts, by_supervisions, plain):
+        assert [(r.text, r.offset, r.duration, r.audio.name) for r in rows] == [
+            ("one two three", 0.2, 0.6, "long.wav"), ("four five six", 1.0, 0.8, "long.wav"),
+            ("seven eight", 0.0, 0.5, "short.wav")]
+    # A stretch is the recording's samples from its offset, channels mixed down, at 16 kHz.
+    audio, seconds = read_audio(by_cuts[1].audio, offset=1.0, duration=0.8)
+    whole, _ = read_audio(by_cuts[1].audio)
+    assert seconds == pytest.approx(0.8) and len(audio) == 12800
+    np.testing.assert_allclose(audio[2000:6000], whole[18000:22000], atol=0.02)  # resampled apart, same signal
+
+
+def test_a_lhotse_task_loads_features_like_a_nemo_task(tmp_path):
+    recordings, supervisions = _corpus(tmp_path)
+    cuts = lhotse.CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions()
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    split = load(tmp_path / "cuts.jsonl.gz", tmp_path / "cache")
+    assert split.texts == ["one two three", "four five six", "seven eight"] and split.problems == []
+    assert [f.shape[0] for f in split.features] == [58, 78, 48]  # 25 ms windows every 10 ms in 0.6, 0.8, 0.5 s
+    audio, _ = read_audio(tmp_path / "audio" / "short.wav")
+    torch.testing.assert_close(split.features[2], log_mel(audio, 80).to(torch.float16))
+
+
+def test_bad_lhotse_data_is_one_line_per_utterance(tmp_path):
+    recordings, supervisions = _corpus(tmp_path)
+    remote = lhotse.Recording(id="remote", sources=[lhotse.AudioSource("url", [0], "https://example.org/a.wav")],
+                              sampling_rate=16000, num_samples=16000, duration=1.0)
+    bad = lhotse.SupervisionSet.from_segments([
+        *supervisions,
+        lhotse.SupervisionSegment("past-end", "short", start=0.2, duration=0.9, text="one"),
+        lhotse.SupervisionSegment("no-text", "short", start=0.0, duration=0.5, text=""),
+        lhotse.SupervisionSegment("remote-0", "remote", start=0.0, duration=1.0, text="two"),
+        lhotse.SupervisionSegment("orphan", "gone", start=0.0, duration=1.0, text="three"),
+    ])
+    (recordings + lhotse.RecordingSet.from_recordings([remote])).to_file(tmp_path / "x_recordings_dev.jsonl.gz")
+    bad.to_file(tmp_path / "x_supervisions_dev.jsonl.gz")
+    split = load(tmp_path / "x_supervisions_dev.jsonl.gz", tmp_path / "cache")
+    messages = {p.line: p.message for p in split.problems}
+    assert len(split.texts) == 3 and sorted(messages) == [4, 5, 6, 7]
+    assert "the stretch ends at 1.10 s, but the file lasts 0.50 s" in messages[4]
+    assert messages[5] == "missing field 'text'" or "empty transcript" in messages[5]
+    assert "not one audio file on disk (sources: url)" in messages[6]
+    assert "recording 'gone' is not in x_recordings_dev.jsonl.gz" in messages[7]
+    assert all("\n" not in str(p) for p in split.problems)
+
+    alone = tmp_path / "alone" / "y_supervisions_dev.jsonl.gz"
+    alone.parent.mkdir()
+    supervisions.to_file(alone)
+    rows, problems = read_manifest(alone)
+    assert rows == [] and "needs its RecordingSet beside it (y_recordings_dev.jsonl.gz not found)" in problems[0].message
+    recordings.to_file(tmp_path / "only_recordings.jsonl.gz")
+    _, problems = read_manifest(tmp_path / "only_recordings.jsonl.gz")
+    assert "a RecordingSet has no transcripts" in problems[0].message
+
+
+def test_a_stream_may_name_lhotse_manifests(tmp_path):
+    recordings, supervisions = _corpus(tmp_path)
+    cuts = lhotse.CutSet.from_manifests(recordings=recordings, supervisions=supervisions).trim_to_supervisions()
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    (tmp_path / "stream.yaml").write_text(
+        "name: mine\nbase: {name: b, voice: en-us, train: 4, test: 2}\n"
+        "tasks:\n  - {name: corpus, train: cuts.jsonl.gz, test: cuts.jsonl.gz}\n"
+        "zero_shot: {name: z, voice: en-us-nyc, test: 2}\n")
+    stream = load_stream(str(tmp_path / "stream.yaml"))
+    assert stream.tasks[0].train_manifest == str(tmp_path / "cuts.jsonl.gz")
+
+
+# ---- casr data import ------------------------------------------------------------------------
+L2_SPEAKERS = {"arabic": ["ABA", "SKA", "YBAA"], "chinese": ["BWC", "LXC", "NCC"], "hindi": ["ASI", "RRBI", "SVBI"]}
+WORDS = "one two three four five six seven eight nine".split()
+
+
+def miniature_l2_arctic(root: Path, sentences: int = 24) -> Path:
+    """L2-ARCTIC's folder layout (SPEAKER/wav/arctic_*.wav, SPEAKER/transcript/arctic_*.txt), every
+    speaker reading the same prompts as in the real corpus; tones for audio."""
+    prompts = [" ".join(WORDS[(i + k) % 9] for k in range(1 + i % 3)) + f" {WORDS[i // 9]}" for i in range(sentences)]
+    for speakers in L2_SPEAKERS.values():
+        for s, speaker in enumerate(speakers):
+            for i, prompt in enumerate(prompts):
+                write(root / speaker / "wav" / f"arctic_a{i:04d}.wav", seconds=0.5, seed=100 * s + i)
+                transcript = root / speaker / "transcript" / f"arctic_a{i:04d}.txt"
+                transcript.parent.mkdir(exist_ok=True)
+                transcript.write_text(prompt.capitalize() + ".\n")
+    return root
+
+
+def test_import_keeps_voices_and_sentences_apart_and_the_stream_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC")
+    result = CliRunner().invoke(main, ["data", "import", "l2-arctic", str(corpus), "--out", str(tmp_path / "l2")])
+    assert result.exit_code == 0, result.output
+    stream = load_stream(str(tmp_path / "l2" / "stream.yaml"))
+    assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == ("arabic", ["chinese"], "hindi")
+    seen: dict[str, set] = {"voices": set(), "sentences": set()}
+    held: dict[str, set] = {"voices": set(), "sentences": set()}
+    for task in (stream.base, *stream.tasks, stream.zero_shot):
+        for split in ("train", "dev", "test"):
+            manifest = getattr(task, f"{split}_manifest")
+            if not manifest:
+                continue
+            rows, problems = read_manifest(Path(manifest))
+            assert rows and not problems
+            into = seen if split == "train" else held
+            into["voices"] |= {r.audio.parent.parent.name for r in rows}
+            into["sentences"] |= {r.text for r in rows}
+    assert not seen["voices"] & held["voices"] and not seen["sentences"] & held["sentences"]
+    assert not stream.zero_shot.train_manifest
+
+    run = CliRunner().invoke(main, ["run", "--stream", str(tmp_path / "l2" / "stream.yaml"), "--preset", "tiny",
+                                    "--strategy", "adapter-fusion", "--out", str(tmp_path / "run"), "--quiet",
+                                    "--cache-dir", str(tmp_path / "cache"), "--set", "pretrain_epochs=2",
+                                    "--set", "adapter_epochs=1", "--set", "fusion_epochs=1"])
+    assert run.exit_code == 0, run.output
+    assert "hindi" in run.output and "chinese" in run.output
+
+
+def test_import_errors_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC", sentences=12)
+    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic)"),
+                          (["l2-arctic", str(tmp_path / "missing")], "corpus folder"),
+                          (["l2-arctic", str(corpus), "--base", "welsh"], "--base welsh: no such task in l2-arctic")]:
+        result = CliRunner().invoke(main, ["data", "import", *args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, result.output
