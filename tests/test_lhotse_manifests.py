@@ -170,8 +170,33 @@ def test_import_errors_are_one_line(tmp_path):
     from continual_asr.cli import main
 
     corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC", sentences=12)
-    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic)"),
+    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic, vctk)"),
                           (["l2-arctic", str(tmp_path / "missing")], "corpus folder"),
                           (["l2-arctic", str(corpus), "--base", "welsh"], "--base welsh: no such task in l2-arctic")]:
         result = CliRunner().invoke(main, ["data", "import", *args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, result.output
+
+
+def test_vctk_import_makes_a_task_per_accent_and_leaves_out_small_ones(tmp_path):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    root = tmp_path / "VCTK-Corpus"
+    speakers = {"225": "English", "226": "English", "227": "English", "228": "Scottish", "229": "Scottish",
+                "230": "Scottish", "231": "American", "232": "American", "233": "American", "234": "Welsh"}
+    lines = ["ID  AGE  GENDER  ACCENTS  REGION"]
+    for number, (speaker, accent) in enumerate(speakers.items()):
+        lines.append(f"{speaker}  23  F    {accent}    Somewhere")
+        for i in range(20):
+            write(root / "wav48" / f"p{speaker}" / f"p{speaker}_{i:03d}.wav", seconds=0.4, seed=number * 50 + i)
+            text = root / "txt" / f"p{speaker}" / f"p{speaker}_{i:03d}.txt"
+            text.parent.mkdir(parents=True, exist_ok=True)
+            text.write_text(f"{WORDS[i % 9]} {WORDS[(i * 4) % 9]} {WORDS[i // 9]}.\n")
+    (root / "speaker-info.txt").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["data", "import", "vctk", str(root), "--out", str(tmp_path / "vctk")])
+    assert result.exit_code == 0, result.output
+    assert "left out (fewer than 3 speakers): welsh (1)" in result.output
+    stream = load_stream(str(tmp_path / "vctk" / "stream.yaml"))
+    assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
+        ("american", ["english"], "scottish")

@@ -11,7 +11,8 @@ sentence's splits agree. One task is the base, one the zero-shot task (test and 
 others the stream's tasks, alphabetically unless named.
 
 Corpora: L2-ARCTIC (a task per first language: Arabic, Chinese, Hindi, Korean, Spanish,
-Vietnamese). A corpus is one entry of ``CORPORA``: lhotse's recipe and the field that names
+Vietnamese) and VCTK (a task per accent; accents with fewer than three speakers are left out,
+and the import says which). A corpus is one entry of ``CORPORA``: lhotse's recipe and the field that names
 an utterance's task.
 """
 
@@ -46,9 +47,23 @@ def _l2_arctic(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]
     return [(read["recordings"], read["supervisions"])]
 
 
+def _vctk(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
+    from lhotse.recipes import prepare_vctk
+
+    # The Edinburgh release (wav48_silence_trimmed/, FLAC, two microphones) or the older one (wav48/).
+    edinburgh = (corpus_dir / "wav48_silence_trimmed").is_dir()
+    prepared = prepare_vctk(corpus_dir, manifests, use_edinburgh_vctk_url=edinburgh)
+    return [(prepared["recordings"], prepared["supervisions"])]
+
+
+def _accent(supervision) -> str | None:
+    return str((supervision.custom or {}).get("accent") or "").lower() or None
+
+
 CORPORA: dict[str, Corpus] = {
     "l2-arctic": Corpus("l2-arctic", "L2-ARCTIC: non-native English read speech, a task per first language",
-                        _l2_arctic, lambda s: str((s.custom or {}).get("accent", "")).lower() or None),
+                        _l2_arctic, _accent),
+    "vctk": Corpus("vctk", "VCTK: English read speech, a task per accent", _vctk, _accent),
 }
 
 
@@ -64,19 +79,20 @@ def sentence_splits(texts: list[str]) -> dict[str, str]:
     return {t: "test" if i < test else "dev" if i < test + dev else "train" for i, t in enumerate(distinct)}
 
 
+MIN_SPEAKERS = 3  # a test voice, a dev voice and at least one training voice
+
+
 def speaker_splits(speakers: set[str], task: str) -> dict[str, str]:
     """A task's speakers -> test (the first by hash), dev (the second), train (the rest)."""
-    if len(speakers) < 3:
-        raise DataError(f"task '{task}' has {len(speakers)} speaker(s); a task needs at least 3 so that its "
-                        "train, dev and test voices differ")
     ranked = sorted(speakers, key=lambda s: (_rank("speaker", task, s), s))
     return {s: "test" if i == 0 else "dev" if i == 1 else "train" for i, s in enumerate(ranked)}
 
 
 def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = None,
-                  zero_shot: str | None = None) -> Path:
+                  zero_shot: str | None = None) -> tuple[Path, dict[str, int]]:
     """Prepare ``corpus`` from ``corpus_dir`` into ``out``: manifests/ (lhotse's), one CutSet per
-    task and split, and stream.yaml; returns the stream file's path."""
+    task and split, and stream.yaml; returns the stream file's path and the groups left out for
+    having fewer than ``MIN_SPEAKERS`` speakers (name -> speakers)."""
     if corpus not in CORPORA:
         raise DataError(f"unknown corpus '{corpus}' (valid: {', '.join(CORPORA)})")
     if not corpus_dir.is_dir():
@@ -96,11 +112,12 @@ def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = N
     for recordings, supervisions in prepared[1:]:
         cuts = cuts + CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
     cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
-    placed = _place(cuts, spec)
+    placed, left_out = _place(cuts, spec)
     tasks = sorted(placed)
     if len(tasks) < 3:
-        raise DataError(f"{corpus} in {corpus_dir} has {len(tasks)} task(s) ({', '.join(tasks) or 'none'}); a stream "
-                        "needs a base task, at least one task to learn and a zero-shot task")
+        raise DataError(f"{corpus} in {corpus_dir} has {len(tasks)} task(s) with {MIN_SPEAKERS} or more speakers "
+                        f"({', '.join(tasks) or 'none'}); a stream needs a base task, at least one task to learn and a "
+                        "zero-shot task")
     base = base or tasks[0]
     zero_shot = zero_shot or next(t for t in reversed(tasks) if t != base)
     for role, name in (("--base", base), ("--zero-shot", zero_shot)):
@@ -120,11 +137,11 @@ def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = N
             CutSet.from_cuts(splits[split]).to_file(out / name)
             files[task, split] = name
     learned = [t for t in tasks if t not in (base, zero_shot)]
-    return _write_stream(out, spec, corpus_dir, files, base, learned, zero_shot)
+    return _write_stream(out, spec, corpus_dir, files, base, learned, zero_shot), left_out
 
 
-def _place(cuts, spec: Corpus) -> dict[str, dict[str, list]]:
-    """task -> split -> its cuts, voices and sentences kept apart."""
+def _place(cuts, spec: Corpus) -> tuple[dict[str, dict[str, list]], dict[str, int]]:
+    """(task -> split -> its cuts, voices and sentences kept apart; the groups with too few speakers)."""
     by_task: dict[str, list] = defaultdict(list)
     for cut in cuts:
         task = spec.task_of(cut.supervisions[0])
@@ -132,14 +149,19 @@ def _place(cuts, spec: Corpus) -> dict[str, dict[str, list]]:
             by_task[_slug(task)].append(cut)
     sentences = sentence_splits([normalize_text(c.supervisions[0].text or "") for t in by_task.values() for c in t])
     placed: dict[str, dict[str, list]] = {}
+    left_out: dict[str, int] = {}
     for task, task_cuts in sorted(by_task.items()):
-        speakers = speaker_splits({c.supervisions[0].speaker or c.recording_id for c in task_cuts}, task)
+        voices = {c.supervisions[0].speaker or c.recording_id for c in task_cuts}
+        if len(voices) < MIN_SPEAKERS:
+            left_out[task] = len(voices)
+            continue
+        speakers = speaker_splits(voices, task)
         placed[task] = {split: [] for split in SPLITS}
         for cut in task_cuts:
             voice = speakers[cut.supervisions[0].speaker or cut.recording_id]
             if voice == sentences[normalize_text(cut.supervisions[0].text or "")]:
                 placed[task][voice].append(cut)
-    return placed
+    return placed, left_out
 
 
 def _slug(name: str) -> str:
