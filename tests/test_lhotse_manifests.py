@@ -200,3 +200,31 @@ def test_vctk_import_makes_a_task_per_accent_and_leaves_out_small_ones(tmp_path)
     stream = load_stream(str(tmp_path / "vctk" / "stream.yaml"))
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
         ("american", ["english"], "scottish")
+
+
+def test_common_voice_import_makes_a_task_per_accent(tmp_path):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    language = tmp_path / "cv-corpus" / "en"
+    header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
+    accents = {"United States English": "abc", "England English": "def", "Scottish English": "ghi", "": "jkl"}
+    parts: dict[str, list[str]] = {"train": [header], "dev": [header], "test": [header]}
+    for a, (accent, prefix) in enumerate(accents.items()):
+        for speaker in range(3):
+            client = f"{prefix}{speaker}"
+            for i in range(12):
+                clip = f"common_voice_en_{a}{speaker}{i:02d}.mp3"  # WAV inside: soundfile reads it by its header
+                write(language / "clips" / clip, seconds=0.4, seed=a * 100 + speaker * 20 + i)
+                sentence = f"{WORDS[i % 9].capitalize()} {WORDS[(i * 5) % 9]} {WORDS[i // 9]}."
+                part = ("train", "dev", "test")[speaker]
+                parts[part].append(f"{client}\t{clip}\t{sentence}\t2\t0\ttwenties\tfemale\t{accent}\t\ten\t")
+    for part, lines in parts.items():
+        (language / f"{part}.tsv").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(main, ["data", "import", "commonvoice", str(tmp_path / "cv-corpus"),
+                                       "--out", str(tmp_path / "cv")])
+    assert result.exit_code == 0, result.output
+    stream = load_stream(str(tmp_path / "cv" / "stream.yaml"))
+    assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
+        ("england-english", ["scottish-english"], "united-states-english")

@@ -11,8 +11,8 @@ sentence's splits agree. One task is the base, one the zero-shot task (test and 
 others the stream's tasks, alphabetically unless named.
 
 Corpora: L2-ARCTIC (a task per first language: Arabic, Chinese, Hindi, Korean, Spanish,
-Vietnamese) and VCTK (a task per accent; accents with fewer than three speakers are left out,
-and the import says which). A corpus is one entry of ``CORPORA``: lhotse's recipe and the field that names
+Vietnamese), VCTK and Common Voice (a task per accent; accents with fewer than three speakers
+are left out, and the import says which). A corpus is one entry of ``CORPORA``: lhotse's recipe and the field that names
 an utterance's task.
 """
 
@@ -56,14 +56,27 @@ def _vctk(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
     return [(prepared["recordings"], prepared["supervisions"])]
 
 
+def _common_voice(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
+    from lhotse.recipes import prepare_commonvoice
+
+    # Every language folder found and every part (train, dev, test): casr splits them again so
+    # that no dev or test sentence is in any task's training data.
+    prepared = prepare_commonvoice(corpus_dir, manifests, languages="auto")
+    return [(parts[p]["recordings"], parts[p]["supervisions"]) for lang in sorted(prepared)
+            for parts in [prepared[lang]] for p in sorted(parts)]
+
+
 def _accent(supervision) -> str | None:
-    return str((supervision.custom or {}).get("accent") or "").lower() or None
+    custom = supervision.custom or {}
+    return str(custom.get("accent") or custom.get("accents") or "").lower() or None
 
 
 CORPORA: dict[str, Corpus] = {
     "l2-arctic": Corpus("l2-arctic", "L2-ARCTIC: non-native English read speech, a task per first language",
                         _l2_arctic, _accent),
     "vctk": Corpus("vctk", "VCTK: English read speech, a task per accent", _vctk, _accent),
+    "commonvoice": Corpus("commonvoice", "Common Voice: read sentences, a task per accent its speakers gave "
+                          "(speakers who gave none are left out)", _common_voice, _accent),
 }
 
 
@@ -105,7 +118,7 @@ def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = N
     out.mkdir(parents=True, exist_ok=True)
     try:
         prepared = spec.prepare(corpus_dir, out / "manifests")
-    except (AssertionError, ValueError, KeyError, OSError) as exc:
+    except (AssertionError, ValueError, KeyError, OSError, RuntimeError) as exc:
         raise DataError(f"lhotse could not prepare {corpus} from {corpus_dir} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'})") from None
     cuts = CutSet.from_manifests(recordings=prepared[0][0], supervisions=prepared[0][1])
