@@ -170,7 +170,7 @@ def test_import_errors_are_one_line(tmp_path):
     from continual_asr.cli import main
 
     corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC", sentences=12)
-    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic, vctk)"),
+    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic, vctk, librispeech, commonvoice)"),
                           (["l2-arctic", str(tmp_path / "missing")], "corpus folder"),
                           (["l2-arctic", str(corpus), "--base", "welsh"], "--base welsh: no such task in l2-arctic")]:
         result = CliRunner().invoke(main, ["data", "import", *args, "--out", str(tmp_path / "out")])
@@ -228,3 +228,40 @@ def test_common_voice_import_makes_a_task_per_accent(tmp_path):
     stream = load_stream(str(tmp_path / "cv" / "stream.yaml"))
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
         ("england-english", ["scottish-english"], "united-states-english")
+
+
+def miniature_librispeech(root: Path, sentences: int = 20) -> Path:
+    """LibriSpeech's layout (PART/SPEAKER/CHAPTER/SPEAKER-CHAPTER-UTT.flac and its .trans.txt) for
+    mini LibriSpeech's clean part and a dev-other part, three speakers each reading the same lines."""
+    prompts = [f"{WORDS[i % 9]} {WORDS[(i * 2) % 9]} {WORDS[(i * 7) % 9]} {WORDS[i // 9]}".upper()
+               for i in range(sentences)]
+    for part, speakers in (("train-clean-5", ("19", "26", "32")), ("dev-other", ("116", "1255", "1585"))):
+        for s, speaker in enumerate(speakers):
+            folder = root / part / speaker / "100"
+            lines = []
+            for i, prompt in enumerate(prompts):
+                utterance = f"{speaker}-100-{i:04d}"
+                write(folder / f"{utterance}.flac", seconds=0.5, seed=1000 * s + i + len(part))
+                lines.append(f"{utterance} {prompt}")
+            (folder / f"{speaker}-100.trans.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_librispeech_import_makes_its_parts_and_conditions_tasks_and_the_stream_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from continual_asr.cli import main
+
+    corpus = miniature_librispeech(tmp_path / "LibriSpeech")
+    result = CliRunner().invoke(main, ["data", "import", "librispeech", str(corpus), "--out", str(tmp_path / "ls")])
+    assert result.exit_code == 0, result.output
+    stream = load_stream(str(tmp_path / "ls" / "stream.yaml"))
+    assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
+        ("clean", ["other", "clean-pink-10db", "clean-reverb-0.7s"], "clean-white-5db")
+    assert stream.tasks[1].train_manifest == stream.base.train_manifest and stream.tasks[1].condition.noise == "pink"
+    run = CliRunner().invoke(main, ["run", "--stream", str(tmp_path / "ls" / "stream.yaml"), "--preset", "tiny",
+                                    "--strategy", "finetune", "--out", str(tmp_path / "run"), "--quiet",
+                                    "--cache-dir", str(tmp_path / "cache"), "--set", "pretrain_epochs=2",
+                                    "--set", "finetune_epochs=1"])
+    assert run.exit_code == 0, run.output
+    assert "clean-white-5db" in run.output

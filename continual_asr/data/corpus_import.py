@@ -3,17 +3,17 @@
 lhotse's own recipe prepares the corpus (its RecordingSet and SupervisionSet; nothing is
 downloaded), then casr groups the utterances into tasks by a field of the corpus (L2-ARCTIC:
 the speakers' first language) and splits every task so that evaluation never hears a training
-voice or sentence: each task's speakers are ranked by a hash and the first goes to test, the
-second to dev, the rest to train; every distinct sentence (normalised transcript) is drawn into
-test, dev or train the same way, once for the whole corpus, so no test or dev sentence is in
-any task's training data. An utterance keeps its place only where its speaker's and its
-sentence's splits agree. One task is the base, one the zero-shot task (test and dev only), the
-others the stream's tasks, alphabetically unless named.
+voice or sentence: each task's speakers are ranked by a hash, 15 % (at least one) go to test,
+10 % (at least one) to dev, the rest to train; every distinct sentence (normalised transcript)
+is drawn into test, dev or train by the same shares, once for the whole corpus, so no test or
+dev sentence is in any task's training data. An utterance keeps its place only where its
+speaker's and its sentence's splits agree. One task is the base, one the zero-shot task (test
+and dev only), the others the stream's tasks, alphabetically unless named.
 
-Corpora: L2-ARCTIC (a task per first language: Arabic, Chinese, Hindi, Korean, Spanish,
-Vietnamese), VCTK and Common Voice (a task per accent; accents with fewer than three speakers
-are left out, and the import says which). A corpus is one entry of ``CORPORA``: lhotse's recipe and the field that names
-an utterance's task.
+Corpora: L2-ARCTIC (a task per first language), VCTK and Common Voice (a task per accent;
+accents with fewer than three speakers are left out, and the import says which), LibriSpeech
+(one accent: its parts and acoustic conditions as tasks). A corpus is one entry of
+``CORPORA``: lhotse's recipe, the field that names an utterance's task, and derived tasks.
 """
 
 from __future__ import annotations
@@ -36,15 +36,20 @@ SPLITS = ("train", "dev", "test")
 class Corpus:
     name: str
     description: str
-    prepare: Callable[[Path, Path], list[tuple[object, object]]]  # (corpus dir, manifests dir) -> [(recordings, supervisions)]
-    task_of: Callable[[object], str | None]  # a supervision's task (None: left out)
+    # (corpus dir, manifests dir) -> [(recordings, supervisions, part)], lhotse's recipe
+    prepare: Callable[[Path, Path], list[tuple[object, object, str]]]
+    task_of: Callable[[object, str], str | None]  # (a supervision, its part) -> its task (None: left out)
+    # Tasks made from a group's data under an acoustic condition: (name, group, condition)
+    derived: tuple[tuple[str, str, tuple], ...] = ()
+    base: str | None = None  # the default base task (None: the first alphabetically)
+    zero_shot: str | None = None  # the default zero-shot task (None: the last other one)
 
 
 def _l2_arctic(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
     from lhotse.recipes import prepare_l2_arctic
 
     read = prepare_l2_arctic(corpus_dir, manifests)["read"]  # the suitcase retellings are minutes long
-    return [(read["recordings"], read["supervisions"])]
+    return [(read["recordings"], read["supervisions"], "read")]
 
 
 def _vctk(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
@@ -53,7 +58,7 @@ def _vctk(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
     # The Edinburgh release (wav48_silence_trimmed/, FLAC, two microphones) or the older one (wav48/).
     edinburgh = (corpus_dir / "wav48_silence_trimmed").is_dir()
     prepared = prepare_vctk(corpus_dir, manifests, use_edinburgh_vctk_url=edinburgh)
-    return [(prepared["recordings"], prepared["supervisions"])]
+    return [(prepared["recordings"], prepared["supervisions"], "all")]
 
 
 def _common_voice(corpus_dir: Path, manifests: Path) -> list[tuple[object, object]]:
@@ -62,11 +67,23 @@ def _common_voice(corpus_dir: Path, manifests: Path) -> list[tuple[object, objec
     # Every language folder found and every part (train, dev, test): casr splits them again so
     # that no dev or test sentence is in any task's training data.
     prepared = prepare_commonvoice(corpus_dir, manifests, languages="auto")
-    return [(parts[p]["recordings"], parts[p]["supervisions"]) for lang in sorted(prepared)
+    return [(parts[p]["recordings"], parts[p]["supervisions"], p) for lang in sorted(prepared)
             for parts in [prepared[lang]] for p in sorted(parts)]
 
 
-def _accent(supervision) -> str | None:
+def _librispeech(corpus_dir: Path, manifests: Path) -> list[tuple[object, object, str]]:
+    from lhotse.recipes import prepare_librispeech
+
+    parts = prepare_librispeech(corpus_dir, output_dir=manifests)  # LibriSpeech's parts, or mini LibriSpeech's
+    return [(parts[p]["recordings"], parts[p]["supervisions"], p) for p in sorted(parts)]
+
+
+def _librispeech_group(supervision, part: str) -> str:
+    # "clean" and "other" are LibriSpeech's two difficulties (by how well a first recogniser did).
+    return "other" if "other" in part else "clean"
+
+
+def _accent(supervision, part: str = "") -> str | None:
     custom = supervision.custom or {}
     return str(custom.get("accent") or custom.get("accents") or "").lower() or None
 
@@ -75,6 +92,13 @@ CORPORA: dict[str, Corpus] = {
     "l2-arctic": Corpus("l2-arctic", "L2-ARCTIC: non-native English read speech, a task per first language",
                         _l2_arctic, _accent),
     "vctk": Corpus("vctk", "VCTK: English read speech, a task per accent", _vctk, _accent),
+    # One accent only: the stream's tasks are its harder part and acoustic conditions on its clean part.
+    "librispeech": Corpus("librispeech", "LibriSpeech (or mini LibriSpeech): read audiobooks; tasks: the 'other' part "
+                          "and the clean part under noise and reverberation", _librispeech, _librispeech_group,
+                          derived=(("clean-pink-10db", "clean", (("noise", "pink"), ("snr_db", 10))),
+                                   ("clean-reverb-0.7s", "clean", (("rt60", 0.7),)),
+                                   ("clean-white-5db", "clean", (("noise", "white"), ("snr_db", 5)))),
+                          base="clean", zero_shot="clean-white-5db"),
     "commonvoice": Corpus("commonvoice", "Common Voice: read sentences, a task per accent its speakers gave "
                           "(speakers who gave none are left out)", _common_voice, _accent),
 }
@@ -96,9 +120,12 @@ MIN_SPEAKERS = 3  # a test voice, a dev voice and at least one training voice
 
 
 def speaker_splits(speakers: set[str], task: str) -> dict[str, str]:
-    """A task's speakers -> test (the first by hash), dev (the second), train (the rest)."""
+    """A task's speakers -> test, dev or train, ranked by a hash: the test and dev voices are the
+    same shares as the sentences' (at least one each), the rest train."""
     ranked = sorted(speakers, key=lambda s: (_rank("speaker", task, s), s))
-    return {s: "test" if i == 0 else "dev" if i == 1 else "train" for i, s in enumerate(ranked)}
+    test = max(1, round(len(ranked) * SENTENCE_SHARES["test"] / 100))
+    dev = max(1, round(len(ranked) * SENTENCE_SHARES["dev"] / 100))
+    return {s: "test" if i < test else "dev" if i < test + dev else "train" for i, s in enumerate(ranked)}
 
 
 def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = None,
@@ -121,45 +148,50 @@ def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = N
     except (AssertionError, ValueError, KeyError, OSError, RuntimeError) as exc:
         raise DataError(f"lhotse could not prepare {corpus} from {corpus_dir} ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'no reason given'})") from None
-    cuts = CutSet.from_manifests(recordings=prepared[0][0], supervisions=prepared[0][1])
-    for recordings, supervisions in prepared[1:]:
-        cuts = cuts + CutSet.from_manifests(recordings=recordings, supervisions=supervisions)
-    cuts = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
-    placed, left_out = _place(cuts, spec)
-    tasks = sorted(placed)
-    if len(tasks) < 3:
-        raise DataError(f"{corpus} in {corpus_dir} has {len(tasks)} task(s) with {MIN_SPEAKERS} or more speakers "
-                        f"({', '.join(tasks) or 'none'}); a stream needs a base task, at least one task to learn and a "
-                        "zero-shot task")
-    base = base or tasks[0]
-    zero_shot = zero_shot or next(t for t in reversed(tasks) if t != base)
+    parts = [(CutSet.from_manifests(recordings=r, supervisions=s).trim_to_supervisions(keep_overlapping=False), part)
+             for r, s, part in prepared]
+    placed, left_out = _place(parts, spec)
+    tasks = {name: (name, None) for name in sorted(placed)}
+    tasks.update({name: (group, condition) for name, group, condition in spec.derived if group in placed})
+    base, zero_shot = _roles(corpus, corpus_dir, tasks, base or spec.base, zero_shot or spec.zero_shot)
+    files = {}
+    for group, splits in placed.items():
+        for split in SPLITS:
+            if not splits[split]:
+                raise DataError(f"task '{group}' has no {split} utterances once voices and sentences are kept "
+                                "apart; the corpus is too small")
+            files[group, split] = f"{group}_{split}_cuts.jsonl.gz"
+            CutSet.from_cuts(splits[split]).to_file(out / files[group, split])
+    learned = [t for t in tasks if t not in (base, zero_shot)]
+    return _write_stream(out, spec, corpus_dir, files, tasks, base, learned, zero_shot), left_out
+
+
+def _roles(corpus: str, corpus_dir: Path, tasks: dict, base: str | None, zero_shot: str | None) -> tuple[str, str]:
+    """The base and zero-shot tasks: as named, else the first and the last (another) task."""
+    names = list(tasks)
+    if len(names) < 3:
+        raise DataError(f"{corpus} in {corpus_dir} has {len(names)} task(s) with {MIN_SPEAKERS} or more speakers "
+                        f"({', '.join(names) or 'none'}); a stream needs a base task, at least one task to learn "
+                        "and a zero-shot task")
+    base = base or names[0]
+    zero_shot = zero_shot or next(t for t in reversed(names) if t != base)
     for role, name in (("--base", base), ("--zero-shot", zero_shot)):
-        if name not in placed:
-            raise DataError(f"{role} {name}: no such task in {corpus} (its tasks: {', '.join(tasks)})")
+        if name not in tasks:
+            raise DataError(f"{role} {name}: no such task in {corpus} (its tasks: {', '.join(names)})")
     if base == zero_shot:
         raise DataError("--base and --zero-shot must be different tasks")
-    files = {}
-    for task, splits in placed.items():
-        for split in SPLITS:
-            if task == zero_shot and split == "train":
-                continue
-            if not splits[split]:
-                raise DataError(f"task '{task}' has no {split} utterances once voices and sentences are kept apart; "
-                                "the corpus is too small")
-            name = f"{task}_{split}_cuts.jsonl.gz"
-            CutSet.from_cuts(splits[split]).to_file(out / name)
-            files[task, split] = name
-    learned = [t for t in tasks if t not in (base, zero_shot)]
-    return _write_stream(out, spec, corpus_dir, files, base, learned, zero_shot), left_out
+    return base, zero_shot
 
 
-def _place(cuts, spec: Corpus) -> tuple[dict[str, dict[str, list]], dict[str, int]]:
-    """(task -> split -> its cuts, voices and sentences kept apart; the groups with too few speakers)."""
+def _place(parts: list, spec: Corpus) -> tuple[dict[str, dict[str, list]], dict[str, int]]:
+    """(group -> split -> its cuts, voices and sentences kept apart; the groups with too few
+    speakers). ``parts``: (cuts, the corpus part they come from)."""
     by_task: dict[str, list] = defaultdict(list)
-    for cut in cuts:
-        task = spec.task_of(cut.supervisions[0])
-        if task:
-            by_task[_slug(task)].append(cut)
+    for cuts, part in parts:
+        for cut in cuts:
+            task = spec.task_of(cut.supervisions[0], part)
+            if task:
+                by_task[_slug(task)].append(cut)
     sentences = sentence_splits([normalize_text(c.supervisions[0].text or "") for t in by_task.values() for c in t])
     placed: dict[str, dict[str, list]] = {}
     left_out: dict[str, int] = {}
@@ -181,12 +213,14 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def _write_stream(out: Path, spec: Corpus, corpus_dir: Path, files: dict, base: str, learned: list[str],
+def _write_stream(out: Path, spec: Corpus, corpus_dir: Path, files: dict, tasks: dict, base: str, learned: list[str],
                   zero_shot: str) -> Path:
     import yaml
 
     def task(name: str, splits=SPLITS) -> dict:
-        return {"name": name, **{split: files[name, split] for split in splits}}
+        group, condition = tasks[name]
+        return {"name": name, **{split: files[group, split] for split in splits},
+                **({"condition": dict(condition)} if condition else {})}
 
     stream = {"name": spec.name,
               "description": f"{spec.description}; imported by casr data import from {corpus_dir.resolve()}: "
