@@ -105,7 +105,8 @@ class RunConfig:
     vocab_size: int = option("model", 256, "SentencePiece vocabulary size (an upper bound on tiny text)", min=16)
     # Output head (part of the frozen base; adapters and combiners live in the encoder either way)
     head: str = option("head", "ctc", "output head: ctc (one linear layer, CTC loss) or rnnt (transducer: LSTM "
-                     "prediction network and joiner, RNN-T loss; slower to train and decode)", choices=("ctc", "rnnt"))
+                     "prediction network and joiner, RNN-T loss; slower to train and decode) or hat (the paper's: rnnt "
+                     "with blank a sigmoid apart from the tokens' softmax)", choices=("ctc", "rnnt", "hat"))
     rnnt_pred_dim: int = option(
         "head", 128, "rnnt: width of the prediction network (token embedding and one LSTM layer)", min=4)
     rnnt_joint_dim: int = option(
@@ -174,7 +175,7 @@ RUNTIME_FIELDS = tuple(fields_of("runtime"))
 MODEL_FIELDS = fields_of("model")
 # The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
 # keys of base models cached before heads were selectable stay valid.
-HEAD_FIELDS: dict[str, list[str]] = {"ctc": [], "rnnt": fields_of("head")}
+HEAD_FIELDS: dict[str, list[str]] = {"ctc": [], "rnnt": fields_of("head"), "hat": fields_of("head")}
 PRETRAIN_FIELDS = fields_of("model", "pretraining", "training")
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -7,7 +7,7 @@ from .adapters import AdapterBank, BottleneckAdapter
 from .combiners import (AdapterFusion, AdapterMean, AdapterWeightedMean, OracleRouting, Resizable,
                         SingleAdapter)
 from .encoder import ConformerASR
-from .heads import CTCHead, TransducerHead, head_of, make_head
+from .heads import CTCHead, HATHead, TransducerHead, head_of, make_head
 from .router import TaskRouter
 
 
@@ -24,4 +24,4 @@ def build_model(config: RunConfig, num_tokens: int) -> ConformerASR:
 
 __all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "AdapterWeightedMean",
            "OracleRouting", "Resizable", "SingleAdapter", "ConformerASR", "CTCHead",
-           "TransducerHead", "TaskRouter", "build_model", "head_of", "make_head"]
+           "HATHead", "TransducerHead", "TaskRouter", "build_model", "head_of", "make_head"]

@@ -8,8 +8,10 @@ model's ``head`` module, part of the frozen base) gives
 - ``posteriors(encoded, lengths, batch)``: every output distribution the loss scores, with a
   mask of the valid ones (what LwF distils).
 
-Both heads share the class layout: blank is class 0, token t is class t + 1. Adapters and
-combiners live in the encoder, so they work the same under either head.
+Every head shares the class layout: blank is class 0, token t is class t + 1. Adapters and
+combiners live in the encoder, so they work the same under any head: CTC, RNN-T
+(``TransducerHead``) or HAT (``HATHead``, the paper's decoder: the RNN-T lattice with blank
+factored out of the label softmax).
 """
 
 from __future__ import annotations
@@ -69,18 +71,18 @@ class CTCHead(nn.Linear):
         return self.log_probs(encoded), frame_mask(lengths, encoded.shape[1])
 
 
-def transducer_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
+def transducer_loss(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
                     target_lengths: torch.Tensor) -> torch.Tensor:
-    """Per-utterance RNN-T loss (torchaudio's rnnt_loss, blank 0) of lattice logits (B, T, U + 1, C)
-    and target classes (B, U).
+    """Per-utterance transducer loss (torchaudio's rnnt_loss, blank 0) of lattice log-probabilities
+    (B, T, U + 1, C), float32, and target classes (B, U).
 
     The loss reads two log-probabilities per lattice node, blank and the next reference class.
-    They are gathered here from a log-softmax over the lattice and given to the kernel as a
-    two-class lattice (``fused_log_softmax=False``): the same loss and gradients as the whole
-    logits, but the kernel, whose per-class loop over the full lattice dominated a training step
-    on a CPU, touches 2 classes instead of C (about 4x faster at the default sizes).
+    They are gathered here and given to the kernel as a two-class lattice
+    (``fused_log_softmax=False``): the same loss and gradients as the whole lattice, but the
+    kernel, whose per-class loop over the full lattice dominated a training step on a CPU,
+    touches 2 classes instead of C (about 4x faster at the default sizes). Any normalised
+    distribution per node works: RNN-T's softmax, or HAT's factored one.
     """
-    log_probs = logits.float().log_softmax(dim=-1)  # the kernel takes float32
     batch, frames, prefixes, _ = log_probs.shape
     following = F.pad(targets, (0, 1), value=0)  # the class after each prefix (after the last: any)
     emit = log_probs.gather(-1, following[:, None, :, None].expand(batch, frames, prefixes, 1)).squeeze(-1)
@@ -119,6 +121,14 @@ class TransducerHead(nn.Module):
         """Logits over the V + 1 classes of projected encoder and predictor outputs (broadcast)."""
         return self.out(torch.tanh(enc + pred))
 
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The joiner's output distribution per node, as log-probabilities over the V + 1 classes."""
+        return logits.log_softmax(dim=-1)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """What greedy search takes the argmax of: the logits (their softmax keeps the order)."""
+        return logits
+
     def lattice_logits(self, encoded: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(B, T', U + 1, V + 1): the joiner at every frame and every prefix of ``targets`` (B, U)."""
         prefixes = F.pad(targets + 1, (1, 0), value=0)  # start symbol, then the targets
@@ -132,7 +142,8 @@ class TransducerHead(nn.Module):
         # The loss kernel wants the lattice exactly as long as the longest utterance and transcript.
         encoded = encoded[:, : int(lengths.max())]
         targets = batch.targets[:, : int(batch.target_lengths.max())]
-        costs = transducer_loss(self.lattice_logits(encoded, targets), targets + 1, lengths, batch.target_lengths)
+        log_probs = self.log_probs(self.lattice_logits(encoded, targets).float())  # the kernel takes float32
+        costs = transducer_loss(log_probs, targets + 1, lengths, batch.target_lengths)
         return (costs / batch.target_lengths.clamp(min=1).to(costs.dtype)).mean()
 
     @torch.no_grad()
@@ -147,7 +158,7 @@ class TransducerHead(nn.Module):
         for t in range(int(lengths.max()) if batch else 0):
             active = t < lengths  # utterances that may still emit at this frame
             for _ in range(self.max_symbols):
-                best = self.joint(enc[:, t], pred).argmax(dim=-1)
+                best = self.scores(self.joint(enc[:, t], pred)).argmax(dim=-1)
                 emit = active & (best != 0)
                 if not bool(emit.any()):
                     break
@@ -165,14 +176,30 @@ class TransducerHead(nn.Module):
                    batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """The joiner's log-posteriors on the reference lattice (B, T', U + 1, V + 1) and the
         valid nodes (frame inside the utterance, prefix no longer than its transcript)."""
-        log_probs = self.lattice_logits(encoded, batch.targets).log_softmax(dim=-1)
+        log_probs = self.log_probs(self.lattice_logits(encoded, batch.targets))
         prefixes = frame_mask(batch.target_lengths + 1, log_probs.shape[2])
         return log_probs, frame_mask(lengths, log_probs.shape[1])[:, :, None] & prefixes[:, None, :]
 
 
+class HATHead(TransducerHead):
+    """HAT, the Hybrid Autoregressive Transducer (Variani et al., 2020), the paper's decoder: the
+    RNN-T lattice and joiner, but blank's probability is a sigmoid of its own logit and the
+    tokens share the rest, P(token) = (1 - P(blank)) softmax(token logits). Trained with the same
+    lattice loss and decoded by the same greedy search; the label softmax alone is the model's
+    internal language model, which a fused external one can replace."""
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        blank = logits[..., :1]
+        return torch.cat([F.logsigmoid(blank), F.logsigmoid(-blank) + logits[..., 1:].log_softmax(dim=-1)], dim=-1)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.log_probs(logits)  # blank and the tokens are no longer one softmax's logits
+
+
 def make_head(config: RunConfig, num_tokens: int) -> nn.Module:
     """The head ``config.head`` names, sized by the config."""
-    if config.head == "rnnt":
-        return TransducerHead(config.d_model, num_tokens, config.rnnt_pred_dim, config.rnnt_joint_dim,
-                              config.rnnt_max_symbols)
+    if config.head in ("rnnt", "hat"):
+        transducer = HATHead if config.head == "hat" else TransducerHead
+        return transducer(config.d_model, num_tokens, config.rnnt_pred_dim, config.rnnt_joint_dim,
+                          config.rnnt_max_symbols)
     return CTCHead(config.d_model, num_tokens)
