@@ -9,7 +9,10 @@ training: one adapter, base frozen; fusion: 5 adapters, fusion trains):
 - achieved FLOP/s of the step (forward + backward, counted by torch's FlopCounterMode) as a
   share of the dense float32 matmul throughput measured on the same cores in the same run
   (issue 7's target: at least 30 %);
-and the evaluation real-time factor (forward + greedy decoding, 5 adapters fused).
+and the evaluation real-time factor (forward + greedy decoding, 5 adapters fused). With
+``--profile FILE`` each kind of step and the evaluation run once more under torch.profiler: the
+operators that took the most CPU time, and the step's forward, loss (or decoding), backward
+and optimizer parts, go into FILE (one table per kind) and their top 5 onto the terminal.
 
 Batches are synthetic but shaped like the real ones: ``batch_frames`` of the preset filled with
 utterances of ``--seconds`` each (length bucketing makes real batches nearly unpadded), random
@@ -20,14 +23,16 @@ batches) adds little on top: run.log prints the utterances/s of every real epoch
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from continual_asr.config import build_fields, make_config
-from continual_asr.training.adapters import ExtractionOptions
 from continual_asr.data.dataset import SpeechBatch
+from continual_asr.training.adapters import ExtractionOptions
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
 from continual_asr.results import peak_rss_mib
 from timing import median_seconds  # experiments/timing.py
@@ -72,11 +77,30 @@ def configure(model, kind: str, adapters: int) -> None:
 
 
 def train_step(model, batch: SpeechBatch, optimizer) -> None:
-    encoded, lengths = model(batch.features, batch.feature_lengths)
-    loss = head_of(model).loss(encoded, lengths, batch)
+    with record_function("forward (encoder)"):
+        encoded, lengths = model(batch.features, batch.feature_lengths)
+    with record_function("loss (head)"):
+        loss = head_of(model).loss(encoded, lengths, batch)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    with record_function("backward"):
+        loss.backward()
+    with record_function("optimizer"):
+        optimizer.step()
+
+
+def profiled(kind: str, step, into: list[str]) -> None:
+    """One more ``step`` under torch.profiler: its table into ``into``, its top 5 printed."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    averages = prof.key_averages()
+    into.append(f"## {kind}\n\n{averages.table(sort_by='self_cpu_time_total', row_limit=25)}\n")
+    parts = {e.key: e.cpu_time_total for e in averages
+             if e.key in ("forward (encoder)", "loss (head)", "decoding (head)", "backward", "optimizer")}
+    total = sum(parts.values()) or 1.0
+    top = sorted((e for e in averages if e.key not in parts and not e.key.startswith("Optimizer")),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+    print(f"  profile of {kind}: " + ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in parts.items())
+          + "; top operators: " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1000:.0f} ms" for e in top))
 
 
 @click.command()
@@ -84,7 +108,9 @@ def train_step(model, batch: SpeechBatch, optimizer) -> None:
 @click.option("--seconds", default=4.0, show_default=True, help="length of every synthetic utterance")
 @click.option("--steps", default=8, show_default=True, help="timed steps per kind (after 2 warm-up steps)")
 @click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
-def main(preset: str, seconds: float, steps: int, threads: int) -> None:
+@click.option("--profile", "profile_file", default=None, type=click.Path(dir_okay=False),
+              help="also profile one step of each kind (torch.profiler) into this file")
+def main(preset: str, seconds: float, steps: int, threads: int, profile_file: str | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -100,6 +126,7 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     model = build_model(config, num_tokens=config.vocab_size)
     model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
+    tables: list[str] = []
     for kind in ("pretraining", "adapter training", "fusion (5 adapters)"):
         configure(model, kind, adapters=5)
         model.train()
@@ -110,6 +137,8 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
         step = median_seconds(lambda: train_step(model, batch, optimizer), steps, warmup=1)
         print(f"| {kind} | {1000 * step:.0f} | {utterances / step:.1f} | {utterances * seconds / step:.1f} "
               f"| {flops / 1e9:.2f} | {flops / step / 1e9:.1f} | {100 * flops / step / peak:.0f} % |")
+        if profile_file:
+            profiled(kind, lambda: train_step(model, batch, optimizer), tables)
 
     eval_batch = synthetic_batch(config, max(1, config.eval_batch_frames // frames), frames, 4.0, seconds)
     model.eval()
@@ -117,9 +146,21 @@ def main(preset: str, seconds: float, steps: int, threads: int) -> None:
         head = head_of(model)
         took = median_seconds(lambda: head.decode(*model(eval_batch.features, eval_batch.feature_lengths)),
                               max(1, steps // 2), warmup=1)
+        if profile_file:
+            def evaluate() -> None:
+                with record_function("forward (encoder)"):
+                    encoded = model(eval_batch.features, eval_batch.feature_lengths)
+                with record_function("decoding (head)"):
+                    head.decode(*encoded)
+            profiled("evaluation (greedy decoding)", evaluate, tables)
     audio = len(eval_batch.texts) * seconds
     print(f"\nevaluation (fusion of 5 adapters, greedy decoding): real-time factor {took / audio:.4f} "
           f"({audio / took:.0f} s of audio per second)")
+    if profile_file:
+        header = (f"# bench_training.py --preset {preset} --seconds {seconds:g}: torch.profiler, one step of each "
+                  f"kind, {torch.get_num_threads()} threads\n\n")
+        Path(profile_file).write_text(header + "\n".join(tables), encoding="utf-8")
+        print(f"profile tables: {profile_file}")
     print(f"peak RSS of this benchmark: {peak_rss_mib():.0f} MiB")
 
 
