@@ -41,13 +41,10 @@ def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: 
     """(general config, stream, preset name) of a command that trains no strategy: strategies'
     options are accepted and ignored (an unknown field is still refused)."""
     from .config import GENERAL_FIELDS, make_config
-    from .errors import ConfigError
-    from .registry import all_fields
+    from .registry import refuse_unknown_fields
 
     values, stream, preset = _settings(config_preset, overrides, stream_name, config_file)
-    unknown = sorted(set(values) - all_fields())
-    if unknown:
-        raise ConfigError(f"unknown config field '{unknown[0]}' (valid: {', '.join(sorted(all_fields()))})")
+    refuse_unknown_fields(values)
     return make_config(preset, {k: v for k, v in values.items() if k in GENERAL_FIELDS}), stream, preset
 
 

@@ -48,8 +48,7 @@ class StrategyInfo:
         if unknown[0] in strategy_options():
             raise ConfigError(f"config field '{unknown[0]}' is not an option of strategy '{self.name}' "
                               f"(its options: {', '.join(self.option_names) or 'none'})")
-        valid = ", ".join(sorted(all_fields() | set(self.option_names)))
-        raise ConfigError(f"unknown config field '{unknown[0]}' (valid: {valid})")
+        refuse_unknown_fields(unknown, self.option_names)
 
     def settings(self, preset: str = "default", values: dict[str, Any] | None = None) -> tuple[RunConfig, Options]:
         """The general config and this strategy's options from a preset plus flat ``key=value``
@@ -113,6 +112,15 @@ def strategy_options() -> set[str]:
 def all_fields() -> set[str]:
     """Every config field: RunConfig's and every registered strategy's options."""
     return set(GENERAL_FIELDS) | strategy_options()
+
+
+def refuse_unknown_fields(keys: Iterable[str], also_valid: Iterable[str] = ()) -> None:
+    """One line naming the first of ``keys`` that is no config field of any strategy (nor in
+    ``also_valid``, a file strategy's options), and the valid ones."""
+    valid = all_fields() | set(also_valid)
+    unknown = sorted(set(keys) - valid)
+    if unknown:
+        raise ConfigError(f"unknown config field '{unknown[0]}' (valid: {', '.join(sorted(valid))})")
 
 
 def option_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:

@@ -94,8 +94,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
                 raise CasrError(f"{path}: run '{name}' needs a strategy")
             info = get_strategy(str(entry["strategy"]))
             changes = {**common, **(entry.get("set") or {})}
-            info.check_options(changes)
-            changes.update(overrides_for(info, overrides or {}))
+            changes.update(overrides_for(info, overrides or {}))  # settings refuses what info does not read
             config, options = info.settings(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
                                                      for k, v in changes.items()})
             plan.append(PlannedRun(name, str(entry["strategy"]), info, config, options.to_dict(), seed,

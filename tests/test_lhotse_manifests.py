@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from click.testing import CliRunner
+
+from continual_asr.cli import main
 from continual_asr.data.features import log_mel, read_audio
 from continual_asr.data.manifest import read_manifest
 from continual_asr.stream import load_stream
@@ -113,6 +116,23 @@ def test_a_stream_may_name_lhotse_manifests(tmp_path):
 
 
 # ---- casr data import ------------------------------------------------------------------------
+def imported(corpus: str, root: Path, out: Path):
+    """``casr data import CORPUS ROOT --out OUT``: its output and the stream it wrote."""
+    result = CliRunner().invoke(main, ["data", "import", corpus, str(root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output, load_stream(str(out / "stream.yaml"))
+
+
+def tiny_run(stream_dir: Path, tmp_path: Path, strategy: str, *settings: str) -> str:
+    """A tiny run of the imported stream (two pretraining epochs): its output."""
+    sets = [arg for setting in ("pretrain_epochs=2", *settings) for arg in ("--set", setting)]
+    run = CliRunner().invoke(main, ["run", "--stream", str(stream_dir / "stream.yaml"), "--preset", "tiny",
+                                    "--strategy", strategy, "--out", str(tmp_path / "run"), "--quiet",
+                                    "--cache-dir", str(tmp_path / "cache"), *sets])
+    assert run.exit_code == 0, run.output
+    return run.output
+
+
 L2_SPEAKERS = {"arabic": ["ABA", "SKA", "YBAA"], "chinese": ["BWC", "LXC", "NCC"], "hindi": ["ASI", "RRBI", "SVBI"]}
 WORDS = "one two three four five six seven eight nine".split()
 
@@ -132,14 +152,8 @@ def miniature_l2_arctic(root: Path, sentences: int = 24) -> Path:
 
 
 def test_import_keeps_voices_and_sentences_apart_and_the_stream_runs(tmp_path):
-    from click.testing import CliRunner
-
-    from continual_asr.cli import main
-
     corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC")
-    result = CliRunner().invoke(main, ["data", "import", "l2-arctic", str(corpus), "--out", str(tmp_path / "l2")])
-    assert result.exit_code == 0, result.output
-    stream = load_stream(str(tmp_path / "l2" / "stream.yaml"))
+    _, stream = imported("l2-arctic", corpus, tmp_path / "l2")
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == ("arabic", ["chinese"], "hindi")
     seen: dict[str, set] = {"voices": set(), "sentences": set()}
     held: dict[str, set] = {"voices": set(), "sentences": set()}
@@ -156,19 +170,11 @@ def test_import_keeps_voices_and_sentences_apart_and_the_stream_runs(tmp_path):
     assert not seen["voices"] & held["voices"] and not seen["sentences"] & held["sentences"]
     assert not stream.zero_shot.train_manifest
 
-    run = CliRunner().invoke(main, ["run", "--stream", str(tmp_path / "l2" / "stream.yaml"), "--preset", "tiny",
-                                    "--strategy", "adapter-fusion", "--out", str(tmp_path / "run"), "--quiet",
-                                    "--cache-dir", str(tmp_path / "cache"), "--set", "pretrain_epochs=2",
-                                    "--set", "adapter_epochs=1", "--set", "fusion_epochs=1"])
-    assert run.exit_code == 0, run.output
-    assert "hindi" in run.output and "chinese" in run.output
+    output = tiny_run(tmp_path / "l2", tmp_path, "adapter-fusion", "adapter_epochs=1", "fusion_epochs=1")
+    assert "hindi" in output and "chinese" in output
 
 
 def test_import_errors_are_one_line(tmp_path):
-    from click.testing import CliRunner
-
-    from continual_asr.cli import main
-
     corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC", sentences=12)
     for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic, vctk, librispeech, commonvoice)"),
                           (["l2-arctic", str(tmp_path / "missing")], "corpus folder"),
@@ -178,10 +184,6 @@ def test_import_errors_are_one_line(tmp_path):
 
 
 def test_vctk_import_makes_a_task_per_accent_and_leaves_out_small_ones(tmp_path):
-    from click.testing import CliRunner
-
-    from continual_asr.cli import main
-
     root = tmp_path / "VCTK-Corpus"
     speakers = {"225": "English", "226": "English", "227": "English", "228": "Scottish", "229": "Scottish",
                 "230": "Scottish", "231": "American", "232": "American", "233": "American", "234": "Welsh"}
@@ -194,19 +196,13 @@ def test_vctk_import_makes_a_task_per_accent_and_leaves_out_small_ones(tmp_path)
             text.parent.mkdir(parents=True, exist_ok=True)
             text.write_text(f"{WORDS[i % 9]} {WORDS[(i * 4) % 9]} {WORDS[i // 9]}.\n")
     (root / "speaker-info.txt").write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(main, ["data", "import", "vctk", str(root), "--out", str(tmp_path / "vctk")])
-    assert result.exit_code == 0, result.output
-    assert "left out (fewer than 3 speakers): welsh (1)" in result.output
-    stream = load_stream(str(tmp_path / "vctk" / "stream.yaml"))
+    output, stream = imported("vctk", root, tmp_path / "vctk")
+    assert "left out (fewer than 3 speakers): welsh (1)" in output
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
         ("american", ["english"], "scottish")
 
 
 def test_common_voice_import_makes_a_task_per_accent(tmp_path):
-    from click.testing import CliRunner
-
-    from continual_asr.cli import main
-
     language = tmp_path / "cv-corpus" / "en"
     header = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tvariant\tlocale\tsegment"
     accents = {"United States English": "abc", "England English": "def", "Scottish English": "ghi", "": "jkl"}
@@ -222,10 +218,7 @@ def test_common_voice_import_makes_a_task_per_accent(tmp_path):
                 parts[part].append(f"{client}\t{clip}\t{sentence}\t2\t0\ttwenties\tfemale\t{accent}\t\ten\t")
     for part, lines in parts.items():
         (language / f"{part}.tsv").write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(main, ["data", "import", "commonvoice", str(tmp_path / "cv-corpus"),
-                                       "--out", str(tmp_path / "cv")])
-    assert result.exit_code == 0, result.output
-    stream = load_stream(str(tmp_path / "cv" / "stream.yaml"))
+    _, stream = imported("commonvoice", tmp_path / "cv-corpus", tmp_path / "cv")
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
         ("england-english", ["scottish-english"], "united-states-english")
 
@@ -248,20 +241,9 @@ def miniature_librispeech(root: Path, sentences: int = 20) -> Path:
 
 
 def test_librispeech_import_makes_its_parts_and_conditions_tasks_and_the_stream_runs(tmp_path):
-    from click.testing import CliRunner
-
-    from continual_asr.cli import main
-
     corpus = miniature_librispeech(tmp_path / "LibriSpeech")
-    result = CliRunner().invoke(main, ["data", "import", "librispeech", str(corpus), "--out", str(tmp_path / "ls")])
-    assert result.exit_code == 0, result.output
-    stream = load_stream(str(tmp_path / "ls" / "stream.yaml"))
+    _, stream = imported("librispeech", corpus, tmp_path / "ls")
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
         ("clean", ["other", "clean-pink-10db", "clean-reverb-0.7s"], "clean-white-5db")
     assert stream.tasks[1].train_manifest == stream.base.train_manifest and stream.tasks[1].condition.noise == "pink"
-    run = CliRunner().invoke(main, ["run", "--stream", str(tmp_path / "ls" / "stream.yaml"), "--preset", "tiny",
-                                    "--strategy", "finetune", "--out", str(tmp_path / "run"), "--quiet",
-                                    "--cache-dir", str(tmp_path / "cache"), "--set", "pretrain_epochs=2",
-                                    "--set", "finetune_epochs=1"])
-    assert run.exit_code == 0, run.output
-    assert "clean-white-5db" in run.output
+    assert "clean-white-5db" in tiny_run(tmp_path / "ls", tmp_path, "finetune", "finetune_epochs=1")

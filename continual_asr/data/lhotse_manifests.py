@@ -18,7 +18,9 @@ Only recordings that are files on disk are read; nothing is downloaded.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .manifest import ManifestRow, Problem, add_row
 
@@ -70,54 +72,60 @@ def read_lhotse(path: Path, limit: int = 0) -> tuple[list[ManifestRow], list[Pro
             recordings = load_manifest(beside)
         except Exception as exc:
             return [], [Problem(file, 0, f"its RecordingSet {beside.name} is unreadable ({_reason(exc)})")], 0
-        return _rows_of_supervisions(path, manifest, recordings, limit)
+        return _rows(path, _stretches_of_supervisions(manifest, recordings, beside.name), limit)
     if isinstance(manifest, CutSet):
-        return _rows_of_cuts(path, manifest, limit)
+        return _rows(path, _stretches_of_cuts(manifest), limit)
     if isinstance(manifest, RecordingSet):
         return [], [Problem(file, 0, "a RecordingSet has no transcripts: give its SupervisionSet or a CutSet")], 0
     return [], [Problem(file, 0, f"a lhotse {type(manifest).__name__} holds no utterances: give a CutSet or "
                                  "a SupervisionSet")], 0
 
 
-def _rows_of_cuts(path: Path, cuts, limit: int) -> tuple[list[ManifestRow], list[Problem], int]:
-    rows: list[ManifestRow] = []
-    problems: list[Problem] = []
-    seen = 0
-    for number, cut in enumerate(cuts, start=1):
-        if limit and seen >= limit:
-            break
-        seen += 1
-        recording = getattr(cut, "recording", None)
+@dataclass(frozen=True)
+class _Stretch:
+    """One utterance of a lhotse manifest, whatever kind of manifest it came from."""
+
+    recording: object | None  # lhotse Recording; None: ``missing`` says why
+    text: str | None
+    start: float
+    duration: float
+    utterance_id: str
+    missing: str = ""
+
+
+def _stretches_of_cuts(cuts) -> Iterator[_Stretch]:
+    for cut in cuts:
         texts = [s.text for s in cut.supervisions if s.text]
-        _add_stretch(rows, problems, path, number, recording, " ".join(texts) if texts else None,
-                     cut.start, cut.duration, cut.id)
-    return rows, problems, seen
+        yield _Stretch(getattr(cut, "recording", None), " ".join(texts) if texts else None, cut.start, cut.duration,
+                       cut.id, f"cut '{cut.id}' has no recording")
 
 
-def _rows_of_supervisions(path: Path, supervisions, recordings, limit: int
-                          ) -> tuple[list[ManifestRow], list[Problem], int]:
+def _stretches_of_supervisions(supervisions, recordings, recordings_name: str) -> Iterator[_Stretch]:
+    for supervision in supervisions:
+        found = supervision.recording_id in recordings
+        yield _Stretch(recordings[supervision.recording_id] if found else None, supervision.text, supervision.start,
+                       supervision.duration, supervision.id,
+                       f"recording '{supervision.recording_id}' is not in {recordings_name}")
+
+
+def _rows(path: Path, stretches: Iterator[_Stretch], limit: int) -> tuple[list[ManifestRow], list[Problem], int]:
+    """The first ``limit`` (0 = all) stretches as checked rows and problems, and how many were looked at."""
     rows: list[ManifestRow] = []
     problems: list[Problem] = []
     seen = 0
-    for number, supervision in enumerate(supervisions, start=1):
+    for number, stretch in enumerate(stretches, start=1):
         if limit and seen >= limit:
             break
         seen += 1
-        recording = recordings[supervision.recording_id] if supervision.recording_id in recordings else None
-        if recording is None:
-            problems.append(Problem(str(path), number, f"recording '{supervision.recording_id}' is not in "
-                                                       f"{recordings_beside(path).name}"))
-            continue
-        _add_stretch(rows, problems, path, number, recording, supervision.text, supervision.start,
-                     supervision.duration, supervision.id)
+        _add_stretch(rows, problems, path, number, stretch)
     return rows, problems, seen
 
 
-def _add_stretch(rows: list[ManifestRow], problems: list[Problem], path: Path, number: int, recording,
-                 text: str | None, start: float, duration: float, utterance_id: str) -> None:
+def _add_stretch(rows: list[ManifestRow], problems: list[Problem], path: Path, number: int, stretch: _Stretch) -> None:
     """One utterance: a stretch of a recording that must be one file on disk."""
+    recording = stretch.recording
     if recording is None:
-        problems.append(Problem(str(path), number, f"cut '{utterance_id}' has no recording"))
+        problems.append(Problem(str(path), number, stretch.missing))
         return
     sources = recording.sources
     if len(sources) != 1 or sources[0].type != "file":
@@ -129,8 +137,9 @@ def _add_stretch(rows: list[ManifestRow], problems: list[Problem], path: Path, n
         problems.append(Problem(str(path), number, f"recording '{recording.id}' has lhotse transforms "
                                                    "(speed, volume, ...); casr reads plain files only"))
         return
-    add_row(rows, problems, path, number, {"audio_filepath": str(sources[0].source), "text": text,
-                                           "duration": duration}, offset=float(start), utterance_id=utterance_id)
+    add_row(rows, problems, path, number, {"audio_filepath": str(sources[0].source), "text": stretch.text,
+                                           "duration": stretch.duration}, offset=float(stretch.start),
+            utterance_id=stretch.utterance_id)
 
 
 def _reason(exc: Exception) -> str:

@@ -69,7 +69,7 @@ def _shared_fields(runs: list[dict]) -> dict[str, set[str]]:
     return shared
 
 
-def _labels(groups: list[RunGroup]) -> None:
+def _labels(groups: list[RunGroup], shared: dict[str, set[str]]) -> None:
     """Strategy names, plus the config fields that tell apart groups of the same strategy: where
     most of them share a value (one factor at a time from a default), only the fields in which a
     group departs from it; else every field that differs."""
@@ -77,9 +77,9 @@ def _labels(groups: list[RunGroup]) -> None:
         twins = [g for g in groups if g.runs[0]["strategy"] == group.runs[0]["strategy"]]
         if len(twins) == 1:
             continue
-        shared = set.intersection(*(set(t.runs[0].get("config", {})) for t in twins))
+        fields = shared[group.runs[0]["strategy"]]
         configs = [{"preset": t.runs[0].get("preset"), **{k: v for k, v in t.runs[0].get("config", {}).items()
-                                                         if k in shared}} for t in twins]
+                                                         if k in fields}} for t in twins]
         own = configs[twins.index(group)]
         shown = []
         for key, value in own.items():
@@ -118,7 +118,7 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
     for run_dir, results in loaded:
         groups.setdefault(_key(results, shared), RunGroup(results["strategy"])).add(results, run_dir)
     ordered = list(groups.values())
-    _labels(ordered)
+    _labels(ordered, shared)
     return ordered
 
 
