@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CasrError
-from .model import ConformerASR
+from .model import AdaptableASR
 from .model.encoder import BASE_STATE_PREFIXES
 
 FORMAT = "casr-adapter"
@@ -174,7 +174,7 @@ def _load_folder(path: Path) -> AdapterFile:
     return adapter
 
 
-def check_fits(adapter: AdapterFile, model: ConformerASR) -> None:
+def check_fits(adapter: AdapterFile, model: AdaptableASR) -> None:
     """Refuse, in one line, an adapter trained on another base model or with another bottleneck."""
     fingerprint = base_fingerprint(model.state_dict())
     if adapter.base_fingerprint != fingerprint:

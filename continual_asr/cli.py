@@ -43,9 +43,13 @@ def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: 
     from .config import GENERAL_FIELDS, make_config
     from .registry import refuse_unknown_fields
 
+    from .model.hf_encoder import check_base_model
+
     values, stream, preset = _settings(config_preset, overrides, stream_name, config_file)
     refuse_unknown_fields(values)
-    return make_config(preset, {k: v for k, v in values.items() if k in GENERAL_FIELDS}), stream, preset
+    config = make_config(preset, {k: v for k, v in values.items() if k in GENERAL_FIELDS})
+    check_base_model(config.base_model)
+    return config, stream, preset
 
 
 def _start_processes(command: str, device: str, nproc: int):
@@ -248,7 +252,8 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     progress = not quiet and rank0
     data = distributed.in_turn(lambda: prepare_stream_data(stream, config, cache, progress=progress, skip_bad=skip_bad))
     model, info = pretrain_base_model(data, config, seed, cache, torch_device, progress=progress)
-    state = "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s"
+    state = "from disk, not trained here" if info.get("source") else (
+        "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s")
     if rank0:
         click.echo(f"base model for {stream.name} ({state}): {info['path']}")
     wers = evaluate_base_model(model, data, config, torch_device)

@@ -30,6 +30,7 @@ from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import Evaluator, make_evaluator
 from .evaluation.metric_registry import tensorboard_scalars
 from .folders import ensure_writable
+from .model.hf_encoder import check_base_model
 from .registry import StrategyInfo
 from .reporting import reference_wers
 from .results import format_wer_table, new_results, step_record
@@ -165,6 +166,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options = strategy.settings(preset)[1] if options is None else options
+    check_base_model(config.base_model)
     if adapters and not strategy.extracts_adapters:  # before minutes of pretraining, not after
         raise CasrError(f"--adapter needs an adapter strategy (adapter-*): {strategy.name} has no adapter bank")
     main = distributed.is_main()

@@ -33,7 +33,7 @@ class FusionOptions(ExtractionOptions, CompositionOptions, FusedOutputOptions, M
 def adapter_fusion(model, config, options: FusionOptions, **common) -> AdapterStrategy:
     return AdapterStrategy(
         model=model, config=config, extraction=options, composition=options, memory_per_task=options.memory_per_task,
-        make_combiner=lambda layer: AdapterFusion(config.d_model, layernorm=options.fusion_layernorm,
+        make_combiner=lambda layer: AdapterFusion(model.d_model, layernorm=options.fusion_layernorm,
                                                   null_slot=options.fusion_null_adapter,
                                                   temperature=options.fusion_temperature),
         value_regularizer=options.fusion_value_reg, combiner_decay=options.fusion_decay, **common,

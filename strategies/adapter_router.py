@@ -113,6 +113,6 @@ class RoutingLog(SupervisedPlugin, supports_distributed=True):  # gathers every 
 def adapter_router(model, config, options: RouterOptions, plugins=None, **common) -> AdapterStrategy:
     return AdapterStrategy(model=model, config=config, make_combiner=lambda layer: OracleRouting(),
                            extraction=options, memory_per_task=options.memory_per_task,
-                           router=TaskRouter(2 * config.d_model * config.num_layers, options.router_hidden),
+                           router=TaskRouter(2 * model.d_model * model.num_layers, options.router_hidden),
                            fit_router=RouterFitting(options.router_epochs, options.router_lr),
                            plugins=[*(plugins or []), RoutingLog()], **common)

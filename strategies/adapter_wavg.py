@@ -19,6 +19,6 @@ class WeightedMeanOptions(ExtractionOptions, CompositionOptions, FusedOutputOpti
 def adapter_wavg(model, config, options: WeightedMeanOptions, **common) -> AdapterStrategy:
     return AdapterStrategy(
         model=model, config=config, extraction=options, composition=options, memory_per_task=options.memory_per_task,
-        make_combiner=lambda layer: AdapterWeightedMean(config.d_model, layernorm=options.fusion_layernorm),
+        make_combiner=lambda layer: AdapterWeightedMean(model.d_model, layernorm=options.fusion_layernorm),
         **common,
     )

@@ -15,6 +15,8 @@ from ..errors import DataError
 from .manifest import Problem, display_path
 from .synth import SAMPLE_RATE
 
+SAMPLES_PER_FRAME = SAMPLE_RATE // 100  # one 10 ms log-mel frame
+
 
 def log_mel(audio: np.ndarray, n_mels: int) -> torch.Tensor:
     """(frames, n_mels) Kaldi-style log-mel filterbank, 25 ms windows every 10 ms, no dither."""
@@ -70,7 +72,9 @@ def read_audio(path: Path, shown: str = "", offset: float | None = None, duratio
 class SplitFeatures:
     """The usable utterances of one task's train or test split, in memory, and what was wrong with the rest."""
 
-    features: list[torch.Tensor]  # each (frames, n_mels), float16 to halve memory
+    # Each (frames, n_mels) log-mel, or (samples,) 16 kHz audio for a Hugging Face base; float16
+    # to halve memory (audio keeps 11 significant bits of every sample, relative to its own size).
+    features: list[torch.Tensor]
     texts: list[str]  # normalised transcripts
     seconds: list[float]  # each utterance's duration
     lines: list[int]  # each utterance's line in ``source``, for messages
@@ -80,7 +84,8 @@ class SplitFeatures:
 
     @property
     def num_frames(self) -> list[int]:
-        return [f.shape[0] for f in self.features]
+        """Each utterance's length in 10 ms frames (what batch_frames counts), also for audio."""
+        return [f.shape[0] // SAMPLES_PER_FRAME if f.dim() == 1 else f.shape[0] for f in self.features]
 
     def without(self, drop: dict[int, Problem]) -> "SplitFeatures":
         """A copy without the utterances at the indices in ``drop``, whose problems are added."""

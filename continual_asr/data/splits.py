@@ -35,19 +35,21 @@ MIN_SECONDS = 0.025  # one analysis window; anything shorter has no feature fram
 
 
 def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition, *, n_mels: int, limit: int,
-               max_seconds: float, cache_dir: Path, progress: bool = True, held_out: str = "") -> SplitFeatures:
+               max_seconds: float, cache_dir: Path, progress: bool = True, held_out: str = "",
+               waveform: bool = False) -> SplitFeatures:
     """The usable utterances among the first ``limit`` (0 = all) of ``manifest``, and the problems of the rest.
 
     ``condition`` is applied to every utterance (seeded per utterance and split, so
     deterministic); pass the clean condition for audio that already carries it. ``held_out``:
     "dev" reads only the share of the manifest held out as dev (:func:`hold_out`), "train" all
-    but it (then the manifest's problems are reported here), "" the whole manifest.
+    but it (then the manifest's problems are reported here), "" the whole manifest. ``waveform``:
+    keep the 16 kHz samples themselves (a Hugging Face base's input) instead of log-mel frames.
     """
     rows, problems = read_manifest(manifest, 0 if held_out else limit)
     if held_out:
         rows = hold_out(rows)[held_out == "dev"][: limit or None]
         problems = problems if held_out == "train" else []
-    key = _cache_key(manifest, rows, condition, task, split, n_mels, limit, max_seconds)
+    key = _cache_key(manifest, rows, condition, task, split, 0 if waveform else n_mels, limit, max_seconds, waveform)
     entry = Path(cache_dir) / "features" / f"{task.name}-{split}-{key}.pt"
 
     def load(path: Path) -> SplitFeatures:
@@ -56,7 +58,7 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
                              [Problem(*p) for p in data["problems"]], data["digest"])
 
     def build(tmp: Path) -> SplitFeatures:
-        result = _compute(task, split, manifest, rows, problems, condition, n_mels, max_seconds, progress)
+        result = _compute(task, split, manifest, rows, problems, condition, n_mels, max_seconds, progress, waveform)
         torch.save({"features": result.features, "texts": result.texts, "seconds": result.seconds,
                     "lines": result.lines, "problems": [[p.file, p.line, p.message] for p in result.problems],
                     "digest": result.digest}, tmp)
@@ -66,7 +68,7 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
 
 
 def _compute(task: TaskSpec, split: str, manifest: Path, rows: list[ManifestRow], problems: list[Problem],
-             condition: Condition, n_mels: int, max_seconds: float, progress: bool) -> SplitFeatures:
+             condition: Condition, n_mels: int, max_seconds: float, progress: bool, waveform: bool) -> SplitFeatures:
     pool = babble_pool(task, split, EspeakSynthesizer()) if condition.noise == "babble" and rows else None
     features, texts, seconds, lines = [], [], [], []
     for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
@@ -78,7 +80,7 @@ def _compute(task: TaskSpec, split: str, manifest: Path, rows: list[ManifestRow]
         except (DataError, ValueError) as exc:  # ValueError: e.g. silent audio has no SNR
             problems.append(Problem(str(manifest.resolve()), row.line, str(exc)))
             continue
-        features.append(log_mel(audio, n_mels).to(torch.float16))
+        features.append((torch.from_numpy(audio) if waveform else log_mel(audio, n_mels)).to(torch.float16))
         texts.append(row.text)
         seconds.append(round(duration, 3))
         lines.append(row.line)
@@ -116,9 +118,11 @@ def hold_out(rows: list[ManifestRow]) -> tuple[list[ManifestRow], list[ManifestR
 
 
 def _cache_key(manifest: Path, rows: list[ManifestRow], condition: Condition, task: TaskSpec, split: str,
-               n_mels: int, limit: int, max_seconds: float) -> str:
+               n_mels: int, limit: int, max_seconds: float, waveform: bool) -> str:
     settings = {"version": FEATURE_VERSION, "n_mels": n_mels, "limit": limit, "max_seconds": max_seconds,
                 "condition": asdict(condition)}
+    if waveform:  # only then, so log-mel entries keep the keys they were cached under
+        settings["frontend"] = "waveform"
     if not condition.is_clean:  # the condition's randomness is seeded by these
         settings["seeded_by"] = [task.seed, task.name, split]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())

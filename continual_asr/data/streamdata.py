@@ -25,6 +25,7 @@ from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datas
 from ..cache import cached
 from ..config import RunConfig
 from ..errors import DataError
+from ..model.hf_encoder import hf_folder
 from ..stream import StreamSpec, TaskSpec
 from .conditions import Condition
 from .dataset import make_dataset
@@ -141,10 +142,19 @@ def _load_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path) -> Token
     return cached(path, Tokenizer.load, build, "tokenizer")
 
 
+def _stream_tokenizer(texts: list[str], config: RunConfig, cache_dir: Path):
+    """The base model's own tokenizer for a pretrained base; else one trained on ``texts``."""
+    folder = hf_folder(config.base_model)
+    if folder is not None:
+        from ..model.hf_encoder import load_hf_tokenizer  # transformers only when asked for
+        return load_hf_tokenizer(folder)
+    return _load_tokenizer(texts, config.vocab_size, cache_dir)
+
+
 def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool) -> dict[str, SplitFeatures]:
     """A task's splits (zero-shot: dev and test) with all their problems, but not yet the tokenizer's."""
     common = dict(n_mels=config.n_mels, max_seconds=config.max_utterance_seconds, cache_dir=cache_dir,
-                  progress=progress)
+                  progress=progress, waveform=bool(config.base_model))
     trained = task.train > 0 or bool(task.train_manifest)
     if task.from_manifests:
         caps = {"train": config.max_train_utterances, "dev": config.max_test_utterances,
@@ -177,15 +187,16 @@ def load_stream_splits(stream: StreamSpec, config: RunConfig, cache_dir: Path,
     base_train = splits[stream.base.name, "train"]
     if not base_train.texts:
         raise _error(base_train, "the base task has no usable training utterance")
-    tokenizer = _load_tokenizer(base_train.texts, config.vocab_size, cache_dir)
+    tokenizer = _stream_tokenizer(base_train.texts, config, cache_dir)
     for key, features in splits.items():
         unknown = {}
         for index, text in enumerate(features.texts):
             chars = tokenizer.unknown_characters(text)
             if chars:
                 spelled = " ".join(map(repr, sorted(chars)))
-                message = (f"transcript has characters the tokenizer cannot spell: {spelled} "
-                           "(the tokenizer is trained on the base task's training transcripts)")
+                why = ("the base model's vocabulary" if config.base_model
+                       else "the tokenizer is trained on the base task's training transcripts")
+                message = f"transcript has characters the tokenizer cannot spell: {spelled} ({why})"
                 unknown[index] = Problem(features.source, features.lines[index], message)
         if unknown:
             splits[key] = features.without(unknown)
@@ -236,5 +247,7 @@ def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, 
     dev = {t: f for (t, s), f in splits.items() if s == "dev"}
     test = {t: f for (t, s), f in splits.items() if s == "test"}
     payload = f"{train[stream.base.name].digest}|{config.n_mels}".encode() + tokenizer.model_bytes
+    if config.base_model:
+        payload += f"|{config.base_model}".encode()
     fingerprint = hashlib.sha256(payload).hexdigest()[:16]
     return StreamData(stream, tokenizer, train, test, dev, fingerprint, bad_training)

@@ -1,8 +1,10 @@
-"""The Conformer encoder with its output head (CTC or transducer), adapter banks and combiners."""
+"""The base models (casr's Conformer with its CTC or transducer head, or a Hugging Face CTC model:
+hf_encoder.py), adapter banks and combiners."""
 
 from __future__ import annotations
 
 from ..config import RunConfig
+from .adaptable import AdaptableASR
 from .adapters import AdapterBank, BottleneckAdapter
 from .combiners import (AdapterFusion, AdapterMean, AdapterWeightedMean, OracleRouting, Resizable,
                         SingleAdapter)
@@ -22,6 +24,6 @@ def build_model(config: RunConfig, num_tokens: int) -> ConformerASR:
     )
 
 
-__all__ = ["AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "AdapterWeightedMean",
+__all__ = ["AdaptableASR", "AdapterBank", "BottleneckAdapter", "AdapterFusion", "AdapterMean", "AdapterWeightedMean",
            "OracleRouting", "Resizable", "SingleAdapter", "ConformerASR", "CTCHead",
            "HATHead", "TransducerHead", "TaskRouter", "build_model", "head_of", "make_head"]

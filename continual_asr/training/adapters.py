@@ -25,7 +25,7 @@ from torch import nn
 from avalanche.benchmarks.utils import AvalancheDataset
 
 from ..config import Options, option
-from ..model import ConformerASR, Resizable, SingleAdapter, TaskRouter
+from ..model import AdaptableASR, Resizable, SingleAdapter, TaskRouter
 from .. import distributed
 from ..errors import ConfigError
 from .extraction_cache import ExtractionCache
@@ -92,7 +92,7 @@ class AdapterStrategy(SpeechTemplate):
     ``extraction_cache``: single-task adapters shared with earlier runs (None: always train).
     """
 
-    def __init__(self, *, model: ConformerASR, config, make_combiner: CombinerFactory, extraction: ExtractionOptions,
+    def __init__(self, *, model: AdaptableASR, config, make_combiner: CombinerFactory, extraction: ExtractionOptions,
                  composition: CompositionOptions | None = None, memory_per_task: int = 0,
                  value_regularizer: float = 0.0, combiner_decay: str = "zero", router: TaskRouter | None = None,
                  fit_router: Callable[["AdapterStrategy", AvalancheDataset], None] | None = None,
@@ -100,7 +100,7 @@ class AdapterStrategy(SpeechTemplate):
         super().__init__(model=model, config=config, memory_per_task=memory_per_task, **common)
         model.set_adapter_dim(extraction.adapter_dim)
         self.make_combiner = make_combiner
-        self.combiners = nn.ModuleList(make_combiner(i) for i in range(len(model.layers)))
+        self.combiners = nn.ModuleList(make_combiner(i) for i in range(model.num_layers))
         uncalibrated = any(not bool(getattr(c, "calibrated", True)) for c in self.combiners)
         if composition is not None and uncalibrated and composition.fusion_epochs == 0:
             # The LayerNorm's gain is set on the first batch the combiner sees: with no composition
@@ -178,7 +178,7 @@ class AdapterStrategy(SpeechTemplate):
     def _fresh_combiners(self, seed: int) -> None:
         """New combiners, initialised as at the start (seeded), for every adapter so far."""
         torch.manual_seed(seed)
-        self.combiners = nn.ModuleList(self.make_combiner(i) for i in range(len(self.model.layers))).to(self.device)
+        self.combiners = nn.ModuleList(self.make_combiner(i) for i in range(self.model.num_layers)).to(self.device)
         for module in self.combiners:
             if isinstance(module, Resizable):
                 module.resize(len(self.model.adapter_tasks))
@@ -228,14 +228,14 @@ class AdapterStrategy(SpeechTemplate):
     def _extraction_phase(self, index: int, position: int, seed: int) -> TrainingPhase:
         began = 0.0
 
-        def extract(model: ConformerASR) -> None:
+        def extract(model: AdaptableASR) -> None:
             nonlocal began
             began = time.perf_counter()
             model.set_router(None)
             model.set_combiners(lambda _: SingleAdapter(index))
             model.set_trainable(base=False, adapters=[index])
 
-        def keep(model: ConformerASR) -> None:
+        def keep(model: AdaptableASR) -> None:
             seconds = time.perf_counter() - began
             self.step_details.update(adapter="trained", adapter_seconds=round(seconds, 2))
             if self.extraction_cache is not None and distributed.is_main():
@@ -265,7 +265,7 @@ class AdapterStrategy(SpeechTemplate):
                  self.extraction_cache.path(task, position), seconds)
         return True
 
-    def _compose(self, model: ConformerASR) -> None:
+    def _compose(self, model: AdaptableASR) -> None:
         model.set_combiners(self.combiners)
         adapters = list(range(len(model.adapter_tasks))) if self.composition.train_adapters else None
         model.set_trainable(base=False, adapters=adapters, combiners=True)

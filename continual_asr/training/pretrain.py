@@ -17,7 +17,8 @@ from ..config import HEAD_FIELDS, PRETRAIN_FIELDS, RunConfig
 from .. import distributed
 from ..data.streamdata import StreamData
 from ..evaluation.wer import WordErrorRate
-from ..model import ConformerASR, build_model
+from ..model import AdaptableASR, ConformerASR, build_model
+from ..model.hf_encoder import folder_fingerprint, hf_folder, load_hf_model
 from ..results import save_torch_atomic
 from .progress import ProgressPlugin
 from .template import SpeechTemplate
@@ -39,7 +40,7 @@ def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(model: ConformerASR, path: Path, **metadata) -> None:
+def save_checkpoint(model: AdaptableASR, path: Path, **metadata) -> None:
     """Atomic: a temporary file renamed into place, so a crash never leaves half a checkpoint."""
     save_torch_atomic({"state_dict": model.state_dict(), "adapter_tasks": list(model.adapter_tasks), **metadata},
                       path)
@@ -53,8 +54,16 @@ def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> Conformer
 
 
 def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_dir: Path,
-                        device: torch.device, progress: bool = True) -> tuple[ConformerASR, dict]:
-    """The base model for this stream's base task: from the cache, or trained now and cached."""
+                        device: torch.device, progress: bool = True) -> tuple[AdaptableASR, dict]:
+    """The base model for this stream's base task: from the cache, or trained now and cached; a
+    pretrained model from disk (``base_model: hf:PATH``) as it is."""
+    folder = hf_folder(config.base_model)
+    if folder is not None:
+        model = load_hf_model(folder)
+        log.info("base model: %s (%s, %d layers of width %d), not trained here", config.base_model,
+                 type(model.hf).__name__, model.num_layers, model.d_model)
+        return model, {"source": config.base_model, "path": str(folder), "cache_key": folder_fingerprint(folder),
+                       "cached": True, "seconds": 0.0}
     seed = pretrain_seed(config, seed)
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
@@ -97,7 +106,7 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
     return model.cpu(), seconds
 
 
-def evaluate_base_model(model: ConformerASR, data: StreamData, config: RunConfig,
+def evaluate_base_model(model: AdaptableASR, data: StreamData, config: RunConfig,
                         device: torch.device) -> dict[str, float]:
     """WER (%) of the plain base model on every test set of the stream (no adapters)."""
     wer = WordErrorRate(data.tokenizer)

@@ -27,7 +27,7 @@ from ..config import Options, RunConfig, option
 from .. import distributed
 from ..data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, ShardView, SpeechBatch, collate
 from ..errors import TrainingError
-from ..model import ConformerASR, head_of
+from ..model import AdaptableASR, head_of
 from . import avalanche_overrides
 from .memory import TaskMemory
 
@@ -39,12 +39,12 @@ class TrainingPhase:
     name: str
     epochs: int
     learning_rate: float
-    configure: Callable[[ConformerASR], None]  # installs combiners and chooses trainable parameters
+    configure: Callable[[AdaptableASR], None]  # installs combiners and chooses trainable parameters
     dataset: AvalancheDataset | None = None  # None: the experience's training data (as plugins adapted it)
     # A seed of its own (torch's RNG and batch order) makes the phase independent of every phase
     # before it, so its result can be reused (adapter extraction); None: the run's RNG flows on.
     seed: int | None = None
-    finish: Callable[[ConformerASR], None] | None = None  # called once the phase's epochs are done
+    finish: Callable[[AdaptableASR], None] | None = None  # called once the phase's epochs are done
 
 
 def phase_seed(run_seed: int, experience: int, phase: str) -> int:
@@ -75,7 +75,7 @@ class ResumablePlugin(Protocol):
 class SpeechTemplate(SupervisedTemplate):
     """Whole-model training on each experience (the fine-tuning baseline, and pretraining)."""
 
-    def __init__(self, *, model: ConformerASR, config: RunConfig, device: str | torch.device = "cpu",
+    def __init__(self, *, model: AdaptableASR, config: RunConfig, device: str | torch.device = "cpu",
                  plugins: list | None = None, evaluator: EvaluationPlugin | None = None, seed: int = 0,
                  base_data: AvalancheDataset | None = None, epochs: int = 1, learning_rate: float = 1e-3,
                  memory_per_task: int = 0) -> None:
@@ -107,7 +107,7 @@ class SpeechTemplate(SupervisedTemplate):
             torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, config.n_mels // 6)),
             torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
             torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
-        ) if config.specaugment else None
+        ) if config.specaugment and not model.takes_waveform else None  # audio has no mel bins to mask
 
     # ---- what a strategy overrides ------------------------------------------------------------
     def training_phases(self, experience) -> list[TrainingPhase]:
