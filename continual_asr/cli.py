@@ -307,7 +307,7 @@ def data_command(ctx, stream_name, preset, overrides, cache_dir, skip_bad, quiet
 @click.option("--zero-shot", "zero_shot", default=None, help="the zero-shot task (default: the last alphabetically)")
 @one_line_errors
 def import_command(corpus, corpus_dir, out_dir, base, zero_shot) -> None:
-    """Turn CORPUS (l2-arctic, vctk, commonvoice or librispeech), on disk in CORPUS_DIR, into a stream with lhotse's recipe:
+    """Turn CORPUS (l2-arctic, vctk, commonvoice, librispeech or cmu-arctic), on disk in CORPUS_DIR, into a stream with lhotse's recipe:
     a CutSet per task and split in --out and stream.yaml, dev and test voices and sentences
     never in training. Nothing is downloaded."""
     from .data.corpus_import import import_corpus

@@ -176,7 +176,7 @@ def test_import_keeps_voices_and_sentences_apart_and_the_stream_runs(tmp_path):
 
 def test_import_errors_are_one_line(tmp_path):
     corpus = miniature_l2_arctic(tmp_path / "L2-ARCTIC", sentences=12)
-    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic, vctk, librispeech, commonvoice)"),
+    for args, message in [(["nope", str(corpus)], "unknown corpus 'nope' (valid: l2-arctic, vctk, librispeech, cmu-arctic, commonvoice)"),
                           (["l2-arctic", str(tmp_path / "missing")], "corpus folder"),
                           (["l2-arctic", str(corpus), "--base", "welsh"], "--base welsh: no such task in l2-arctic")]:
         result = CliRunner().invoke(main, ["data", "import", *args, "--out", str(tmp_path / "out")])
@@ -247,3 +247,20 @@ def test_librispeech_import_makes_its_parts_and_conditions_tasks_and_the_stream_
         ("clean", ["other", "clean-pink-10db", "clean-reverb-0.7s"], "clean-white-5db")
     assert stream.tasks[1].train_manifest == stream.base.train_manifest and stream.tasks[1].condition.noise == "pink"
     assert "clean-white-5db" in tiny_run(tmp_path / "ls", tmp_path, "finetune", "finetune_epochs=1")
+
+
+def test_cmu_arctic_import_trains_on_us_voices_and_keeps_the_other_accents_for_zero_shot(tmp_path):
+    root = tmp_path / "cmu_arctic"
+    voices = ("bdl", "slt", "clb", "rms", "jmk", "awb", "ksp", "aew", "ahw", "aup")  # 4 US, 3 others, 3 unlabelled
+    for v, voice in enumerate(voices):
+        lines = []
+        for i in range(20):
+            write(root / f"cmu_us_{voice}_arctic" / "wav" / f"arctic_a{i:04d}.wav", seconds=0.4, seed=50 * v + i)
+            lines.append(f'( arctic_a{i:04d} "{WORDS[i % 9].capitalize()} {WORDS[(i * 4) % 9]} {WORDS[i // 9]}." )')
+        (root / f"cmu_us_{voice}_arctic" / "etc").mkdir()
+        (root / f"cmu_us_{voice}_arctic" / "etc" / "txt.done.data").write_text("\n".join(lines) + "\n")
+    _, stream = imported("cmu-arctic", root, tmp_path / "cmu")
+    assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
+        ("us", ["unlabelled", "us-pink-10db", "us-reverb-0.7s"], "other-accents")
+    test_voices = {r.audio.parent.parent.name for r in read_manifest(Path(stream.zero_shot.test_manifest))[0]}
+    assert len(test_voices) == 1 and test_voices < {f"cmu_us_{v}_arctic" for v in ("jmk", "awb", "ksp")}

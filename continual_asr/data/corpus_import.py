@@ -12,7 +12,8 @@ and dev only), the others the stream's tasks, alphabetically unless named.
 
 Corpora: L2-ARCTIC (a task per first language), VCTK and Common Voice (a task per accent;
 accents with fewer than three speakers are left out, and the import says which), LibriSpeech
-(one accent: its parts and acoustic conditions as tasks). A corpus is one entry of
+(one accent: its parts and acoustic conditions as tasks), CMU ARCTIC (its US voices, their
+conditions, its unlabelled voices; its three other accents, one voice each, are zero-shot). A corpus is one entry of
 ``CORPORA``: lhotse's recipe, the field that names an utterance's task, and derived tasks.
 """
 
@@ -78,6 +79,24 @@ def _librispeech(corpus_dir: Path, manifests: Path) -> list[tuple[object, object
     return [(parts[p]["recordings"], parts[p]["supervisions"], p) for p in sorted(parts)]
 
 
+def _cmu_arctic(corpus_dir: Path, manifests: Path) -> list[tuple[object, object, str]]:
+    from lhotse.recipes import prepare_cmu_arctic
+
+    manifests.mkdir(parents=True, exist_ok=True)  # this recipe, unlike the others, writes without creating it
+    prepared = prepare_cmu_arctic(corpus_dir, manifests)
+    return [(prepared["recordings"], prepared["supervisions"], "all")]
+
+
+def _cmu_arctic_group(supervision, part: str) -> str:
+    # lhotse knows the accent of 7 of its 18 voices: four US ones and one each Canadian, Scottish
+    # and Indian. One voice per accent cannot be split into train, dev and test voices, so those
+    # three are one task; the voices without a label (the later, mostly non-native ones) another.
+    accent = str((supervision.custom or {}).get("accent") or "")
+    if not accent:
+        return "unlabelled"
+    return "us" if accent.startswith("US") else "other-accents"
+
+
 def _librispeech_group(supervision, part: str) -> str:
     # "clean" and "other" are LibriSpeech's two difficulties (by how well a first recogniser did).
     return "other" if "other" in part else "clean"
@@ -99,6 +118,12 @@ CORPORA: dict[str, Corpus] = {
                                    ("clean-reverb-0.7s", "clean", (("rt60", 0.7),)),
                                    ("clean-white-5db", "clean", (("noise", "white"), ("snr_db", 5)))),
                           base="clean", zero_shot="clean-white-5db"),
+    "cmu-arctic": Corpus("cmu-arctic", "CMU ARCTIC: the same prompts read by each voice; base: its US voices, tasks: "
+                         "the voices without an accent label and the US voices under noise and reverberation, "
+                         "zero-shot: its Canadian, Scottish and Indian voices", _cmu_arctic, _cmu_arctic_group,
+                         derived=(("us-pink-10db", "us", (("noise", "pink"), ("snr_db", 10))),
+                                  ("us-reverb-0.7s", "us", (("rt60", 0.7),))),
+                         base="us", zero_shot="other-accents"),
     "commonvoice": Corpus("commonvoice", "Common Voice: read sentences, a task per accent its speakers gave "
                           "(speakers who gave none are left out)", _common_voice, _accent),
 }
