@@ -90,7 +90,7 @@ def _cmu_arctic(corpus_dir: Path, manifests: Path) -> list[tuple[object, object,
 def _cmu_arctic_group(supervision, part: str) -> str:
     # lhotse knows the accent of 7 of its 18 voices: four US ones and one each Canadian, Scottish
     # and Indian. One voice per accent cannot be split into train, dev and test voices, so those
-    # three are one task; the voices without a label (the later, mostly non-native ones) another.
+    # three are one task; the voices without a label (of several accents, not recorded) another.
     accent = str((supervision.custom or {}).get("accent") or "")
     if not accent:
         return "unlabelled"
