@@ -27,6 +27,7 @@ GROUPS = {
     "model": "the Conformer encoder and its features (the frozen base's architecture)",
     "head": "the output head's architecture (part of the base model)",
     "pretraining": "base-model pretraining",
+    "transducer": "how a transducer head's base model is pretrained (no effect with the CTC head)",
     "training": "batching and data of every training phase (pretraining, extraction, composition, fine-tuning)",
     "data": "which utterances a task may hold",
     "numerics": "arithmetic precision (changes the numbers on a GPU)",
@@ -113,6 +114,14 @@ class RunConfig:
         "head", 128, "rnnt: width of the joiner that encoder and prediction network are projected to", min=4)
     rnnt_max_symbols: int = option(
         "evaluation", 4, "rnnt: most tokens greedy decoding emits per encoder frame (40 ms)", min=1)
+    transducer_ctc_weight: float = option(
+        "transducer", 0.0, "rnnt/hat: weight of an auxiliary CTC loss on the encoder during pretraining (hybrid "
+                           "CTC/transducer training; its linear layer is dropped afterwards): loss = transducer + "
+                           "weight x CTC", min=0.0)
+    transducer_init: str = option(
+        "transducer", "scratch", "rnnt/hat: pretraining starts from random weights (scratch) or from the encoder of "
+                                 "this stream's CTC base model of the same config and seed (ctc; pretrained first "
+                                 "if not cached)", choices=("scratch", "ctc"))
     pretrain_epochs: int = option("pretraining", 18, "epochs of base-model pretraining on the base task", min=1)
     pretrain_lr: float = option("pretraining", 2e-3, "peak learning rate of pretraining (one-cycle schedule)", min=0.0)
     pretrain_seed: int = option(
@@ -179,13 +188,16 @@ def fields_of(*groups: str) -> list[str]:
 
 
 # RunConfig's groups, which every strategy reads; the others group strategies' options.
-SHARED_GROUPS = ("model", "head", "pretraining", "training", "data", "numerics", "evaluation", "run", "runtime")
+SHARED_GROUPS = ("model", "head", "transducer", "pretraining", "training", "data", "numerics", "evaluation", "run",
+                 "runtime")
 GENERAL_FIELDS = frozenset(f.name for f in fields(RunConfig))
 RUNTIME_FIELDS = tuple(fields_of("runtime"))
 MODEL_FIELDS = fields_of("model")
 # The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
-# keys of base models cached before heads were selectable stay valid.
-HEAD_FIELDS: dict[str, list[str]] = {"ctc": [], "rnnt": fields_of("head"), "hat": fields_of("head")}
+# keys of base models cached before heads were selectable stay valid. The transducer group is
+# in no other key: it only changes the base model's weights, which adapter keys hash.
+HEAD_FIELDS: dict[str, list[str]] = {"ctc": [], "rnnt": fields_of("head", "transducer"),
+                                     "hat": fields_of("head", "transducer")}
 PRETRAIN_FIELDS = fields_of("model", "pretraining", "training")
 
 PRESETS: dict[str, dict[str, Any]] = {

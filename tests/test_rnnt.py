@@ -240,6 +240,25 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
         base_model_key(data, RNNT, 0)
     assert base_model_key(data, make_config("tiny", {"rnnt_pred_dim": "8"}), 0) == base_model_key(data, ctc, 0)
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
+    # How a transducer is pretrained keys its base model, and only its.
+    for field, value in (("transducer_ctc_weight", "0.3"), ("transducer_init", "ctc")):
+        assert base_model_key(data, make_config("tiny", {"head": "rnnt", field: value}), 0) != \
+            base_model_key(data, RNNT, 0)
+        assert base_model_key(data, make_config("tiny", {field: value}), 0) == base_model_key(data, ctc, 0)
+
+
+def test_the_auxiliary_ctc_loss_adds_its_weight_times_ctc_on_the_encoder_output():
+    from continual_asr.model import CTCHead
+    from continual_asr.training.pretrain import AuxiliaryCTC
+
+    model, batch = _model(), _batch()
+    model.aux_ctc = CTCHead(RNNT.d_model, NUM_TOKENS)
+    encoded, lengths = model(batch.features, batch.feature_lengths)
+    strategy = SimpleNamespace(model=model, mb_output=(encoded, lengths), mbatch=batch, loss=torch.tensor(1.5))
+    AuxiliaryCTC(0.3).before_backward(strategy)
+    expected = 1.5 + 0.3 * model.aux_ctc.loss(encoded, lengths, batch)
+    torch.testing.assert_close(strategy.loss, expected)
+    assert expected > 1.5
 
 
 def test_pretrain_seed_shares_one_base_model_across_run_seeds():

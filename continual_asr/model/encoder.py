@@ -17,6 +17,7 @@ from .heads import CTCHead
 # and combiners leave alone; adapter files record a hash of it). "head." covers either head,
 # the transducer's prediction network and joiner included; "hf." is a Hugging Face base (hf_encoder.py).
 BASE_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers.", "head.", "hf.")
+ENCODER_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers.")  # the Conformer without its head
 
 
 class Conv2dSubsampling(nn.Module):

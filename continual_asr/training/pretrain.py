@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..cache import EntryLock
@@ -17,7 +19,8 @@ from ..config import HEAD_FIELDS, PRETRAIN_FIELDS, RunConfig
 from .. import distributed
 from ..data.streamdata import StreamData
 from ..evaluation.wer import WordErrorRate
-from ..model import AdaptableASR, ConformerASR, build_model
+from ..model import AdaptableASR, ConformerASR, CTCHead, build_model
+from ..model.encoder import ENCODER_STATE_PREFIXES
 from ..model.hf_encoder import folder_fingerprint, hf_folder, load_hf_model
 from ..results import save_torch_atomic
 from .progress import ProgressPlugin
@@ -78,7 +81,13 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
             model = found if found is not None else build_model(config, len(data.tokenizer))
             distributed.broadcast_module(model)
             return model, {**info, "cached": True, "seconds": 0.0}
-        model, seconds = _pretrain(data, config, seed, device, progress)
+        start = None
+        if config.head != "ctc" and config.transducer_init == "ctc":
+            start, ctc_info = pretrain_base_model(data, dataclasses.replace(config, head="ctc"), seed, cache_dir,
+                                                  device, progress)
+        model, seconds = _pretrain(data, config, seed, device, progress, start)
+        if start is not None:
+            seconds += ctc_info["seconds"]  # what this base model cost, the CTC one included
         if lock:
             lock.build(lambda built: save_checkpoint(model, built, key=key, seconds=seconds))
     finally:
@@ -87,30 +96,62 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     return model, {**info, "cached": False, "seconds": seconds}
 
 
-def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.device,
-              progress: bool) -> tuple[ConformerASR, float]:
-    """Data-parallel over every process, like all training."""
+class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it adds is weighted like the main one
+    """Hybrid CTC/transducer pretraining (as ESPnet, NeMo and icefall do): ``weight`` x the CTC
+    loss of a linear layer on the encoder output (``model.aux_ctc``, which pretraining adds and
+    removes) joins the transducer loss. CTC's frame-synchronous alignment gives the encoder a
+    gradient that does not wait for the prediction network to learn."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def before_backward(self, strategy: SpeechTemplate, **kwargs) -> None:
+        model = getattr(strategy.model, "module", strategy.model)
+        strategy.loss += self.weight * model.aux_ctc.loss(*strategy.mb_output, strategy.mbatch)
+
+
+def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.device, progress: bool,
+              start: ConformerASR | None = None) -> tuple[ConformerASR, float]:
+    """Data-parallel over every process, like all training. ``start``: a CTC base model whose
+    encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from."""
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
     model.feature_mean.copy_(mean)
     model.feature_std.copy_(std)
+    plugins = [ProgressPlugin(progress, label="pretrain ")]
+    hybrid = config.head != "ctc" and config.transducer_ctc_weight > 0
+    if hybrid:
+        model.aux_ctc = CTCHead(config.d_model, len(data.tokenizer))
+        plugins.append(AuxiliaryCTC(config.transducer_ctc_weight))
+    if start is not None:
+        encoder = {k: v for k, v in start.state_dict().items() if k.startswith(ENCODER_STATE_PREFIXES)}
+        model.load_state_dict(encoder, strict=False)
+        if hybrid:
+            model.aux_ctc.load_state_dict(start.head.state_dict())
     strategy = SpeechTemplate(model=model, config=config, device=device, seed=seed, epochs=config.pretrain_epochs,
-                              learning_rate=config.pretrain_lr,
-                              plugins=[ProgressPlugin(progress, label="pretrain ")])
+                              learning_rate=config.pretrain_lr, plugins=plugins)
     experience = next(iter(data.benchmark_for_base().train_stream))
     started = time.perf_counter()
-    log.info("base model: pretraining on %s for %d epochs", data.stream.base.name, config.pretrain_epochs)
+    log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, config.pretrain_epochs,
+             " from the CTC base model's encoder" if start is not None else "")
     strategy.train(experience, eval_streams=[])
     seconds = time.perf_counter() - started
+    if hybrid:
+        del model.aux_ctc  # not part of the base model
     return model.cpu(), seconds
 
 
 def evaluate_base_model(model: AdaptableASR, data: StreamData, config: RunConfig,
-                        device: torch.device) -> dict[str, float]:
-    """WER (%) of the plain base model on every test set of the stream (no adapters)."""
+                        device: torch.device, split: str = "test") -> dict[str, float]:
+    """WER (%) of the plain base model (no adapters) on every test set of the stream, or with
+    ``split="dev"`` on every dev set."""
     wer = WordErrorRate(data.tokenizer)
     strategy = SpeechTemplate(model=model, config=config, device=device,
                               evaluator=EvaluationPlugin(wer, loggers=[]))
-    strategy.eval(data.benchmark().test_stream)
-    return {task.name: round(wer.results[i], 2) for i, task in enumerate(data.stream.eval_tasks)}
+    benchmark = data.benchmark()
+    stream, tasks = ((benchmark.test_stream, data.stream.eval_tasks) if split == "test"
+                     else (benchmark.dev_stream, data.dev_tasks()))
+    strategy.eval(stream)
+    return {task.name: round(wer.results[i], 2) for i, task in enumerate(tasks)}

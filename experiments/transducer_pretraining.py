@@ -1,0 +1,76 @@
+"""How fast each head's base model learns: CTC against RNN-T and HAT, each from scratch or from
+the CTC base model's encoder, with or without an auxiliary CTC loss (issue: a transducer that
+learns as fast as CTC). Choices are read off the base task's DEV WER; test is printed beside it.
+
+    python experiments/transducer_pretraining.py --stream tiny --preset tiny --seeds 0 --out table.md
+
+Every base model goes into the cache folder like a run's (a later run with the same settings
+reuses it); ``seconds`` is what pretraining cost, the CTC base model included for ``init ctc``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from continual_asr.config import make_config, parse_overrides
+from continual_asr.data.streamdata import prepare_stream_data
+from continual_asr.reporting.tables import markdown_table
+from continual_asr.runner import default_cache_dir, setup_logging
+from continual_asr.stream import load_stream
+from continual_asr.training.pretrain import evaluate_base_model, pretrain_base_model
+
+VARIANTS = {  # name: settings
+    "ctc": {"head": "ctc"},
+    "rnnt": {"head": "rnnt"},
+    "rnnt + aux ctc 0.3": {"head": "rnnt", "transducer_ctc_weight": 0.3},
+    "rnnt, init ctc": {"head": "rnnt", "transducer_init": "ctc"},
+    "rnnt, init ctc + aux ctc 0.3": {"head": "rnnt", "transducer_init": "ctc", "transducer_ctc_weight": 0.3},
+    "hat": {"head": "hat"},
+    "hat + aux ctc 0.3": {"head": "hat", "transducer_ctc_weight": 0.3},
+    "hat, init ctc": {"head": "hat", "transducer_init": "ctc"},
+    "hat, init ctc + aux ctc 0.3": {"head": "hat", "transducer_init": "ctc", "transducer_ctc_weight": 0.3},
+}
+
+
+@click.command()
+@click.option("--stream", "stream_name", default="tiny", show_default=True)
+@click.option("--preset", default="tiny", show_default=True)
+@click.option("--seeds", default="0", show_default=True, help="comma-separated pretraining seeds")
+@click.option("--set", "overrides", multiple=True, help="key=value for every variant")
+@click.option("--only", default="", help="comma-separated variant names (default: all)")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="also write the table here")
+def main(stream_name, preset, seeds, overrides, only, cache_dir, out) -> None:
+    setup_logging(None, quiet=True)
+    stream = load_stream(stream_name)
+    cache = cache_dir or default_cache_dir()
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(VARIANTS)
+    base = stream.base.name
+    rows = []
+    for name in names:
+        dev, test, seconds = [], [], []
+        for seed in [int(s) for s in seeds.split(",")]:
+            config = make_config(preset, {**parse_overrides(overrides), **VARIANTS[name]})
+            data = prepare_stream_data(stream, config, cache, progress=False)
+            model, info = pretrain_base_model(data, config, seed, cache, "cpu", progress=False)
+            dev.append(evaluate_base_model(model, data, config, "cpu", split="dev")[base])
+            test.append(evaluate_base_model(model, data, config, "cpu")[base])
+            seconds.append(info["seconds"])
+            click.echo(f"{name}, seed {seed}: dev {dev[-1]:.1f}, test {test[-1]:.1f}, "
+                       f"{info['seconds']:.0f} s{' (cached)' if info['cached'] else ''}", err=True)
+
+        def spread(values):
+            return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+        rows.append([name, spread(dev), spread(test), f"{np.mean(seconds):.0f}"])
+    table = markdown_table([f"head ({preset} preset, {stream.name}, seeds {seeds})", f"{base} dev WER",
+                            f"{base} test WER", "pretraining s"], rows)
+    click.echo(table)
+    if out:
+        Path(out).write_text(table + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
