@@ -5,7 +5,9 @@ learns as fast as CTC). Choices are read off the base task's DEV WER; test is pr
     python experiments/transducer_pretraining.py --stream tiny --preset tiny --seeds 0 --out table.md
 
 Every base model goes into the cache folder like a run's (a later run with the same settings
-reuses it); ``seconds`` is what pretraining cost, the CTC base model included for ``init ctc``.
+reuses it). "pretraining s" is what the variant trained in this call (0 from the cache): the ctc
+row runs first, so an ``init ctc`` variant finds its CTC base model cached and shows its own
+training only; from an empty cache it costs the ctc row's seconds more.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def main(stream_name, preset, seeds, overrides, only, cache_dir, out) -> None:
             test.append(evaluate_base_model(model, data, config, "cpu")[base])
             seconds.append(info["seconds"])
             click.echo(f"{name}, seed {seed}: dev {dev[-1]:.1f}, test {test[-1]:.1f}, "
-                       f"{info['seconds']:.0f} s{' (cached)' if info['cached'] else ''}", err=True)
+                       f"{seconds[-1]:.0f} s{' (cached)' if info['cached'] else ''}", err=True)
 
         def spread(values):
             return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"

@@ -241,7 +241,7 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
     assert base_model_key(data, make_config("tiny", {"rnnt_pred_dim": "8"}), 0) == base_model_key(data, ctc, 0)
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
     # How a transducer is pretrained keys its base model, and only its.
-    for field, value in (("transducer_ctc_weight", "0.3"), ("transducer_init", "ctc")):
+    for field, value in (("transducer_ctc_weight", "0.5"), ("transducer_init", "scratch")):
         assert base_model_key(data, make_config("tiny", {"head": "rnnt", field: value}), 0) != \
             base_model_key(data, RNNT, 0)
         assert base_model_key(data, make_config("tiny", {field: value}), 0) == base_model_key(data, ctc, 0)
