@@ -135,7 +135,7 @@ def test_a_missing_model_folder_is_one_line_before_any_work(corpus, tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-def test_a_checkpoint_without_a_ctc_head_is_refused(tmp_path):
+def test_a_checkpoint_without_a_ctc_head_or_with_pickled_weights_is_refused(tmp_path):
     from continual_asr.errors import ConfigError
     from hf_models import TINY
 
@@ -143,3 +143,10 @@ def test_a_checkpoint_without_a_ctc_head_is_refused(tmp_path):
     transformers.Wav2Vec2Model(transformers.Wav2Vec2Config(**TINY)).save_pretrained(folder)  # encoder only
     with pytest.raises(ConfigError, match=r"has no CTC head \(lm_head\): fine-tune it for CTC first$"):
         load_hf_model(folder)
+    pickled = save_tiny_model(tmp_path / "pickled", "wav2vec2")
+    model = transformers.AutoModelForCTC.from_pretrained(pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.unlink()
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match=r"no safetensors weights \(model.safetensors\); casr loads no pickled"):
+        load_hf_model(pickled)

@@ -219,8 +219,12 @@ def load_hf_model(folder: Path, adapter_dim: int = 32) -> HFEncoderASR:
     if extractor.sampling_rate != SAMPLE_RATE:
         raise ConfigError(f"{shown}: the feature extractor expects {extractor.sampling_rate} Hz audio; casr feeds "
                           f"{SAMPLE_RATE} Hz")
+    if not any(folder.glob("*.safetensors")):  # a pickle from someone else could run code
+        raise ConfigError(f"{shown}: no safetensors weights (model.safetensors); casr loads no pickled weights "
+                          "(pytorch_model.bin): save the model again with save_pretrained")
     try:
-        ctc_model, loading = transformers.AutoModelForCTC.from_pretrained(folder, output_loading_info=True)
+        ctc_model, loading = transformers.AutoModelForCTC.from_pretrained(
+            folder, output_loading_info=True, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{shown}: the weights do not load ({str(exc).splitlines()[0]})") from None
     missing = sorted(loading.get("missing_keys", []))
