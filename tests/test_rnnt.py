@@ -275,10 +275,15 @@ def rnnt_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("rnnt-cache")
 
 
+# A quarter of tiny's pretraining, for the CTC base model and the transducer started from it:
+# these tests check the paths, not the WER.
+RNNT_ARGS = ["--set", "head=rnnt", "--set", "pretrain_epochs=20"]
+
+
 @pytest.fixture(scope="module")
 def rnnt_run(tmp_path_factory, rnnt_cache):
     out = tmp_path_factory.mktemp("rnnt-run")
-    return (*_run(out, rnnt_cache, "fusion", extra=["--set", "head=rnnt"]), out / "fusion")
+    return (*_run(out, rnnt_cache, "fusion", extra=RNNT_ARGS), out / "fusion")
 
 
 def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache):
@@ -286,6 +291,7 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
     assert results["complete"] and results["config"]["head"] == "rnnt" and len(results["wer_matrix"]) == 2
     assert all(0.0 <= v for row in results["wer_matrix"] for v in row)
     _check_parameters(results, "adapter-fusion")
+    assert "from the CTC base model's encoder" in (out / "run.log").read_text()  # transducer_init=ctc
     # The base (predictor and joiner included) is bit for bit the cached base model.
     base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]
     final = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
@@ -296,7 +302,7 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
 
 @pytest.mark.parametrize("strategy", ["lwf", "ewc", "adapter-router"])
 def test_distillation_consolidation_and_routing_run_with_the_rnnt_head(tmp_path, rnnt_run, rnnt_cache, strategy):
-    results, _ = _run(tmp_path, rnnt_cache, strategy, strategy=strategy, extra=["--set", "head=rnnt"])
+    results, _ = _run(tmp_path, rnnt_cache, strategy, strategy=strategy, extra=RNNT_ARGS)
     assert results["complete"] and results["base_model"]["cached"]  # the adapter-fusion run's base model
     assert results["base_wer"] == rnnt_run[0]["base_wer"]
     _check_parameters(results, strategy)
@@ -315,11 +321,11 @@ def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, 
 
     monkeypatch.setattr(runner, "save_step", save_then_die)
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "adapter-fusion", "--preset", "tiny",
-                                       "--seed", "0", "--set", "head=rnnt",
+                                       "--seed", "0", *RNNT_ARGS,
                                        "--out", str(tmp_path / "fusion"), "--cache-dir", str(rnnt_cache), "--quiet"])
     assert result.exit_code != 0 and len(saves) == 3
     monkeypatch.setattr(runner, "save_step", real_save)
-    resumed, output = _run(tmp_path, rnnt_cache, "fusion", extra=["--set", "head=rnnt"])
+    resumed, output = _run(tmp_path, rnnt_cache, "fusion", extra=RNNT_ARGS)
     assert "after 1 of 2 tasks" in (tmp_path / "fusion" / "run.log").read_text()  # resumed, not redone
     assert resumed["wer_matrix"] == rnnt_run[0]["wer_matrix"]
     assert resumed["base_wer"] == rnnt_run[0]["base_wer"]
