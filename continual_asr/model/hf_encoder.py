@@ -21,9 +21,11 @@ tokenizer's ``vocab.json``. Nothing is downloaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,10 +64,30 @@ def check_base_model(base_model: str) -> None:
     checked before any data or training work."""
     folder = hf_folder(base_model)
     if folder is not None:
-        _checked_folder(folder)
+        inspect_folder(folder)
 
 
-def _checked_folder(folder: Path) -> Path:
+@dataclass(frozen=True)
+class HFFolder:
+    """A checked model folder: its parsed model config and feature extractor."""
+
+    path: Path
+    config: object  # transformers.PretrainedConfig
+    extractor: object  # transformers.FeatureExtractionMixin
+
+    @property
+    def shown(self) -> str:
+        return f"base_model hf:{self.path}"
+
+
+def inspect_folder(folder: Path) -> HFFolder:
+    """The folder checked for everything that can be told without loading the weights (files,
+    model family, sample rate, safetensors), parsed once per folder state however often a run asks."""
+    return _inspect(Path(folder), folder_fingerprint(folder) if Path(folder).is_dir() else "")
+
+
+@functools.lru_cache(maxsize=8)
+def _inspect(folder: Path, fingerprint: str) -> HFFolder:
     shown = f"base_model hf:{folder}"
     if not folder.is_dir():
         raise ConfigError(f"{shown}: no such folder (casr downloads nothing: save the model there first)")
@@ -74,7 +96,19 @@ def _checked_folder(folder: Path) -> Path:
         if not (folder / name).is_file():
             raise ConfigError(f"{shown}: {name} ({what}) is missing; save the model and its processor "
                               "with save_pretrained")
-    return folder
+    transformers = _transformers()
+    config = transformers.AutoConfig.from_pretrained(folder)
+    if config.model_type not in FAMILIES:
+        raise ConfigError(f"{shown}: model_type {config.model_type!r} is not one casr supports "
+                          f"({', '.join(f'{k} ({v})' for k, v in FAMILIES.items())})")
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(folder)
+    if extractor.sampling_rate != SAMPLE_RATE:
+        raise ConfigError(f"{shown}: the feature extractor expects {extractor.sampling_rate} Hz audio; casr feeds "
+                          f"{SAMPLE_RATE} Hz")
+    if not any(folder.glob("*.safetensors")):  # a pickle from someone else could run code
+        raise ConfigError(f"{shown}: no safetensors weights (model.safetensors); casr loads no pickled weights "
+                          "(pytorch_model.bin): save the model again with save_pretrained")
+    return HFFolder(folder, config, extractor)
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -128,11 +162,9 @@ class HFCharacterTokenizer:
 
 
 def load_hf_tokenizer(folder: Path) -> HFCharacterTokenizer:
-    folder = _checked_folder(folder)
-    transformers = _transformers()
-    config = transformers.AutoConfig.from_pretrained(folder)
-    tokenizer = transformers.Wav2Vec2CTCTokenizer.from_pretrained(folder)
-    return HFCharacterTokenizer(tokenizer, config.vocab_size, config.pad_token_id)
+    checked = inspect_folder(folder)
+    tokenizer = _transformers().Wav2Vec2CTCTokenizer.from_pretrained(checked.path)
+    return HFCharacterTokenizer(tokenizer, checked.config.vocab_size, checked.config.pad_token_id)
 
 
 class HFEncoderASR(AdaptableASR):
@@ -208,20 +240,8 @@ class HFEncoderASR(AdaptableASR):
 
 def load_hf_model(folder: Path, adapter_dim: int = 32) -> HFEncoderASR:
     """The CTC model saved in ``folder`` (one line naming what is wrong otherwise)."""
-    folder = _checked_folder(folder)
-    transformers = _transformers()
-    shown = f"base_model hf:{folder}"
-    config = transformers.AutoConfig.from_pretrained(folder)
-    if config.model_type not in FAMILIES:
-        raise ConfigError(f"{shown}: model_type {config.model_type!r} is not one casr supports "
-                          f"({', '.join(f'{k} ({v})' for k, v in FAMILIES.items())})")
-    extractor = transformers.AutoFeatureExtractor.from_pretrained(folder)
-    if extractor.sampling_rate != SAMPLE_RATE:
-        raise ConfigError(f"{shown}: the feature extractor expects {extractor.sampling_rate} Hz audio; casr feeds "
-                          f"{SAMPLE_RATE} Hz")
-    if not any(folder.glob("*.safetensors")):  # a pickle from someone else could run code
-        raise ConfigError(f"{shown}: no safetensors weights (model.safetensors); casr loads no pickled weights "
-                          "(pytorch_model.bin): save the model again with save_pretrained")
+    checked = inspect_folder(folder)
+    transformers, folder, shown = _transformers(), checked.path, checked.shown
     try:
         ctc_model, loading = transformers.AutoModelForCTC.from_pretrained(
             folder, output_loading_info=True, use_safetensors=True)
@@ -232,6 +252,6 @@ def load_hf_model(folder: Path, adapter_dim: int = 32) -> HFEncoderASR:
         what = "no CTC head (lm_head): fine-tune it for CTC first" if any("lm_head" in k for k in missing) else (
             f"{len(missing)} weights missing ({missing[0]}, ...)")
         raise ConfigError(f"{shown}: the folder's model has {what}")
-    return HFEncoderASR(ctc_model.eval(), normalize=bool(extractor.do_normalize),
-                        attention_mask=bool(extractor.return_attention_mask), source=str(folder),
+    return HFEncoderASR(ctc_model.eval(), normalize=bool(checked.extractor.do_normalize),
+                        attention_mask=bool(checked.extractor.return_attention_mask), source=str(folder),
                         adapter_dim=adapter_dim)

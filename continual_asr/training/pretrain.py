@@ -66,7 +66,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
         log.info("base model: %s (%s, %d layers of width %d), not trained here", config.base_model,
                  type(model.hf).__name__, model.num_layers, model.d_model)
         return model, {"source": config.base_model, "path": str(folder), "cache_key": folder_fingerprint(folder),
-                       "cached": True, "seconds": 0.0}
+                       "cached": False, "seconds": 0.0}
     seed = pretrain_seed(config, seed)
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
