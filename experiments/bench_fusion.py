@@ -10,7 +10,13 @@ to the bare base encoder on the same batch:
 - ``loop``: the AdapterHub way, each adapter run on its own in a Python loop and every adapter
   output projected through K and V before the attention;
 - ``mean``: Adapter Mean over the batched bank, for scale.
-The target (issue 7) is batched N = 8 at most 1.25x the base encoder. Adapters get random
+With AdapterHub's ``adapters`` library installed (``pip install -e '.[dev,adapterhub]'``: it
+pins transformers 4.57, which casr's Hugging Face base also runs on), a second table times the real library in
+the same run: a BERT encoder of the Conformer's width, layers, heads, feed-forward width and
+subsampled length, bare and with N bottleneck adapters (``SeqBnConfig``, the same bottleneck
+width) under ``Fuse``, against casr's added time on its own encoder. Added time is what fusion
+costs on top of the encoder, the part the two designs share. The targets (issue 16): batched
+N = 8 at most 1.15x the base encoder, and at least 4x less added time than AdapterHub's. Adapters get random
 up-projections so nothing is skipped as zero. Timings are medians over ``--reps`` calls after
 two warm-up calls, in inference mode, on the CPU threads torch uses by default; for each N the
 bare encoder and the three variants are timed in turn within every rep, so the ratios do not
@@ -18,6 +24,8 @@ drift with the machine.
 """
 
 from __future__ import annotations
+
+import logging
 
 import click
 import torch
@@ -48,6 +56,32 @@ class LoopFusion(nn.Module):
         return self.norm(torch.einsum("btn,btnd->btd", probs, values))
 
 
+def adapterhub_calls(config, adapter_dim: int, batch: int, frames: int, n: int) -> dict | None:
+    """Forward calls of a BERT encoder at the Conformer's shapes, bare and with N adapters under
+    AdapterHub's AdapterFusion; None without the ``adapters`` library."""
+    try:
+        import adapters
+        from adapters import SeqBnConfig
+        from adapters.composition import Fuse
+        from transformers import BertConfig, BertModel
+    except ImportError:
+        return None
+    logging.getLogger("adapters").setLevel(logging.ERROR)  # its note, while building, that no adapter is active yet
+    shapes = BertConfig(hidden_size=config.d_model, num_hidden_layers=config.num_layers,
+                        num_attention_heads=config.num_heads, intermediate_size=config.ffn_dim, vocab_size=8,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=4096)
+    bare, fused = BertModel(shapes).eval(), BertModel(shapes).eval()
+    adapters.init(fused)
+    names = [f"task{task}" for task in range(n)]
+    for name in names:
+        fused.add_adapter(name, config=SeqBnConfig(reduction_factor=config.d_model / adapter_dim))
+    fused.add_adapter_fusion(Fuse(*names))
+    fused.set_active_adapters(Fuse(*names))
+    hidden = torch.randn(batch, frames, config.d_model)
+    return {"hub base": lambda: bare(inputs_embeds=hidden).last_hidden_state,
+            "hub fusion": lambda: fused(inputs_embeds=hidden).last_hidden_state}
+
+
 @click.command()
 @click.option("--preset", default="default", show_default=True, help="model sizes from this preset")
 @click.option("--batch", default=8, show_default=True)
@@ -64,9 +98,11 @@ def main(preset: str, batch: int, seconds: float, counts: str, reps: int, thread
     features = torch.randn(batch, frames, config.n_mels)
     lengths = torch.full((batch,), frames)
 
+    adapter_dim = build_fields(ExtractionOptions, preset).adapter_dim
+
     def encoder_with(make_combiner, n: int):
         model = build_model(config, num_tokens=config.vocab_size).eval()
-        model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
+        model.set_adapter_dim(adapter_dim)
         for task in range(n):
             model.add_adapter(f"task{task}")
         for bank in model.banks:
@@ -86,15 +122,37 @@ def main(preset: str, batch: int, seconds: float, counts: str, reps: int, thread
               "| Adapter Mean | ratio |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         base_encoder = encoder_with(None, 0)
+        subsampled = base_encoder()[1].shape[1]  # the frames every layer (and its adapters) sees
+        added = {}
         for n in [int(c) for c in counts.split(",")]:
-            took = interleaved_medians({"base": base_encoder,
-                                        "batched": encoder_with(lambda: AdapterFusion(config.d_model), n),
-                                        "loop": encoder_with(lambda: LoopFusion(config.d_model), n),
-                                        "mean": encoder_with(AdapterMean, n)}, reps)
+            calls = {"base": base_encoder,
+                     "batched": encoder_with(lambda: AdapterFusion(config.d_model), n),
+                     "loop": encoder_with(lambda: LoopFusion(config.d_model), n),
+                     "mean": encoder_with(AdapterMean, n)}
+            calls.update(adapterhub_calls(config, adapter_dim, batch, subsampled, n) or {})
+            took = interleaved_medians(calls, reps)
             base = took["base"]
             print(f"| {n} | {1000 * base:.1f} ms | " + " | ".join(
                 f"{1000 * took[name]:.1f} ms | {took[name] / base:.2f}x" for name in ("batched", "loop", "mean")) + " |")
+            if "hub base" in took:
+                added[n] = (took["hub base"], took["hub fusion"], took["batched"] - base)
+        if not added:
+            print("\nAdapterHub not timed: the adapters library is not installed "
+                  "(pip install -e '.[dev,adapterhub]')")
+            return
+        print(f"\nAdapterHub's AdapterFusion (adapters {_version('adapters')}), BERT encoder of the same shapes "
+              f"({batch} x {subsampled} frames after subsampling), timed in the same rounds\n")
+        print("| adapters N | BERT encoder | + AdapterHub fusion | AdapterHub added | casr added | added-time ratio |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for n, (hub_base, hub_fusion, casr_added) in added.items():
+            hub_added = hub_fusion - hub_base
+            print(f"| {n} | {1000 * hub_base:.1f} ms | {1000 * hub_fusion:.1f} ms | {1000 * hub_added:.1f} ms | "
+                  f"{1000 * casr_added:.1f} ms | " + (f"{hub_added / casr_added:.1f}x |" if casr_added > 0 else "casr added nothing measurable |"))
 
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+    return version(package)
 
 if __name__ == "__main__":
     main()

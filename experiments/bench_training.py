@@ -2,6 +2,7 @@
 
     python experiments/bench_training.py
     python experiments/bench_training.py --preset tiny --steps 3      # a quick look
+    python experiments/bench_training.py --head hat                     # a transducer head
 
 Prints, for three kinds of training step (base pretraining: the whole model trains; adapter
 training: one adapter, base frozen; fusion: 5 adapters, fusion trains):
@@ -108,13 +109,15 @@ def profiled(kind: str, step, into: list[str]) -> None:
 @click.option("--seconds", default=4.0, show_default=True, help="length of every synthetic utterance")
 @click.option("--steps", default=8, show_default=True, help="timed steps per kind (after 2 warm-up steps)")
 @click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
+@click.option("--head", type=click.Choice(["ctc", "rnnt", "hat"]), default="ctc", show_default=True,
+              help="output head (a transducer's pretraining step here has no auxiliary CTC loss)")
 @click.option("--profile", "profile_file", default=None, type=click.Path(dir_okay=False),
               help="also profile one step of each kind (torch.profiler) into this file")
-def main(preset: str, seconds: float, steps: int, threads: int, profile_file: str | None) -> None:
+def main(preset: str, seconds: float, steps: int, threads: int, head: str, profile_file: str | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    config = make_config(preset, {})
+    config = make_config(preset, {"head": head})
     frames = int(seconds * 100)
     utterances = max(1, config.batch_frames // frames)
     batch = synthetic_batch(config, utterances, frames, tokens_per_second=4.0, seconds=seconds)
