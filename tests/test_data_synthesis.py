@@ -203,3 +203,22 @@ def test_condition_validation() -> None:
     with pytest.raises(ValueError, match=r"^t\.c: unknown condition field 'x' \(valid: noise, snr_db, rt60, "
                                          r"babble_talkers\)$"):
         Condition.from_dict({"x": 1}, "t.c")
+
+
+def test_synthesis_processes_write_the_same_files(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks synthesized in other processes give the same audio and manifests as one process
+    (each utterance's seeds name it), babble included; and a task is sealed like any other."""
+    from continual_asr.data import prepare
+    from continual_asr.stream import load_stream
+
+    task = next(t for t in load_stream("accents-then-noise").tasks if t.condition.noise == "babble")
+    counts = {"train": 10, "dev": 2, "test": 3}
+    monkeypatch.setattr(prepare, "MIN_PARALLEL", 4)  # the parent decides; 10 train utterances go to 2 processes
+
+    def contents(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    serial = prepare.prepare_task(task, tmp_path / "one", counts, progress=False, processes=1)
+    parallel = prepare.prepare_task(task, tmp_path / "two", counts, progress=False, processes=2)
+    assert len(list((parallel / "audio").glob("train-*.flac"))) == 10
+    assert contents(serial) == contents(parallel)

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,42 +102,91 @@ def task_cache_dir(task: TaskSpec, cache_dir: Path, counts: dict[str, int]) -> P
 
 
 def prepare_task(task: TaskSpec, cache_dir: Path, counts: dict[str, int] | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, processes: int = 1) -> Path:
     """Synthesize ``task`` (or reuse the cache); returns the folder holding {train,dev,test}.jsonl.
-    ``counts``: utterances per split (default: the task's own)."""
+    ``counts``: utterances per split (default: the task's own); ``processes``: synthesis
+    processes (the audio is the same for any number)."""
     counts = counts or {"train": task.train, "dev": task.dev, "test": task.test}
     target = task_cache_dir(task, cache_dir, counts)
 
     def build(tmp: Path) -> Path:
-        _synthesize(task, tmp, counts, progress)
+        _synthesize(task, tmp, counts, progress, processes)
         seal_folder(tmp)
         return target
 
     return cached(target, check_folder, build, "synthesized audio")
 
 
-def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: bool) -> None:
+def synthesis_processes(requested: int) -> int:
+    """``requested``, or with 0 one per CPU core this process may use."""
+    if requested:
+        return requested
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Below this many utterances a split is synthesized in this process: starting a worker (a fresh
+# interpreter that imports casr) costs more than it saves.
+MIN_PARALLEL = 64
+
+
+def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: bool, processes: int) -> None:
     (tmp / "audio").mkdir(parents=True)
     splits = task_sentences(task, counts)
     synthesizer = EspeakSynthesizer()
     bar = tqdm(total=sum(counts.values()), desc=f"synthesize {task.name}", unit="utt", disable=not progress,
                leave=False)
-    for split, texts in splits.items():
-        speakers = split_speakers(split, task.speakers)
-        babble = babble_pool(task, split, synthesizer) if task.condition.noise == "babble" and texts else None
-        rows = []
-        for index, text in enumerate(texts):
-            rng = np.random.default_rng(seed_of(task.seed, task.name, split, index))
-            voice = f"{task.voices[rng.integers(len(task.voices))]}+{speakers[rng.integers(len(speakers))]}"
+    parallel = processes > 1 and max(map(len, splits.values()), default=0) >= MIN_PARALLEL
+    # spawn, not fork: a forked copy of a process holding torch's threads and a loaded espeak is unsafe
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) if parallel else None
+    try:
+        for split, texts in splits.items():
+            babble = babble_pool(task, split, synthesizer) if task.condition.noise == "babble" and texts else None
+            job = _SplitJob(task, split, split_speakers(split, task.speakers), babble, tmp)
+            if pool is None or len(texts) < MIN_PARALLEL:
+                rows = job.run(texts, 0, synthesizer, bar)
+            else:
+                size = max(8, -(-len(texts) // (4 * processes)))  # a few chunks per process balance the load
+                futures = {pool.submit(job.run, texts[start:start + size], start): start
+                           for start in range(0, len(texts), size)}
+                done = {}
+                for future in as_completed(futures):
+                    done[futures[future]] = future.result()
+                    bar.update(len(done[futures[future]]))
+                rows = [row for start in sorted(done) for row in done[start]]
+            with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in rows)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    bar.close()
+
+
+@dataclass(frozen=True)
+class _SplitJob:
+    """Synthesizes utterances of one split of one task: each from seeds that name it (task, split,
+    index), so any chunking, in any process, writes the same files."""
+
+    task: TaskSpec
+    split: str
+    speakers: list[str]
+    babble: list[np.ndarray] | None
+    tmp: Path
+
+    def run(self, texts: list[str], first: int, synthesizer: EspeakSynthesizer | None = None,
+            bar: tqdm | None = None) -> list[dict]:
+        synthesizer = synthesizer or EspeakSynthesizer()
+        task, rows = self.task, []
+        for index, text in enumerate(texts, start=first):
+            rng = np.random.default_rng(seed_of(task.seed, task.name, self.split, index))
+            voice = f"{task.voices[rng.integers(len(task.voices))]}+{self.speakers[rng.integers(len(self.speakers))]}"
             audio = synthesizer.synthesize(text, voice, rate=int(rng.integers(*RATE_RANGE)),
                                            pitch=int(rng.integers(*PITCH_RANGE)))
             if not task.condition.is_clean:
-                audio = apply_condition(audio, task.condition, rng, babble)
-            name = f"audio/{split}-{index:05d}.flac"
-            sf.write(tmp / name, audio, SAMPLE_RATE, subtype="PCM_16")
+                audio = apply_condition(audio, task.condition, rng, self.babble)
+            name = f"audio/{self.split}-{index:05d}.flac"
+            sf.write(self.tmp / name, audio, SAMPLE_RATE, subtype="PCM_16")
             rows.append({"audio_filepath": name, "text": text, "duration": round(len(audio) / SAMPLE_RATE, 3),
                          "voice": voice})
-            bar.update()
-        with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
-    bar.close()
+            if bar is not None:
+                bar.update()
+        return rows

@@ -31,7 +31,7 @@ from .conditions import Condition
 from .dataset import make_dataset
 from .features import SplitFeatures
 from .manifest import Problem
-from .prepare import prepare_task
+from .prepare import prepare_task, synthesis_processes
 from .splits import load_split
 from .text import LETTERS
 from .tokenizer import Tokenizer
@@ -168,7 +168,8 @@ def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: b
         return {s: load_split(task, s, Path(path), task.condition, limit=caps[s], held_out=part, **common)
                 for s, (path, part) in reads.items()}
     counts = _counts(task, config)
-    folder = prepare_task(task, cache_dir, counts, progress=progress)
+    folder = prepare_task(task, cache_dir, counts, progress=progress,
+                          processes=synthesis_processes(config.synthesis_processes))
     # The synthesized audio already carries the task's condition.
     splits = ("train", "dev", "test") if trained else ("dev", "test")
     return {s: load_split(task, s, folder / f"{s}.jsonl", Condition(), limit=0, **common) for s in splits}
