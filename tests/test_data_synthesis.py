@@ -213,7 +213,7 @@ def test_synthesis_processes_write_the_same_files(tmp_path, monkeypatch: pytest.
 
     task = next(t for t in load_stream("accents-then-noise").tasks if t.condition.noise == "babble")
     counts = {"train": 10, "dev": 2, "test": 3}
-    monkeypatch.setattr(prepare, "MIN_PARALLEL", 4)  # the parent decides; 10 train utterances go to 2 processes
+    monkeypatch.setattr(prepare, "MIN_PARALLEL", 4)  # so this small task goes to 2 processes
 
     def contents(folder: Path) -> dict[str, bytes]:
         return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -124,9 +124,9 @@ def synthesis_processes(requested: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# Below this many utterances a split is synthesized in this process: starting a worker (a fresh
-# interpreter that imports casr) costs more than it saves.
-MIN_PARALLEL = 64
+# A task of fewer utterances is synthesized in this process: starting the workers (fresh
+# interpreters that import casr, a few seconds) costs more than they save.
+MIN_PARALLEL = 256
 
 
 def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: bool, processes: int) -> None:
@@ -135,14 +135,14 @@ def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: boo
     synthesizer = EspeakSynthesizer()
     bar = tqdm(total=sum(counts.values()), desc=f"synthesize {task.name}", unit="utt", disable=not progress,
                leave=False)
-    parallel = processes > 1 and max(map(len, splits.values()), default=0) >= MIN_PARALLEL
+    parallel = processes > 1 and sum(map(len, splits.values())) >= MIN_PARALLEL
     # spawn, not fork: a forked copy of a process holding torch's threads and a loaded espeak is unsafe
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) if parallel else None
     try:
         for split, texts in splits.items():
             babble = babble_pool(task, split, synthesizer) if task.condition.noise == "babble" and texts else None
             job = _SplitJob(task, split, split_speakers(split, task.speakers), babble, tmp)
-            if pool is None or len(texts) < MIN_PARALLEL:
+            if pool is None or len(texts) < 2 * processes:
                 rows = job.run(texts, 0, synthesizer, bar)
             else:
                 size = max(8, -(-len(texts) // (4 * processes)))  # a few chunks per process balance the load
