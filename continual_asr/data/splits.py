@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -71,24 +72,38 @@ def _compute(task: TaskSpec, split: str, manifest: Path, rows: list[ManifestRow]
              condition: Condition, n_mels: int, max_seconds: float, progress: bool, waveform: bool) -> SplitFeatures:
     pool = babble_pool(task, split, EspeakSynthesizer()) if condition.noise == "babble" and rows else None
     features, texts, seconds, lines = [], [], [], []
-    for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
-        try:
-            audio, duration = _checked_audio(row, max_seconds)
-            if not condition.is_clean:
-                rng = np.random.default_rng(seed_of(task.seed, task.name, split, row.raw_path, row.text))
-                audio = apply_condition(audio, condition, rng, pool)
-        except (DataError, ValueError) as exc:  # ValueError: e.g. silent audio has no SNR
-            problems.append(Problem(str(manifest.resolve()), row.line, str(exc)))
-            continue
-        features.append((torch.from_numpy(audio) if waveform else log_mel(audio, n_mels)).to(torch.float16))
-        texts.append(row.text)
-        seconds.append(round(duration, 3))
-        lines.append(row.line)
+    with one_torch_thread():
+        for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
+            try:
+                audio, duration = _checked_audio(row, max_seconds)
+                if not condition.is_clean:
+                    rng = np.random.default_rng(seed_of(task.seed, task.name, split, row.raw_path, row.text))
+                    audio = apply_condition(audio, condition, rng, pool)
+            except (DataError, ValueError) as exc:  # ValueError: e.g. silent audio has no SNR
+                problems.append(Problem(str(manifest.resolve()), row.line, str(exc)))
+                continue
+            features.append((torch.from_numpy(audio) if waveform else log_mel(audio, n_mels)).to(torch.float16))
+            texts.append(row.text)
+            seconds.append(round(duration, 3))
+            lines.append(row.line)
     problems.sort(key=lambda p: p.line)
     digest = hashlib.sha256()
     for feature, text in zip(features, texts):
         digest.update(text.encode() + b"\0" + feature.numpy().tobytes())
     return SplitFeatures(features, texts, seconds, lines, str(manifest.resolve()), problems, digest.hexdigest()[:16])
+
+
+@contextmanager
+def one_torch_thread():
+    """torch on one thread for a while: features are many small tensors, for which a second
+    thread gains nothing on a quiet machine and, beside other busy processes (a sweep's runs, a
+    test suite), makes log-mel extraction tens of times slower as the threads wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _checked_audio(row: ManifestRow, max_seconds: float) -> tuple[np.ndarray, float]:
