@@ -85,6 +85,13 @@ def new_results(identity: dict, *, source: str | None, preset: str, base_task: s
     }
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, cgroups), where the OS says; else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def peak_rss_mib() -> float:
     """The process's peak resident memory so far (MiB; Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -30,6 +30,7 @@ from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, write_comparison
 from .reporting.intervals import intervals_markdown
 from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
+from .results import usable_cores
 from .runner import run_stream, setup_logging
 from .stream import load_stream
 
@@ -185,13 +186,6 @@ def take_ready(order: list[tuple[PlannedRun, PlannedRun | None]], ended: set[int
         return None
     order.remove(ready)
     return ready[0]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (taskset, cgroups), where the OS says; else all."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: str | None, jobs: int,

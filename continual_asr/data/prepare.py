@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from ..cache import cached, check_folder, seal_folder
+from ..results import usable_cores
 from ..stream import BABBLE_POOL_SIZE, BABBLE_VOICES, TaskSpec
 from .conditions import apply_condition
 from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
@@ -119,9 +119,7 @@ def prepare_task(task: TaskSpec, cache_dir: Path, counts: dict[str, int] | None 
 
 def synthesis_processes(requested: int) -> int:
     """``requested``, or with 0 one per CPU core this process may use."""
-    if requested:
-        return requested
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return requested or usable_cores()
 
 
 # A task of fewer utterances is synthesized in this process: starting the workers (fresh
