@@ -4,8 +4,10 @@ What keeps training and evaluation apart (checked by ``casr data`` and the tests
 
 - **Sentences.** Each task takes its own consecutive part of its stream's sentence pool for
   train, dev and test (continual_asr/stream.py), so no sentence is in two splits or two tasks.
-- **Speakers.** Each split has its own espeak speaker variants (:func:`split_speakers`): dev and
-  test speak with variants that no training utterance of any task uses.
+- **Speakers.** Dev and test speak held-out espeak speaker variants (:func:`split_speakers`) that
+  no training utterance of any task uses. They share those variants (never a sentence), so that
+  dev is drawn like test and a choice made on dev carries over: with three variants each, one
+  unusual dev voice (klatt) once decided the dev ranking alone (docs/results.md).
 - **Noise and rooms.** Babble comes from two pools of other talkers, one for train and one for
   dev and test, with their own sentences and speakers, never a zero-shot voice. Rooms
   (reverberation) are drawn per utterance from seeds that name the split.
@@ -35,11 +37,11 @@ from .conditions import apply_condition
 from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
 from .text import sentence_pool
 
-SYNTH_VERSION = 3  # bump when synthesis or an entry's layout changes (3: dev split, disjoint sentences and speakers)
+SYNTH_VERSION = 4  # bump when synthesis or an entry's layout changes (3: dev split; 4: dev and test share the held-out variants)
 SPLITS = ("train", "dev", "test")
 RATE_RANGE = (145, 195)  # words per minute, espeak's default is 175
 PITCH_RANGE = (30, 70)  # espeak's default is 50
-HELD_OUT_EVERY = 7  # of the speaker variants, one in seven for dev and one in seven for test
+HELD_OUT_EVERY = 7  # of the speaker variants, two in seven are held out for dev and test
 
 
 def seed_of(*parts: object) -> int:
@@ -49,16 +51,16 @@ def seed_of(*parts: object) -> int:
 
 def split_speakers(split: str, speakers: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The speaker variants of ``split``: of the list (default: the built-in one), positions
-    3, 10, 17, ... speak dev, positions 6, 13, 20, ... speak test, the rest train. A list too
-    short to hold out two variants is used whole by every split (``casr data`` warns)."""
+    3, 6, 10, 13, 17, 20, ... are held out and speak both dev and test, the rest speak train. A
+    list too short to hold out two variants is used whole by every split (``casr data`` warns)."""
     variants = list(speakers) or speaker_variants()
     if len(variants) < 3:
         return variants
-    held = {"dev": HELD_OUT_EVERY // 2, "test": HELD_OUT_EVERY - 1}
-    slot = [i % HELD_OUT_EVERY for i in range(len(variants))]
-    if split in held:
-        return [v for v, s in zip(variants, slot) if s == held[split]] or variants[-1:]
-    return [v for v, s in zip(variants, slot) if s not in held.values()]
+    held = {HELD_OUT_EVERY // 2, HELD_OUT_EVERY - 1}
+    held_out = [v for i, v in enumerate(variants) if i % HELD_OUT_EVERY in held] or variants[-1:]
+    if split == "train":
+        return [v for v in variants if v not in held_out]
+    return held_out
 
 
 def task_sentences(task: TaskSpec, counts: dict[str, int] | None = None) -> dict[str, list[str]]:
