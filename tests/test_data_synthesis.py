@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -207,12 +208,13 @@ def test_condition_validation() -> None:
 
 def test_synthesis_processes_write_the_same_files(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks synthesized in other processes give the same audio and manifests as one process
-    (each utterance's seeds name it), babble included; and a task is sealed like any other."""
+    (each utterance's seeds name it), babble included; and a task is sealed like any other.
+    Each held-out speaker variant speaks an equal share of the test set."""
     from continual_asr.data import prepare
     from continual_asr.stream import load_stream
 
     task = next(t for t in load_stream("accents-then-noise").tasks if t.condition.noise == "babble")
-    counts = {"train": 10, "dev": 2, "test": 3}
+    counts = {"train": 10, "dev": 2, "test": 6}
     monkeypatch.setattr(prepare, "MIN_PARALLEL", 4)  # so this small task goes to 2 processes
 
     def contents(folder: Path) -> dict[str, bytes]:
@@ -222,3 +224,5 @@ def test_synthesis_processes_write_the_same_files(tmp_path, monkeypatch: pytest.
     parallel = prepare.prepare_task(task, tmp_path / "two", counts, progress=False, processes=2)
     assert len(list((parallel / "audio").glob("train-*.flac"))) == 10
     assert contents(serial) == contents(parallel)
+    test_voices = [json.loads(line)["voice"].split("+")[1] for line in (serial / "test.jsonl").open()]
+    assert sorted(test_voices) == sorted(prepare.split_speakers("test", task.speakers))

@@ -7,7 +7,8 @@ What keeps training and evaluation apart (checked by ``casr data`` and the tests
 - **Speakers.** Dev and test speak held-out espeak speaker variants (:func:`split_speakers`) that
   no training utterance of any task uses. They share those variants (never a sentence), so that
   dev is drawn like test and a choice made on dev carries over: with three variants each, one
-  unusual dev voice (klatt) once decided the dev ranking alone (docs/results.md).
+  unusual dev voice (klatt) once decided the dev ranking alone (docs/results.md). Each variant
+  speaks an equal share of every dev and test set.
 - **Noise and rooms.** Babble comes from two pools of other talkers, one for train and one for
   dev and test, with their own sentences and speakers, never a zero-shot voice. Rooms
   (reverberation) are drawn per utterance from seeds that name the split.
@@ -178,7 +179,11 @@ class _SplitJob:
         task, rows = self.task, []
         for index, text in enumerate(texts, start=first):
             rng = np.random.default_rng(seed_of(task.seed, task.name, self.split, index))
-            voice = f"{task.voices[rng.integers(len(task.voices))]}+{self.speakers[rng.integers(len(self.speakers))]}"
+            accent, drawn = task.voices[rng.integers(len(task.voices))], self.speakers[rng.integers(len(self.speakers))]
+            # dev and test take the held-out variants in turn: each speaks an equal share of both,
+            # so one voice's WER weighs the same in dev as in test
+            speaker = drawn if self.split == "train" else self.speakers[index % len(self.speakers)]
+            voice = f"{accent}+{speaker}"
             audio = synthesizer.synthesize(text, voice, rate=int(rng.integers(*RATE_RANGE)),
                                            pitch=int(rng.integers(*PITCH_RANGE)))
             if not task.condition.is_clean:
