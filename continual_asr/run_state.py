@@ -107,6 +107,7 @@ def resume(previous: dict, cl_strategy, model, experiences: list, matrix_metrics
     done = len(results["wer_matrix"])
     # A run from before edit counts were kept has none for its finished steps.
     edits = previous.get("edits") or {"columns": columns, "steps": [None] * (done + 1)}
+    edits.setdefault("dev_steps", [None] * len(edits["steps"]))  # dev edits were not kept before
     cl_strategy.restore(previous["strategy_state"], experiences[:done])
     model.load_state_dict(previous["state_dict"])
     for name, value in previous.get("clock", {"train_exp_counter": done}).items():

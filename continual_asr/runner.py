@@ -25,6 +25,8 @@ from avalanche.logging import TensorboardLogger
 from . import distributed
 from .adapter_files import base_fingerprint, import_adapters, load_adapter
 from .config import Options, RunConfig
+from .data.dataset import evaluation_order
+from .data.features import SplitFeatures
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import Evaluator, make_evaluator
@@ -92,8 +94,8 @@ class _Evaluation:
     def __call__(self, edits: dict) -> tuple[list[float], list[float | None], float, dict | None]:
         """The test row (the WER matrix's), the dev row (None where a column has no dev set),
         the seconds the test sets took (the real-time factor's; dev's go into the wall time) and
-        what fusion attended to on the test sets (None if nothing attends). The test sets'
-        per-utterance edit counts join ``edits``."""
+        what fusion attended to on the test sets (None if nothing attends). The test and dev
+        sets' per-utterance edit counts join ``edits``."""
         wer = self.evaluator.wer
         began = time.perf_counter()
         self.cl_strategy.eval(self.benchmark.test_stream)
@@ -103,7 +105,15 @@ class _Evaluation:
         seconds = time.perf_counter() - began
         self.cl_strategy.eval(self.benchmark.dev_stream)
         dev = {c: round(wer.results[i], 2) for i, c in enumerate(self.dev_columns)}
+        edits["dev_steps"].append({c: wer.edits[i] for i, c in enumerate(self.dev_columns)})
         return test_row, [dev.get(c) for c in self.columns], seconds, attended
+
+
+def _utterances(splits: dict[str, SplitFeatures], columns: list[str]) -> dict[str, dict]:
+    """Per set, its manifest and the manifest line of each per-utterance edit record (they are in
+    evaluation order), so that saved edits can be grouped by speaker or any manifest field."""
+    return {c: {"manifest": splits[c].source,
+                "lines": [splits[c].lines[i] for i in evaluation_order(splits[c].num_frames)]} for c in columns}
 
 
 def _data_and_base_model(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, seed: int, cache_dir: Path,
@@ -227,7 +237,7 @@ class _Steps:
         self.started = started  # perf_counter at this process's start of the run
         self.wall_before = 0.0  # wall seconds of the run's earlier processes (before a resume)
         self.results: dict = {}
-        self.edits: dict = {"columns": evaluate.columns, "steps": []}
+        self.edits: dict = {"columns": evaluate.columns, "steps": [], "dev_steps": []}
 
     def begin(self, previous: dict | None, data: StreamData, experiences: list, evaluator: Evaluator,
               references: dict | None, **start) -> dict:
@@ -242,6 +252,8 @@ class _Steps:
             self.start(audio_seconds=audio_seconds, **start)
         if references is not None:
             self.results["references"] = references
+        self.edits["utterances"] = {"test": _utterances(data.test, columns),
+                                    "dev": _utterances(data.dev, self.evaluate.dev_columns)}
         self.results["data"] = data.identity()  # what the steps from here on train and test on
         if previous is None and self.main:
             self.save()

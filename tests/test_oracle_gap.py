@@ -1,15 +1,10 @@
 """experiments/oracle_gap.py: the final gap to oracle routing splits exactly into its parts."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from fake_results import fake_results, write_run
+from experiment_scripts import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("oracle_gap", ROOT / "experiments" / "oracle_gap.py")
-oracle_gap = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(oracle_gap)
+oracle_gap = load_experiment("oracle_gap")
 
 
 def test_the_parts_add_up_to_the_gap_and_name_where_it_comes_from(tmp_path):

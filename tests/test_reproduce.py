@@ -1,6 +1,5 @@
 """The reproduction sweep (experiments/reproduce.py): its plan, its schedule, a tiny sweep with two jobs."""
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -14,11 +13,9 @@ from click.testing import CliRunner
 
 from continual_asr import sweep
 from continual_asr.errors import CasrError
+from experiment_scripts import load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("reproduce", ROOT / "experiments" / "reproduce.py")
-reproduce = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reproduce)
+reproduce = load_experiment("reproduce")
 
 SWEEP = """
 stream: tiny

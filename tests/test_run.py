@@ -12,9 +12,11 @@ from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from continual_asr.cli import main
+from continual_asr.data.prepare import split_speakers
 from continual_asr.config import make_config
 from continual_asr.evaluation.metric_registry import STEP_METRICS
 from continual_asr.reporting import RUN_FILES
+from experiment_scripts import load_experiment
 
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_wer.json").read_text())
 
@@ -155,6 +157,33 @@ def test_edit_counts_per_utterance_give_the_wer_matrix(tiny_run, tiny_run_dir):
             counts = np.array(step[column])
             assert len(counts) == 12  # the tiny stream's test sets
             assert 100 * counts[:, 1:].sum() / counts[:, 0].sum() == pytest.approx(wer, abs=0.01)
+    dev_rows = [list(results["base_dev_wer"].values()), *results["dev_wer_matrix"]]
+    for step, row in zip(edits["dev_steps"], dev_rows, strict=True):
+        for column, wer in zip(results["columns"], row):
+            counts = np.array(step[column])
+            assert 100 * counts[:, 1:].sum() / counts[:, 0].sum() == pytest.approx(wer, abs=0.01)
+
+
+def test_saved_edits_name_their_utterances_and_group_by_voice(tiny_run, tiny_run_dir):
+    """Each edit record's manifest line is the utterance it counts (its word count matches the
+    manifest's transcript), so experiments/voice_wer.py can pool them per speaker variant."""
+    results, _ = tiny_run
+    run = tiny_run_dir / "fusion"
+    edits = json.loads((run / "edits.json").read_text())
+    for split, key in (("test", "steps"), ("dev", "dev_steps")):
+        for column, where in edits["utterances"][split].items():
+            rows = Path(where["manifest"]).read_text().splitlines()
+            words = [len(json.loads(rows[line - 1])["text"].split()) for line in where["lines"]]
+            assert words == [counts[0] for counts in edits[key][-1][column]]
+            assert len(set(where["lines"])) == len(where["lines"])
+    voice_wer = load_experiment("voice_wer").voice_wer(run)
+    held_out = set(split_speakers("test"))
+    for split in ("test", "dev"):
+        assert set(voice_wer[split]["learned"]) == held_out  # each variant speaks its share of every set
+    pooled = [edits["steps"][-1][c] for c in results["columns"] if c != results["zero_shot_task"]]
+    errors = np.concatenate([np.array(rows) for rows in pooled])
+    by_voice = voice_wer["test"]["learned"]
+    assert min(by_voice.values()) <= 100 * errors[:, 1:].sum() / errors[:, 0].sum() <= max(by_voice.values())
 
 
 def test_a_run_writes_metrics_plots_report_and_tensorboard_events(tiny_run, tiny_run_dir):

@@ -84,6 +84,12 @@ def make_dataset(split: SplitFeatures, tokenizer: Tokenizer, task_id: int) -> Av
     )
 
 
+def evaluation_order(lengths: Sequence[int]) -> list[int]:
+    """The order evaluation visits a split's utterances in: by length, ties in manifest order.
+    Every per-utterance record of a run (edits.json) is in this order."""
+    return torch.argsort(torch.tensor(list(lengths), dtype=torch.float64), stable=True).tolist()
+
+
 class FrameBudgetBatchSampler(Sampler[list[int]]):
     """Batches of similar-length utterances holding at most ``max_frames`` padded frames.
 
@@ -104,10 +110,11 @@ class FrameBudgetBatchSampler(Sampler[list[int]]):
         return torch.Generator().manual_seed(self.seed * 100003 + epoch)
 
     def _plan(self, generator: torch.Generator | None) -> list[list[int]]:
-        keys = self.lengths
-        if generator is not None:
-            keys = keys * (1 + 0.2 * (torch.rand(len(keys), generator=generator, dtype=torch.float64) - 0.5))
-        order = torch.argsort(keys, stable=True).tolist()
+        if generator is None:
+            order = evaluation_order(self.lengths.tolist())
+        else:
+            jitter = 1 + 0.2 * (torch.rand(len(self.lengths), generator=generator, dtype=torch.float64) - 0.5)
+            order = torch.argsort(self.lengths * jitter, stable=True).tolist()
         batches: list[list[int]] = []
         current: list[int] = []
         longest = 0
