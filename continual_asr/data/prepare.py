@@ -52,8 +52,9 @@ def seed_of(*parts: object) -> int:
 
 def split_speakers(split: str, speakers: tuple[str, ...] | list[str] = ()) -> list[str]:
     """The speaker variants of ``split``: of the list (default: the built-in one), positions
-    3, 6, 10, 13, 17, 20, ... are held out and speak both dev and test, the rest speak train. A
-    list too short to hold out two variants is used whole by every split (``casr data`` warns)."""
+    3, 6, 10, 13, 17, 20, ... are held out and speak both dev and test, the rest speak train (a
+    list of three holds out its last). A list of one or two is used whole by every split
+    (``casr data`` warns)."""
     variants = list(speakers) or speaker_variants()
     if len(variants) < 3:
         return variants
