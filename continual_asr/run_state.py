@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .config import RUNTIME_FIELDS, Options, RunConfig
+from .data.prepare import SYNTH_VERSION
 from .errors import CasrError
 from .evaluation.summary import attach_metrics
 from .reporting import write_run_outputs
@@ -29,8 +30,11 @@ def run_identity(stream: StreamSpec, strategy: str, seed: int, config: RunConfig
                  imported: list) -> dict:
     """What makes two runs the same run (the stream by its tasks' content, not its file's path);
     its config is the general one and the strategy's options, flat."""
+    synthesized = any(not t.from_manifests for t in stream.eval_tasks)
     return {"stream": {"name": stream.name, "description": stream.description,
-                       "tasks": {t.name: t.fingerprint() for t in stream.eval_tasks}},
+                       "tasks": {t.name: t.fingerprint() for t in stream.eval_tasks},
+                       # another version speaks other test voices: WERs across versions do not compare
+                       "synthesis_version": SYNTH_VERSION if synthesized else None},
             "task_order": list(stream.order),
             "strategy": strategy, "seed": seed, "config": {**config.to_dict(), **options.to_dict()},
             "imported_adapters": [{"task": a.task, "digest": a.digest()} for a in imported]}

@@ -127,6 +127,22 @@ def test_compare_errors_are_one_line_naming_the_folder(tmp_path, make, message):
     assert result.output.startswith("casr: error: ") and result.output.count("\n") == 1
 
 
+def _synthesized(results: dict, version: int | None) -> dict:
+    return {**results, "stream": {**results["stream"], "synthesis_version": version}}
+
+
+def test_compare_refuses_runs_on_two_synthesis_versions_only(tmp_path):
+    matrix = [[12, 20, 55, 38], [13, 22, 30, 37]]
+    v4, v5 = (write_run(tmp_path / f"v{n}", _synthesized(fake_results(BASE, matrix), n)) for n in (4, 5))
+    result = _invoke("compare", v4, v5, "--out", tmp_path / "cmp")
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "v5: its speech is of synthesis version 5" in result.output and "do not compare" in result.output
+    recorded = write_run(tmp_path / "manifests", _synthesized(fake_results(BASE, matrix), None))
+    for other in (recorded, _run_dir(tmp_path, "from-before-versions")):
+        result = _invoke("compare", v4, other, "--out", tmp_path / "cmp")
+        assert result.exit_code == 0, result.output
+
+
 def test_plot_of_a_folder_without_results_names_it(tmp_path):
     result = _invoke("plot", tmp_path / "nothing")
     assert result.exit_code == 2 and "nothing: no results.json" in result.output

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from continual_asr.cli import main
-from continual_asr.data.prepare import split_speakers
+from continual_asr.data.prepare import SYNTH_VERSION, split_speakers
 from continual_asr.config import make_config
 from continual_asr.evaluation.metric_registry import STEP_METRICS
 from continual_asr.reporting import RUN_FILES
@@ -168,6 +168,7 @@ def test_saved_edits_name_their_utterances_and_group_by_voice(tiny_run, tiny_run
     """Each edit record's manifest line is the utterance it counts (its word count matches the
     manifest's transcript), so experiments/voice_wer.py can pool them per speaker variant."""
     results, _ = tiny_run
+    assert results["stream"]["synthesis_version"] == SYNTH_VERSION  # compare refuses runs of other versions
     run = tiny_run_dir / "fusion"
     edits = json.loads((run / "edits.json").read_text())
     for split, key in (("test", "steps"), ("dev", "dev_steps")):

@@ -107,6 +107,8 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
         elif not _same_tasks(results["columns"], first[1]["columns"]):
             raise ResultsError(f"{run_dir}: a run of stream '{results['stream']['name']}', not of "
                                f"'{first[1]['stream']['name']}' like {first[0]}; compare runs of one stream")
+        else:
+            _check_same_speech(run_dir, results, *first)
         if not results.get("complete"):
             raise ResultsError(f"{run_dir}: incomplete run ({len(results['wer_matrix'])} of "
                                f"{len(results['tasks'])} tasks); finish it by rerunning casr run into it")
@@ -120,6 +122,16 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
     ordered = list(groups.values())
     _labels(ordered, shared)
     return ordered
+
+
+def _check_same_speech(run_dir: Path | str, results: dict, first_dir: Path | str, first: dict) -> None:
+    """Synthesized test sets of two synthesis versions speak other voices: refuse to compare them.
+    (None: recorded speech, or a run from before the version was recorded: not checked.)"""
+    version, first_version = (r["stream"].get("synthesis_version") for r in (results, first))
+    if version != first_version and None not in (version, first_version):
+        raise ResultsError(f"{run_dir}: its speech is of synthesis version {version}, {first_dir}'s of version "
+                           f"{first_version} (other dev and test voices), so their WERs do not compare; run the "
+                           "older one again with this casr")
 
 
 def _same_tasks(columns: list[str], other: list[str]) -> bool:
