@@ -23,14 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
+from continual_asr.data.lhotse_manifests import is_lhotse_manifest
+
 
 def manifest_values(manifest: Path, by: str) -> dict[int, str]:
-    """Manifest line number (1-based) -> the grouping value of that utterance."""
+    """Manifest line number (1-based, counted as casr's reader counts them) -> the grouping value
+    of that utterance. JSON Lines manifests only: casr's synthesized speech and NeMo-style ones."""
+    if is_lhotse_manifest(manifest) or manifest.suffix.lower() in (".csv", ".tsv"):
+        raise SystemExit(f"{manifest}: voice_wer reads JSON Lines manifests only (not CSV, TSV or lhotse)")
     values = {}
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, raw in enumerate(manifest.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
-        row = json.loads(line)
+        row = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
         if by == "variant":
             value = str(row.get("voice", "?")).partition("+")[2] or str(row.get("voice", "?"))
         else:

@@ -182,7 +182,8 @@ class _SplitJob:
             rng = np.random.default_rng(seed_of(task.seed, task.name, self.split, index))
             accent, drawn = task.voices[rng.integers(len(task.voices))], self.speakers[rng.integers(len(self.speakers))]
             # dev and test take the held-out variants in turn: each speaks an equal share of both,
-            # so one voice's WER weighs the same in dev as in test
+            # so one voice's WER weighs the same in dev as in test (the draw is made all the same,
+            # so that the rate and pitch drawn next stay as they are)
             speaker = drawn if self.split == "train" else self.speakers[index % len(self.speakers)]
             voice = f"{accent}+{speaker}"
             audio = synthesizer.synthesize(text, voice, rate=int(rng.integers(*RATE_RANGE)),
