@@ -20,6 +20,7 @@ from typing import Sequence
 import click
 import numpy as np
 
+from continual_asr.errors import CasrError
 from continual_asr.evaluation.summary import wer_rows
 from continual_asr.reporting import compare_runs
 from continual_asr.reporting.intervals import find_group
@@ -48,7 +49,7 @@ def decompose(run: dict, oracle: dict) -> dict[str, float]:
 
 def gap_table(run_dirs: Sequence[str], oracle_name: str) -> str:
     groups = compare_runs(run_dirs)
-    oracle = find_group(groups, oracle_name)
+    oracle = find_group(groups, oracle_name, option="--oracle")
     by_key = {(r.get("seed"), tuple(r.get("task_order") or ())): r for r in oracle.runs}
     rows = []
     for group in groups:
@@ -73,7 +74,10 @@ def gap_table(run_dirs: Sequence[str], oracle_name: str) -> str:
 @click.option("--oracle", "oracle_name", default="adapter-oracle", show_default=True,
               help="the oracle-routing group (strategy name or label)")
 def main(run_dirs: tuple[str, ...], oracle_name: str) -> None:
-    click.echo(gap_table(run_dirs, oracle_name))
+    try:
+        click.echo(gap_table(run_dirs, oracle_name))
+    except CasrError as error:  # a wrong name or a folder that is not a run: one line, no traceback
+        raise click.ClickException(str(error)) from None
 
 
 if __name__ == "__main__":

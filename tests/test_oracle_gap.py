@@ -21,3 +21,12 @@ def test_the_parts_add_up_to_the_gap_and_name_where_it_comes_from(tmp_path):
     table = oracle_gap.gap_table(runs, "adapter-oracle")
     row = next(line for line in table.splitlines() if line.startswith("| adapter-fusion"))
     assert [cell.strip() for cell in row.strip("|").split("|")] == ["adapter-fusion", "1", "4.67", "2.33", "1.00", "1.33"]
+
+
+def test_a_wrong_oracle_name_is_one_line_naming_the_option(tmp_path):
+    from click.testing import CliRunner
+
+    run = str(write_run(tmp_path / "f", fake_results([10, 50, 60, 40], [[13, 24, 55, 38], [14, 27, 33, 37]], strategy="adapter-fusion")))
+    result = CliRunner().invoke(oracle_gap.main, [run, "--oracle", "oracle"])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    assert "--oracle oracle: no compared group by that name" in result.output

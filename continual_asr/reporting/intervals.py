@@ -33,13 +33,13 @@ def load_final_edits(run_dir: Path | str, step: int = -1) -> dict[str, np.ndarra
     return None if chosen is None else {name: np.asarray(rows, dtype=np.int64) for name, rows in chosen.items()}
 
 
-def find_group(groups: Sequence, name: str):
-    """The group labelled ``name``, or the one group of strategy ``name``."""
+def find_group(groups: Sequence, name: str, option: str = "--baseline"):
+    """The group labelled ``name``, or the one group of strategy ``name`` (``option`` names it in errors)."""
     matches = [g for g in groups if g.label == name] or [g for g in groups if g.runs[0]["strategy"] == name]
     if len(matches) != 1:
         labels = ", ".join(g.label for g in groups)
         how = "no" if not matches else "more than one"
-        raise ResultsError(f"--baseline {name}: {how} compared group by that name (groups: {labels})")
+        raise ResultsError(f"{option} {name}: {how} compared group by that name (groups: {labels})")
     return matches[0]
 
 
