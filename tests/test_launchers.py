@@ -23,12 +23,12 @@ runs:
 """
 
 
-def test_a_sweep_through_submitit_runs_each_run_as_a_job(tmp_path):
+def test_a_sweep_through_submitit_runs_each_run_as_a_job(tmp_path, tiny_cache):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["sweep", str(path), "--out", str(out), "--jobs", "2", "--launcher", "submitit-local",
-                                       "--cpus", "1", "--cache-dir", str(tmp_path / "cache")])
+                                       "--cpus", "1", "--cache-dir", str(tiny_cache)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "(job " in result.output
     steps = {name: json.loads((out / name / "seed0" / "results.json").read_text())["steps"] for name in ("avg", "oracle")}

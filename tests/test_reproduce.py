@@ -67,13 +67,13 @@ def test_a_sweep_file_may_list_task_orders_each_run_in_its_own_folder(tmp_path):
         sweep.load_plan(path, tmp_path / "out", seeds=[0])
 
 
-def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path):
+def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", "")
                     + "baselines: [avg]\n")
     out = tmp_path / "out"
     result = CliRunner().invoke(reproduce.main, [str(path), "--out", str(out), "--jobs", "2",
-                                                 "--cache-dir", str(tmp_path / "cache"), "--only", "avg,oracle"])
+                                                 "--cache-dir", str(tiny_cache), "--only", "avg,oracle"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     steps = {name: json.loads((out / name / "seed0" / "results.json").read_text())["steps"]
              for name in ("avg", "oracle")}

@@ -26,8 +26,8 @@ def _rows(out):
         return []
 
 
-def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path):
-    cache = tmp_path / "cache"
+def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache):
+    cache = tiny_cache
     reference = tmp_path / "reference"
     subprocess.run(_command(reference, cache), check=True, timeout=600)
     expected = json.loads((reference / "results.json").read_text())

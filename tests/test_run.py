@@ -16,6 +16,7 @@ from continual_asr.data.prepare import SYNTH_VERSION, split_speakers
 from continual_asr.config import make_config
 from continual_asr.evaluation.metric_registry import STEP_METRICS
 from continual_asr.reporting import RUN_FILES
+from conftest import copy_tiny_cache
 from experiment_scripts import load_experiment
 
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_wer.json").read_text())
@@ -33,8 +34,8 @@ def _run(tmp_path, cache, name, strategy="adapter-fusion", seed=0, extra=()):
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+def shared_cache(tmp_path_factory, tiny_cache_template):
+    return copy_tiny_cache(tiny_cache_template, tmp_path_factory.mktemp("shared"))
 
 
 @pytest.fixture(scope="module")

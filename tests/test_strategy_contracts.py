@@ -9,6 +9,7 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.training.plugins import EvaluationPlugin
 
+from conftest import copy_tiny_cache
 from continual_asr.config import make_config
 from continual_asr.data.dataset import make_dataset
 from continual_asr.errors import ConfigError
@@ -68,8 +69,8 @@ def test_adapter_mean_of_identical_adapters_equals_one_adapter():
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("contracts")
+def tiny_data(tmp_path_factory, tiny_cache_template):
+    cache = copy_tiny_cache(tiny_cache_template, tmp_path_factory.mktemp("contracts"))
     config = make_config("tiny")
     stream = load_stream("tiny")
     data = prepare_stream_data(stream, config, cache, progress=False)
