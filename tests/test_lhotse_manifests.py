@@ -158,15 +158,21 @@ def test_import_keeps_voices_and_sentences_apart_and_the_stream_runs(tmp_path):
     seen: dict[str, set] = {"voices": set(), "sentences": set()}
     held: dict[str, set] = {"voices": set(), "sentences": set()}
     for task in (stream.base, *stream.tasks, stream.zero_shot):
+        split_voices, split_sentences = {}, {}
         for split in ("train", "dev", "test"):
             manifest = getattr(task, f"{split}_manifest")
             if not manifest:
                 continue
             rows, problems = read_manifest(Path(manifest))
             assert rows and not problems
+            split_voices[split] = {r.audio.parent.parent.name for r in rows}
+            split_sentences[split] = {r.text for r in rows}
             into = seen if split == "train" else held
-            into["voices"] |= {r.audio.parent.parent.name for r in rows}
-            into["sentences"] |= {r.text for r in rows}
+            into["voices"] |= split_voices[split]
+            into["sentences"] |= split_sentences[split]
+        # dev is drawn like test: the same two held-out voices (of three), other sentences
+        assert split_voices["dev"] == split_voices["test"] and len(split_voices["test"]) == 2, task.name
+        assert not split_sentences["dev"] & split_sentences["test"], task.name
     assert not seen["voices"] & held["voices"] and not seen["sentences"] & held["sentences"]
     assert not stream.zero_shot.train_manifest
 
@@ -263,4 +269,5 @@ def test_cmu_arctic_import_trains_on_us_voices_and_keeps_the_other_accents_for_z
     assert (stream.base.name, [t.name for t in stream.tasks], stream.zero_shot.name) == \
         ("us", ["unlabelled", "us-pink-10db", "us-reverb-0.7s"], "other-accents")
     test_voices = {r.audio.parent.parent.name for r in read_manifest(Path(stream.zero_shot.test_manifest))[0]}
-    assert len(test_voices) == 1 and test_voices < {f"cmu_us_{v}_arctic" for v in ("jmk", "awb", "ksp")}
+    dev_voices = {r.audio.parent.parent.name for r in read_manifest(Path(stream.zero_shot.dev_manifest))[0]}
+    assert len(test_voices) == 2 and test_voices == dev_voices < {f"cmu_us_{v}_arctic" for v in ("jmk", "awb", "ksp")}

@@ -3,12 +3,15 @@
 lhotse's own recipe prepares the corpus (its RecordingSet and SupervisionSet; nothing is
 downloaded), then casr groups the utterances into tasks by a field of the corpus (L2-ARCTIC:
 the speakers' first language) and splits every task so that evaluation never hears a training
-voice or sentence: each task's speakers are ranked by a hash, 15 % (at least one) go to test,
-10 % (at least one) to dev, the rest to train; every distinct sentence (normalised transcript)
-is drawn into test, dev or train by the same shares, once for the whole corpus, so no test or
-dev sentence is in any task's training data. An utterance keeps its place only where its
-speaker's and its sentence's splits agree. One task is the base, one the zero-shot task (test
-and dev only), the others the stream's tasks, alphabetically unless named.
+voice or sentence: each task's speakers are ranked by a hash and about 25 % (at least two) are held
+out, the rest train; every distinct sentence (normalised transcript) is drawn into test (15 %),
+dev (10 %) or train, once for the whole corpus, so no test or dev sentence is in any task's
+training data. A held-out voice speaks in both dev and test (other sentences), so dev is drawn
+like test and can predict it (with a voice of its own, one unusual dev voice can rank settings
+unlike test: docs/results.md, "Dev drawn like test"). A training voice keeps its train-sentence
+utterances, a held-out voice its dev- and test-sentence ones; the rest are left out. One task
+is the base, one the zero-shot task (test and dev only), the others the stream's tasks,
+alphabetically unless named.
 
 Corpora: L2-ARCTIC (a task per first language), VCTK and Common Voice (a task per accent;
 accents with fewer than three speakers are left out, and the import says which), LibriSpeech
@@ -141,16 +144,25 @@ def sentence_splits(texts: list[str]) -> dict[str, str]:
     return {t: "test" if i < test else "dev" if i < test + dev else "train" for i, t in enumerate(distinct)}
 
 
-MIN_SPEAKERS = 3  # a test voice, a dev voice and at least one training voice
+MIN_SPEAKERS = 3  # two held-out voices and at least one training voice
+HELD_OUT = "held-out"  # a speaker of dev and test, never of train
 
 
 def speaker_splits(speakers: set[str], task: str) -> dict[str, str]:
-    """A task's speakers -> test, dev or train, ranked by a hash: the test and dev voices are the
-    same shares as the sentences' (at least one each), the rest train."""
+    """A task's speakers -> held-out or train, ranked by a hash: as many held-out voices as
+    the dev and test shares of the sentences would give each split (at least one each), the rest
+    train."""
     ranked = sorted(speakers, key=lambda s: (_rank("speaker", task, s), s))
-    test = max(1, round(len(ranked) * SENTENCE_SHARES["test"] / 100))
-    dev = max(1, round(len(ranked) * SENTENCE_SHARES["dev"] / 100))
-    return {s: "test" if i < test else "dev" if i < test + dev else "train" for i, s in enumerate(ranked)}
+    held_out = sum(max(1, round(len(ranked) * SENTENCE_SHARES[split] / 100)) for split in ("test", "dev"))
+    return {s: HELD_OUT if i < held_out else "train" for i, s in enumerate(ranked)}
+
+
+def split_of(speaker_split: str, sentence_split: str) -> str | None:
+    """Where an utterance goes: a training voice's train sentence to train, a held-out voice's dev
+    or test sentence to dev or test; None (left out) where they do not agree."""
+    if speaker_split == HELD_OUT:
+        return sentence_split if sentence_split != "train" else None
+    return "train" if sentence_split == "train" else None
 
 
 def import_corpus(corpus: str, corpus_dir: Path, out: Path, base: str | None = None,
@@ -228,9 +240,10 @@ def _place(parts: list, spec: Corpus) -> tuple[dict[str, dict[str, list]], dict[
         speakers = speaker_splits(voices, task)
         placed[task] = {split: [] for split in SPLITS}
         for cut in task_cuts:
-            voice = speakers[cut.supervisions[0].speaker or cut.recording_id]
-            if voice == sentences[normalize_text(cut.supervisions[0].text or "")]:
-                placed[task][voice].append(cut)
+            split = split_of(speakers[cut.supervisions[0].speaker or cut.recording_id],
+                             sentences[normalize_text(cut.supervisions[0].text or "")])
+            if split:
+                placed[task][split].append(cut)
     return placed, left_out
 
 
