@@ -26,6 +26,10 @@ class FusionOptions(ExtractionOptions, CompositionOptions, FusedOutputOptions, M
     fusion_temperature: float = option(
         "fusion", 1.0, "softmax temperature of fusion's attention over the adapters (scores / T; large T: "
                        "towards the mean)", min=0.01)
+    fusion_scope: str = option(
+        "fusion", "frame", "what one attention covers: 'frame' (the paper's: each frame attends on its own) or "
+                           "'utterance' (each adapter's scores averaged over the utterance first: one attention "
+                           "per utterance, as a soft router)", choices=("frame", "utterance"))
 
 
 @register_strategy("adapter-fusion", "Audio-AdapterFusion: per-frame attention over every task's adapter, no task ID",
@@ -35,6 +39,7 @@ def adapter_fusion(model, config, options: FusionOptions, **common) -> AdapterSt
         model=model, config=config, extraction=options, composition=options, memory_per_task=options.memory_per_task,
         make_combiner=lambda layer: AdapterFusion(model.d_model, layernorm=options.fusion_layernorm,
                                                   null_slot=options.fusion_null_adapter,
-                                                  temperature=options.fusion_temperature),
+                                                  temperature=options.fusion_temperature,
+                                                  scope=options.fusion_scope),
         value_regularizer=options.fusion_value_reg, combiner_decay=options.fusion_decay, **common,
     )

@@ -117,6 +117,58 @@ def test_fusion_inference_with_folded_projections_matches_training_path(layernor
     torch.testing.assert_close(folded, trained_path, rtol=1e-4, atol=1e-5)
 
 
+def _sharp_utterance_fusion(d: int, **kwargs) -> AdapterFusion:
+    fusion = AdapterFusion(d, layernorm=False, scope="utterance", **kwargs)
+    for proj in (fusion.query, fusion.key, fusion.value):
+        torch.nn.init.normal_(proj.weight, std=0.3)
+    return fusion
+
+
+def test_utterance_scope_gives_each_utterance_one_attention_from_its_valid_frames_only():
+    torch.manual_seed(0)
+    bank = _random_bank(8, 4, 3)
+    fusion = _sharp_utterance_fusion(8)
+    hidden = torch.randn(2, 5, 8)
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    fusion.set_valid_frames(valid)
+    probs = fusion.attention(hidden, bank(hidden))
+    assert torch.allclose(probs, probs[:, :1].expand_as(probs))  # the same at every frame
+    frame = AdapterFusion(8, layernorm=False)
+    frame.load_state_dict(fusion.state_dict())
+    scores = torch.log(frame.attention(hidden, bank(hidden)))  # frame scores, up to a constant per frame
+    scores = scores[..., :3] - scores[..., 3:]  # minus the null slot's (0): the scores themselves
+    expected = torch.cat([scores[1, :3].mean(0), torch.zeros(1)]).softmax(-1)
+    torch.testing.assert_close(probs[1, 0], expected, rtol=1e-5, atol=1e-6)
+    # padding frames, whatever they hold, change nothing
+    changed = hidden.clone()
+    changed[1, 3:] = 100.0
+    torch.testing.assert_close(fusion.attention(changed, bank(changed))[1, :3], probs[1, :3])
+
+
+def test_utterance_scope_folded_inference_matches_training_path():
+    torch.manual_seed(1)
+    bank = _random_bank(16, 4, 3)
+    fusion = _sharp_utterance_fusion(16)
+    hidden = torch.randn(2, 6, 16)
+    fusion.set_valid_frames(torch.tensor([[True] * 6, [True] * 4 + [False] * 2]))
+    trained_path = fusion(hidden, bank, None)
+    with torch.no_grad():
+        folded = fusion(hidden, bank, None)
+    torch.testing.assert_close(folded, trained_path, rtol=1e-4, atol=1e-5)
+
+
+def test_the_encoder_gives_utterance_fusion_its_valid_frames(model):
+    for name in ("a", "b"):
+        model.add_adapter(name)
+    model.set_combiners(lambda layer: _sharp_utterance_fusion(model.d_model))
+    features, lengths = _batch()
+    encoded, out_lengths = model(features, lengths)
+    for combiner in model.combiners:  # each layer pooled over exactly the frames the output keeps
+        valid = combiner._valid
+        assert valid.shape == encoded.shape[:2] and valid.sum(1).tolist() == out_lengths.tolist()
+        assert all(valid[b, :n].all() for b, n in enumerate(out_lengths.tolist()))
+
+
 def test_layernorm_gain_is_calibrated_to_the_fused_scale():
     bank = _random_bank(16, 4, 3)
     hidden = torch.randn(2, 6, 16)

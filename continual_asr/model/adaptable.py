@@ -139,6 +139,9 @@ class AdaptableASR(nn.Module):
 
     def begin_adapted_batch(self, valid: torch.Tensor, adapters: bool) -> None:
         """Called by ``encode`` before the first layer, with the (B, T') valid-frame mask."""
+        for combiner in self.combiners:
+            if hasattr(combiner, "set_valid_frames"):
+                combiner.set_valid_frames(valid)
         if self.attention_recorder is not None and self.uses_adapters(adapters):
             self.attention_recorder.begin_batch(valid)
 

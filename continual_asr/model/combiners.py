@@ -161,10 +161,19 @@ class AdapterFusion(nn.Module):
     probability gates the normalised output, out = (1 - p_null) LN(V sum_i p~_i a_i) with p~
     renormalised over the adapters, because a LayerNorm of a (near-)zero mixture would blow
     noise up to full scale instead of adding nothing.
+
+    ``scope="utterance"`` (not the paper's) averages each adapter's scores over the utterance's
+    valid frames before the softmax: one attention per utterance, a soft router inside fusion,
+    for tasks a single frame does not show (an accent) where it does show noise.
     """
 
-    def __init__(self, d_model: int, layernorm: bool = True, null_slot: bool = True, temperature: float = 1.0) -> None:
+    def __init__(self, d_model: int, layernorm: bool = True, null_slot: bool = True, temperature: float = 1.0,
+                 scope: str = "frame") -> None:
         super().__init__()
+        if scope not in ("frame", "utterance"):
+            raise ValueError(f"fusion scope must be 'frame' or 'utterance', got {scope!r}")
+        self.scope = scope
+        self._valid: torch.Tensor | None = None  # (B, T) valid frames of the batch (set_valid_frames)
         self.temperature = temperature  # scores / T: AdapterHub's fusion has one too
         self.query = nn.Linear(d_model, d_model)
         self.key = nn.Linear(d_model, d_model, bias=False)
@@ -186,7 +195,23 @@ class AdapterFusion(nn.Module):
         key_query = self.query(hidden) @ self.key.weight  # (B, T, D): K^T q
         return self._softmax(torch.einsum("btd,btnd->btn", key_query, outputs))
 
+    def set_valid_frames(self, valid: torch.Tensor) -> None:
+        """The batch's (B, T) valid-frame mask, before its first layer (utterance scope pools over it)."""
+        self._valid = valid
+
+    def _scoped(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, T, N) scores, or with utterance scope their mean over each utterance's valid frames."""
+        if self.scope == "frame":
+            return scores
+        valid = self._valid
+        if valid is None or valid.shape != scores.shape[:2]:
+            raise RuntimeError("utterance-scope fusion needs the batch's valid frames (AdaptableASR.encode sets them)")
+        weights = valid.to(scores.dtype).unsqueeze(-1)
+        pooled = (scores * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)
+        return pooled.expand_as(scores)
+
     def _softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        scores = self._scoped(scores)
         if self.temperature != 1.0:
             scores = scores / self.temperature
         if self.null_slot:
