@@ -104,6 +104,18 @@ def test_compare_labels_a_one_factor_study_by_what_each_run_changes(tmp_path):
     assert labels == ["adapter-fusion", "adapter-fusion (fusion_epochs=3)", "adapter-fusion (fusion_layernorm=False)"]
 
 
+def test_a_field_newer_than_a_run_counts_at_its_default_and_how_a_run_ran_tells_nothing_apart(tmp_path):
+    # "old" ran before fusion_scope existed (so per frame); threads is how a run ran, not what.
+    old = _run_dir(tmp_path, "old", config={"adapter_dim": 8, "threads": 0})
+    frame = _run_dir(tmp_path, "frame", config={"adapter_dim": 8, "fusion_scope": "frame", "threads": 1}, seed=1)
+    utterance = _run_dir(tmp_path, "utterance", config={"adapter_dim": 8, "fusion_scope": "utterance", "threads": 1})
+    result = _invoke("compare", old, frame, utterance, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert [(r["strategy"], r["runs"]) for r in rows] == [("adapter-fusion (fusion_scope=frame)", "2"),
+                                                          ("adapter-fusion (fusion_scope=utterance)", "1")]
+
+
 def test_compare_with_reference_runs_adds_forward_transfer(tmp_path):
     oracle = write_run(tmp_path / "oracle", fake_results(BASE, [[10, 24, 60, 40], [10, 24, 28, 40]],
                                                          strategy="adapter-oracle"))

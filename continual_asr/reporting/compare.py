@@ -53,6 +53,24 @@ class RunGroup:
         return [v for v in (get(m["summary"]) for m in self.metrics) if v is not None]
 
 
+def comparable_config(results: dict) -> dict:
+    """A run's config as comparisons read it: without the fields of how it ran (threads,
+    workers), and with the fields its strategy reads today that did not exist when it ran at their
+    defaults, as it ran (resuming reads them alike: run_state.same_run_value). Without this an
+    older run would pool with a newer one that set the new field otherwise."""
+    from ..config import RUNTIME_FIELDS
+    from ..errors import CasrError
+    from ..registry import get_strategy
+
+    recorded = results.get("config", {})
+    try:
+        read = get_strategy(results["strategy"]).defaults()
+    except CasrError:  # a strategy from a file that is not loaded here: what the run recorded
+        read = {}
+    config = {**{k: v for k, v in read.items() if k not in recorded}, **recorded}
+    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+
+
 def _key(results: dict, shared: dict[str, set[str]]) -> tuple:
     config = {k: v for k, v in results.get("config", {}).items() if k in shared[results["strategy"]]}
     return results["strategy"], results.get("preset"), json.dumps(config, sort_keys=True)
@@ -115,6 +133,7 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
         if reference_dirs:
             results = {**results, "references": reference_wers(reference_dirs, results)}
         loaded.append((run_dir, results))
+    loaded = [(run_dir, {**results, "config": comparable_config(results)}) for run_dir, results in loaded]
     shared = _shared_fields([results for _, results in loaded])
     groups: dict[tuple, RunGroup] = {}
     for run_dir, results in loaded:
