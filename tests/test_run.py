@@ -395,6 +395,16 @@ def test_a_non_finite_loss_names_strategy_task_phase_and_iteration_and_keeps_fin
     assert len(results["wer_matrix"]) == 1 and results["complete"] is False
 
 
+def test_utterance_scope_fusion_runs_on_the_same_adapters_and_composes_otherwise(tmp_path, shared_cache, tiny_run):
+    results, _ = _run(tmp_path, shared_cache, "utterance", extra=["--set", "fusion_scope=utterance"])
+    assert results["complete"] and results["config"]["fusion_scope"] == "utterance"
+    assert [s["adapter"] for s in results["steps"]] == ["reused", "reused"]  # tiny_run's, per frame
+    assert results["base_wer"] == tiny_run[0]["base_wer"]
+    for layers in results["steps"][-1]["attention"]["test_sets"].values():
+        assert all(abs(sum(row) - 1.0) < 1e-4 for row in layers)
+    assert results["steps"][-1]["attention"] != tiny_run[0]["steps"][-1]["attention"]
+
+
 def test_a_task_order_trains_the_same_tasks_on_the_same_data_in_another_order(tmp_path, shared_cache, tiny_run):
     results, _ = tiny_run
     reordered, _ = _run(tmp_path, shared_cache, "reordered", strategy="adapter-avg", extra=["--task-order", "2,1"])
