@@ -15,7 +15,8 @@ from typing import Sequence
 import click
 import numpy as np
 
-from continual_asr.errors import CasrError, ResultsError
+from continual_asr.cli_common import one_line_errors
+from continual_asr.errors import ResultsError
 from continual_asr.reporting import compare_runs
 from continual_asr.reporting.tables import fmt, markdown_table
 
@@ -37,7 +38,7 @@ def attention_tables(run_dirs: Sequence[str], step: int = -1) -> str:
     """One markdown table per group of runs: rows the test sets, columns the slots."""
     out, silent = [], []
     for group in compare_runs(run_dirs):
-        if not any(step.get("attention") for step in group.runs[0]["steps"]):
+        if not any(s.get("attention") for s in group.runs[0]["steps"]):
             silent.append(group.label)  # oracle routing, Adapter Mean, the whole-model baselines
             continue
         records = [mean_attention(run, step) for run in group.runs]
@@ -62,11 +63,9 @@ def attention_tables(run_dirs: Sequence[str], step: int = -1) -> str:
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True)
 @click.option("--step", default=-1, show_default=True, help="the step whose attention to show (-1: the last)")
+@one_line_errors
 def main(run_dirs: tuple[str, ...], step: int) -> None:
-    try:
-        click.echo(attention_tables(run_dirs, step))
-    except CasrError as error:
-        raise click.ClickException(str(error)) from None
+    click.echo(attention_tables(run_dirs, step))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Sequence
 import click
 import numpy as np
 
-from continual_asr.errors import CasrError
+from continual_asr.cli_common import one_line_errors
 from continual_asr.evaluation.summary import wer_rows
 from continual_asr.reporting import compare_runs
 from continual_asr.reporting.intervals import find_group
@@ -73,11 +73,9 @@ def gap_table(run_dirs: Sequence[str], oracle_name: str) -> str:
 @click.argument("run_dirs", nargs=-1, required=True)
 @click.option("--oracle", "oracle_name", default="adapter-oracle", show_default=True,
               help="the oracle-routing group (strategy name or label)")
+@one_line_errors
 def main(run_dirs: tuple[str, ...], oracle_name: str) -> None:
-    try:
-        click.echo(gap_table(run_dirs, oracle_name))
-    except CasrError as error:  # a wrong name or a folder that is not a run: one line, no traceback
-        raise click.ClickException(str(error)) from None
+    click.echo(gap_table(run_dirs, oracle_name))
 
 
 if __name__ == "__main__":

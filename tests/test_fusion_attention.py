@@ -39,4 +39,4 @@ def test_mistakes_are_one_line(tmp_path):
     for args, message in [([oracle], "none of these runs records attention"),
                           ([fusion, "--step", "5"], "--step 5: the run has steps 0 to 1")]:
         result = CliRunner().invoke(fusion_attention.main, args)
-        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, result.output

@@ -28,5 +28,5 @@ def test_a_wrong_oracle_name_is_one_line_naming_the_option(tmp_path):
 
     run = str(write_run(tmp_path / "f", fake_results([10, 50, 60, 40], [[13, 24, 55, 38], [14, 27, 33, 37]], strategy="adapter-fusion")))
     result = CliRunner().invoke(oracle_gap.main, [run, "--oracle", "oracle"])
-    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    assert result.exit_code == 2 and result.exception.__class__ is SystemExit
     assert "--oracle oracle: no compared group by that name" in result.output
