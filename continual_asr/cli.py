@@ -337,6 +337,22 @@ def list_things() -> None:
     click.echo("(casr run --set FIELD=VALUE or --config FILE.yaml; every field and its help: casr fields)")
 
 
+@main.command()
+@click.argument("source", type=click.Path(file_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+@one_line_errors
+def archive(source, dest) -> None:
+    """Copy the finished runs under SOURCE (a run or a sweep folder) into DEST without their
+    checkpoints: results.json, edits.json and run.log of each, at the same relative path, and a
+    sweep's results.md and history. compare, plot and sweep --report-only work on DEST; a sweep
+    or rerun into an archived run reads it back instead of training it again."""
+    from .archive import archive_runs
+
+    archived, unfinished = archive_runs(Path(source), Path(dest))
+    click.echo(f"archived {len(archived)} finished run(s) into {dest}"
+               + (f"; left out {len(unfinished)} unfinished: " + ", ".join(map(str, unfinished)) if unfinished else ""))
+
+
 @main.command(name="fields")
 def list_fields() -> None:
     """List every config field, by group, with its default and help text; a strategy's option

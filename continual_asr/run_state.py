@@ -2,7 +2,8 @@
 
 A run folder holds one run. Its identity (stream, task order, strategy, seed, config, imported
 adapters) is stored in the checkpoint; a rerun into the same folder continues after the last
-finished step if the identity matches and refuses otherwise.
+finished step if the identity matches and refuses otherwise. A finished run archived without its
+checkpoint (``casr archive``) is read back from its results.json.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .errors import CasrError
 from .evaluation.summary import attach_metrics
 from .reporting import write_run_outputs
 from .reporting.intervals import EDITS
+from .reporting.runs import load_results
 from .results import save_torch_atomic, write_json_atomic
 from .stream import StreamSpec
 from .training.pretrain import save_checkpoint
@@ -58,17 +60,31 @@ def load_previous(out_dir: Path, identity: dict, read: dict[str, Any]) -> dict |
     """The checkpoint of an earlier run into ``out_dir``, if it is the same run (``read``: the
     config fields that decide it, with their defaults, see ``same_run_value``); else None."""
     path = out_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # a torn or foreign file: never guess, say so
-        raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
+    if path.is_file():
+        try:
+            checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # a torn or foreign file: never guess, say so
+            raise CasrError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); pass --overwrite to start over") from None
+    else:
+        checkpoint = archived_run(out_dir)
+        if checkpoint is None:
+            return None
     previous = checkpoint["results"]
     for key, value in identity.items():
         if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value, read):
             raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
     return checkpoint
+
+
+def archived_run(out_dir: Path) -> dict | None:
+    """A finished run kept without its checkpoint (``casr archive``): its results, as a checkpoint
+    that holds nothing to resume from, so a rerun or a sweep reads it back instead of training it
+    again. An unfinished run without a checkpoint has nothing to resume: None."""
+    try:
+        results = load_results(out_dir)
+    except CasrError:
+        return None
+    return {"results": results, "archived": True} if results.get("complete") else None
 
 
 def clear_stale_events(out_dir: Path) -> None:
@@ -97,7 +113,8 @@ def refresh_finished(out_dir: Path, checkpoint: dict, references: dict | None) -
     if references is not None:
         results["references"] = references
     attach_metrics(results)
-    save_torch_atomic(checkpoint, out_dir / CHECKPOINT)
+    if not checkpoint.get("archived"):
+        save_torch_atomic(checkpoint, out_dir / CHECKPOINT)
     write_json_atomic(out_dir / "results.json", results)
     write_run_outputs(results, out_dir)
     return results

@@ -56,6 +56,16 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache)
     events.Reload()
     assert sorted(e.step for e in events.Scalars("AWER/eval_phase/test_stream")) == [0, 1, 2]
 
+    # Archived without its checkpoint, the finished run is read back, not trained again.
+    archived = tmp_path / "archive"
+    subprocess.run([sys.executable, "-m", "continual_asr", "archive", str(out), str(archived)], check=True, timeout=120)
+    assert not (archived / "checkpoint.pt").exists()
+    rerun = subprocess.run(_command(archived, cache), check=True, timeout=120, capture_output=True, text=True)
+    assert not (archived / "checkpoint.pt").exists()
+    assert "already holds the finished run" in (archived / "run.log").read_text()
+    again = json.loads((archived / "results.json").read_text())
+    assert again["wer_matrix"] == expected["wer_matrix"] and again["steps"] == resumed["steps"], rerun.stderr
+
 
 def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default():
     from continual_asr.config import make_config

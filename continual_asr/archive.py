@@ -1,0 +1,60 @@
+"""Finished runs without their checkpoints: what a study keeps, commits or publishes.
+
+A run folder's checkpoint.pt (the model's weights, hundreds of kB to MBs per run) is what makes
+folders too heavy to keep; everything a table, an interval or a report is made from is in
+results.json and edits.json. ``casr archive`` copies those (and run.log) of every finished run
+under a folder, keeping the layout, so `casr compare`, `casr plot` and `casr sweep --report-only`
+work on the copy, and a sweep or a rerun into an archived folder reads the run back instead of
+training it again (continual_asr.run_state.archived_run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import CasrError
+from .reporting.intervals import EDITS
+from .reporting.runs import load_results
+from .results import write_bytes_atomic
+
+KEPT = ("results.json", EDITS, "run.log")
+SWEEP_FILES = ("sweep_history.jsonl", "results.md")  # a sweep's own: how long it took, its table
+
+
+def finished_runs(source: Path) -> tuple[list[Path], list[Path]]:
+    """The run folders under ``source`` (itself included): (finished, unfinished)."""
+    finished, unfinished = [], []
+    for path in sorted(Path(source).rglob("results.json")):
+        try:
+            results = load_results(path.parent)
+        except CasrError:
+            continue  # not a run's results.json (a corrupt one is reported by compare, not copied)
+        (finished if results.get("complete") else unfinished).append(path.parent)
+    return finished, unfinished
+
+
+def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
+    """Copy every finished run under ``source`` into ``dest`` at the same relative path (its
+    results.json, edits.json and run.log, each written atomically), and a sweep's own files;
+    returns (archived runs in ``dest``, unfinished runs left out)."""
+    source, dest = Path(source), Path(dest)
+    if not source.is_dir():
+        raise CasrError(f"{source}: not a folder")
+    finished, unfinished = finished_runs(source)
+    if not finished:
+        raise CasrError(f"{source}: no finished run to archive")
+    if dest.resolve() == source.resolve() or source.resolve() in dest.resolve().parents:
+        raise CasrError(f"{dest}: the archive must lie outside {source}")
+    archived = []
+    for run in finished:
+        target = dest / run.relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
+            if (run / name).is_file():
+                write_bytes_atomic(target / name, (run / name).read_bytes())
+        archived.append(target)
+    for path in sorted(p for name in SWEEP_FILES for p in source.rglob(name)):
+        if not (path.parent / "results.json").is_file():  # a run's own results.md is not a sweep's
+            (dest / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(dest / path.relative_to(source), path.read_bytes())
+    return archived, unfinished

@@ -1,0 +1,56 @@
+"""`casr archive`: finished runs without checkpoints, and what reads them back."""
+
+import json
+
+from click.testing import CliRunner
+from fake_results import fake_results, write_run
+
+from continual_asr.cli import main
+
+BASE = [10.0, 50.0, 60.0, 40.0]
+MATRIX = [[12.0, 20.0, 55.0, 38.0], [11.0, 25.0, 30.0, 44.0]]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def _sweep(tmp_path):
+    """A sweep folder: two finished runs with checkpoints and logs, one unfinished, a history."""
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        run = write_run(sweep / "fusion" / f"seed{seed}", fake_results(BASE, MATRIX, seed=seed))
+        (run / "checkpoint.pt").write_bytes(b"weights")
+        (run / "edits.json").write_text(json.dumps({"columns": [], "steps": []}))
+        (run / "run.log").write_text("log\n")
+    write_run(sweep / "fusion" / "seed2", fake_results(BASE, MATRIX[:1], seed=2))
+    (sweep / "sweep_history.jsonl").write_text('{"event": "start"}\n')
+    return sweep
+
+
+def test_archive_copies_finished_runs_without_checkpoints(tmp_path):
+    sweep, dest = _sweep(tmp_path), tmp_path / "kept"
+    result = _invoke("archive", sweep, dest)
+    assert result.exit_code == 0, result.output
+    assert "archived 2 finished run(s)" in result.output and "left out 1 unfinished" in result.output
+    for seed in (0, 1):
+        run = dest / "fusion" / f"seed{seed}"
+        assert sorted(p.name for p in run.iterdir()) == ["edits.json", "results.json", "run.log"]
+        assert json.loads((run / "results.json").read_text()) == json.loads(
+            (sweep / "fusion" / f"seed{seed}" / "results.json").read_text())
+    assert not (dest / "fusion" / "seed2").exists()
+    assert (dest / "sweep_history.jsonl").read_text() == '{"event": "start"}\n'
+    compared = _invoke("compare", dest / "fusion" / "seed0", dest / "fusion" / "seed1", "--out", tmp_path / "cmp")
+    assert compared.exit_code == 0, compared.output
+    assert "0, 1" in compared.output
+
+
+def test_archive_refuses_in_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _invoke("archive", empty, tmp_path / "kept")
+    assert result.exit_code == 2 and "no finished run to archive" in result.output
+    sweep = _sweep(tmp_path)
+    inside = _invoke("archive", sweep, sweep / "kept")
+    assert inside.exit_code == 2 and "must lie outside" in inside.output
+    assert len(inside.output.strip().splitlines()) == 1
