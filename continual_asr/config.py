@@ -197,6 +197,13 @@ SHARED_GROUPS = ("model", "head", "transducer", "pretraining", "training", "data
                  "runtime")
 GENERAL_FIELDS = frozenset(f.name for f in fields(RunConfig))
 RUNTIME_FIELDS = tuple(fields_of("runtime"))
+
+
+def config_as_run(recorded: dict, defaults: dict) -> dict:
+    """The config a run ran with, as resuming and comparing read it: a field it did not record
+    (newer than the run) at its default, as it ran then, and without the fields of how it ran
+    (threads, workers), which never make two runs different."""
+    return {k: v for k, v in {**defaults, **recorded}.items() if k not in RUNTIME_FIELDS}
 MODEL_FIELDS = fields_of("model")
 # The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
 # keys of base models cached before heads were selectable stay valid. The transducer group is

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import RUNTIME_FIELDS, Options, RunConfig
+from .config import Options, RunConfig, config_as_run
 from .data.prepare import SYNTH_VERSION
 from .errors import CasrError
 from .evaluation.summary import attach_metrics
@@ -52,8 +52,8 @@ def same_run_value(key: str, previous, value, read: dict[str, Any]) -> bool:
         return value == list(range(1, len(value) + 1))
     if key != "config" or not isinstance(previous, dict):
         return previous == value
-    return all(old == value.get(name) for name, old in {**read, **previous}.items()
-               if name not in RUNTIME_FIELDS and name in value and name in read)
+    return all(old == value.get(name) for name, old in config_as_run(previous, read).items()
+               if name in value and name in read)
 
 
 def load_previous(out_dir: Path, identity: dict, read: dict[str, Any]) -> dict | None:

@@ -54,21 +54,17 @@ class RunGroup:
 
 
 def comparable_config(results: dict) -> dict:
-    """A run's config as comparisons read it: without the fields of how it ran (threads,
-    workers), and with the fields its strategy reads today that did not exist when it ran at their
-    defaults, as it ran (resuming reads them alike: run_state.same_run_value). Without this an
-    older run would pool with a newer one that set the new field otherwise."""
-    from ..config import RUNTIME_FIELDS
+    """A run's config as comparisons read it, as resuming does (config.config_as_run): without
+    this an older run would pool with a newer one that set a newer field otherwise."""
+    from ..config import config_as_run
     from ..errors import CasrError
     from ..registry import get_strategy
 
-    recorded = results.get("config", {})
     try:
         read = get_strategy(results["strategy"]).defaults()
     except CasrError:  # a strategy from a file that is not loaded here: what the run recorded
         read = {}
-    config = {**{k: v for k, v in read.items() if k not in recorded}, **recorded}
-    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+    return config_as_run(results.get("config", {}), read)
 
 
 def _key(results: dict, shared: dict[str, set[str]]) -> tuple:
