@@ -186,13 +186,16 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
 @click.option("--baseline", "baselines", multiple=True, metavar="NAME",
               help="a group (strategy name or table label) to test every other against: differences with 95 %% "
                    "paired bootstrap intervals, significant ones marked; repeatable")
+@click.option("--split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
+              help="the evaluation sets of --baseline's intervals: test to report, dev to check a choice made on dev")
 @one_line_errors
-def compare(run_dirs, out_dir, reference_runs, baselines) -> None:
+def compare(run_dirs, out_dir, reference_runs, baselines, split) -> None:
     """Compare finished runs of one stream: a table (mean ± std over seeds) and an overlay plot.
 
     Runs that differ only in their seed are aggregated. The table is printed as markdown and
     written as compare.csv; compare.png shows AWER and zero-shot WER per step per strategy.
-    With --baseline, the differences from that group with their intervals (intervals_NAME.csv).
+    With --baseline, the differences from that group with their intervals (intervals_NAME.csv;
+    with --split dev, on the dev sets: intervals_NAME_dev.csv).
     """
     from .folders import ensure_writable
     from .reporting import compare_runs, comparison_markdown, write_comparison
@@ -204,9 +207,10 @@ def compare(run_dirs, out_dir, reference_runs, baselines) -> None:
     paths = write_comparison(groups, out)
     click.echo(comparison_markdown(groups))
     for name in baselines:
-        click.echo("\n" + intervals_markdown(groups, name))
-        path = out / f"intervals_{name.replace(' ', '_').replace('/', '_')}.csv"
-        write_bytes_atomic(path, intervals_csv(groups, name).encode("utf-8"))
+        click.echo("\n" + intervals_markdown(groups, name, split))
+        suffix = "" if split == "test" else f"_{split}"
+        path = out / f"intervals_{name.replace(' ', '_').replace('/', '_')}{suffix}.csv"
+        write_bytes_atomic(path, intervals_csv(groups, name, split).encode("utf-8"))
         paths.append(path)
     click.echo("written: " + ", ".join(map(str, paths)))
 

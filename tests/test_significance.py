@@ -63,18 +63,24 @@ def test_runs_of_other_test_sets_cannot_be_compared():
         paired_bootstrap([_system(rng, 0.3, np.full(6, 5))], [_system(rng, 0.3, np.full(6, 5))], ["v"])
 
 
-def _saved_run(folder, strategy: str, seed: int, error_rate: float, with_edits: bool = True):
-    """A finished run folder whose test sets (40 utterances of 8 words each) have the given error rate."""
+def _edits(rng, error_rate: float) -> dict:
+    """Every set: 40 utterances of 8 words each at the given error rate."""
+    return {c: [[8, int(e), 0, 0] for e in rng.binomial(8, error_rate, 40)] for c in COLUMNS}
+
+
+def _saved_run(folder, strategy: str, seed: int, error_rate: float, with_edits: bool = True,
+               dev_error_rate: float | None = None):
+    """A finished run folder whose test sets have the given error rate (its dev sets too, or
+    ``dev_error_rate``)."""
     rng = np.random.default_rng(seed + int(error_rate * 100))
-    edits = {}
-    for column in COLUMNS:
-        errors = rng.binomial(8, error_rate, 40)
-        edits[column] = [[8, int(e), 0, 0] for e in errors]
+    edits = _edits(rng, error_rate)
+    dev = _edits(rng, error_rate if dev_error_rate is None else dev_error_rate)
     wer = {c: corpus_wer(np.array(rows)) for c, rows in edits.items()}
     row = [wer[c] for c in COLUMNS]
     write_run(folder, fake_results(row, [row, row], strategy=strategy, seed=seed))
     if with_edits:
-        (folder / "edits.json").write_text(json.dumps({"columns": COLUMNS, "steps": [edits, edits, edits]}))
+        (folder / "edits.json").write_text(json.dumps({"columns": COLUMNS, "steps": [edits, edits, edits],
+                                                       "dev_steps": [dev, dev, dev]}))
     return str(folder)
 
 
@@ -94,6 +100,30 @@ def test_compare_prints_intervals_against_a_baseline_from_saved_runs_alone(tmp_p
     rows = list(csv.DictReader((tmp_path / "cmp" / "intervals_finetune.csv").open()))
     assert rows[0]["group"] == "adapter-fusion" and rows[0]["final mean WER significant"] == "True"
     assert float(rows[0]["final mean WER high"]) < 0
+
+
+def test_dev_intervals_come_from_the_dev_edits(tmp_path):
+    # Fusion is 30 points better on test but no better on dev: each split's intervals say so.
+    runs = [_saved_run(tmp_path / f"{s}-{seed}", s, seed, rate, dev_error_rate=0.5)
+            for s, rate in (("finetune", 0.5), ("adapter-fusion", 0.2)) for seed in (0, 1)]
+    runs.append(_saved_run(tmp_path / "old", "lwf", 0, 0.4))
+    old_edits = json.loads((tmp_path / "old" / "edits.json").read_text())
+    del old_edits["dev_steps"]  # a run from before dev edit counts were kept
+    (tmp_path / "old" / "edits.json").write_text(json.dumps(old_edits))
+    out = tmp_path / "cmp"
+    test = CliRunner().invoke(main, ["compare", *runs, "--baseline", "finetune", "--out", str(out)])
+    dev = CliRunner().invoke(main, ["compare", *runs, "--baseline", "finetune", "--split", "dev", "--out", str(out)])
+    assert test.exit_code == 0 and dev.exit_code == 0, test.output + dev.output
+
+    def fusion_row(output):
+        return next(line for line in output.split("Difference from")[1].splitlines() if line.startswith("| adapter-f"))
+
+    assert fusion_row(test.output).split("|")[2].strip().endswith("*")
+    assert not fusion_row(dev.output).split("|")[2].strip().endswith("*")
+    assert "on the dev sets" in dev.output
+    rows = list(csv.DictReader((out / "intervals_finetune_dev.csv").open()))
+    assert rows[0]["final mean WER significant"] == "False"
+    assert rows[1]["group"] == "lwf" and rows[1]["final mean WER difference"] == ""
 
 
 def test_an_unknown_baseline_is_one_line(tmp_path):

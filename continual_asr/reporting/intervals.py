@@ -1,7 +1,9 @@
 """Which differences between compared runs are real: paired bootstrap intervals against a baseline.
 
-From saved runs alone: each run folder's ``edits.json`` holds its test sets' per-utterance edit
-counts after every step; the final step's are compared (continual_asr/evaluation/significance.py).
+From saved runs alone: each run folder's ``edits.json`` holds its test and dev sets' per-utterance
+edit counts after every step; the final step's are compared (continual_asr/evaluation/significance.py).
+Test intervals say which reported differences are real; dev intervals, whether a choice made on
+dev rests on a real difference.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from ..evaluation.significance import LEVEL, RESAMPLES, SEED, Interval, paired_b
 from .tables import csv_text, markdown_table
 
 EDITS = "edits.json"
+SPLITS = {"test": "steps", "dev": "dev_steps"}  # edits.json's key of each split's per-step edits
 
 
-def load_final_edits(run_dir: Path | str, step: int = -1) -> dict[str, np.ndarray] | None:
-    """Test set -> (utterances, 4) edit counts after the run's last step (or ``step``, 0 = the
-    base model); None for a run from before edit counts were kept (or without that step's)."""
+def load_final_edits(run_dir: Path | str, step: int = -1, split: str = "test") -> dict[str, np.ndarray] | None:
+    """Evaluation set -> (utterances, 4) edit counts after the run's last step (or ``step``, 0 =
+    the base model) on the ``split`` sets; None for a run from before edit counts (or dev edit
+    counts) were kept, or without that step's."""
     path = Path(run_dir) / EDITS
     if not path.is_file():
         return None
     try:
-        steps = json.loads(path.read_text(encoding="utf-8"))["steps"]
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        steps = recorded["steps"] if split == "test" else recorded.get(SPLITS[split]) or []
     except (ValueError, KeyError, TypeError):
         raise ResultsError(f"{path}: not a casr edits.json") from None
     chosen = steps[step] if steps and -len(steps) <= step < len(steps) else None
@@ -50,40 +55,51 @@ def _cell(interval: Interval | None) -> str:
     return f"{interval.difference:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]{mark}"
 
 
-def interval_rows(groups: Sequence, baseline_name: str) -> tuple[list[str], list[tuple[str, list[Interval | None]]]]:
+def _interval(system: list, baseline: list, sets: list[str]) -> Interval | None:
+    try:
+        return paired_bootstrap(system, baseline, sets)
+    except ValueError:  # a set without edits (a zero-shot task from manifests has no dev set)
+        return None
+
+
+def interval_rows(groups: Sequence, baseline_name: str,
+                  split: str = "test") -> tuple[list[str], list[tuple[str, list[Interval | None]]]]:
     """(column titles, [(group label, intervals)]) of every group against the baseline: the
     final mean WER (base task and stream tasks, as the table's), the mean over the stream's
-    tasks alone, then each task's final WER. A group without edit counts gets None cells."""
+    tasks alone, then each task's final WER, on the ``split`` sets. A group without edit counts
+    gets None cells."""
     baseline = find_group(groups, baseline_name)
+    edits = {id(g): g.edits if split == "test" else [load_final_edits(d, split=split) for d in g.dirs]
+             for g in groups}
     columns = baseline.runs[0]["columns"][:-1]  # learned test sets; zero-shot apart, as in the mean
     titles = ["final mean WER", "mean WER, tasks", *columns, "zero-shot"]
     sets = [columns, columns[1:], *([c] for c in columns), [baseline.runs[0]["columns"][-1]]]
-    if any(e is None for e in baseline.edits):
-        raise ResultsError(f"--baseline {baseline_name}: its runs have no edits.json (made before casr kept "
-                           "per-utterance edit counts); rerun them")
+    if any(e is None for e in edits[id(baseline)]):
+        raise ResultsError(f"--baseline {baseline_name}: its runs have no {split} edit counts in edits.json "
+                           "(made before casr kept them); rerun them")
     rows = []
     for group in groups:
         if group is baseline:
             continue
-        if any(e is None for e in group.edits):
+        if any(e is None for e in edits[id(group)]):
             rows.append((group.label, [None] * len(titles)))
             continue
-        rows.append((group.label, [paired_bootstrap(group.edits, baseline.edits, s) for s in sets]))
+        rows.append((group.label, [_interval(edits[id(group)], edits[id(baseline)], s) for s in sets]))
     return titles, rows
 
 
-def intervals_markdown(groups: Sequence, baseline_name: str) -> str:
-    titles, rows = interval_rows(groups, baseline_name)
-    note = (f"Difference from **{baseline_name}** in WER points on the test sets after the last step (negative: "
+def intervals_markdown(groups: Sequence, baseline_name: str, split: str = "test") -> str:
+    titles, rows = interval_rows(groups, baseline_name, split)
+    note = (f"Difference from **{baseline_name}** in WER points on the {split} sets after the last step (negative: "
             f"better than {baseline_name}), with its {LEVEL:.0%} paired bootstrap interval ({RESAMPLES:,} resamples "
-            f"of each test set's utterances, seed {SEED}; each group's runs, seeds and task orders, pooled by their mean). "
+            f"of each {split} set's utterances, seed {SEED}; each group's runs, seeds and task orders, pooled by their mean). "
             "`*`: the interval excludes 0, the difference is significant. `-`: no per-utterance edit counts.")
     table = markdown_table(["vs " + baseline_name, *titles], [[label, *map(_cell, cells)] for label, cells in rows])
     return note + "\n\n" + table
 
 
-def intervals_csv(groups: Sequence, baseline_name: str) -> str:
-    titles, rows = interval_rows(groups, baseline_name)
+def intervals_csv(groups: Sequence, baseline_name: str, split: str = "test") -> str:
+    titles, rows = interval_rows(groups, baseline_name, split)
     header = ["group", "baseline"] + [f"{t} {part}" for t in titles for part in ("difference", "low", "high",
                                                                                  "significant")]
     out = []
