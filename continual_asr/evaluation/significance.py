@@ -64,11 +64,13 @@ class Interval:
 
 def paired_bootstrap(system: Sequence[dict[str, np.ndarray]], baseline: Sequence[dict[str, np.ndarray]],
                      test_sets: Sequence[str], resamples: int = RESAMPLES, seed: int = SEED,
-                     level: float = LEVEL) -> Interval:
+                     level: float = LEVEL, shared_draws: bool = False) -> Interval:
     """The difference of mean WER over ``test_sets`` (each run's WER averaged over the sets,
     then over its system's runs) between ``system`` and ``baseline``, with its bootstrap
-    interval. Each run is {test set: (utterances, 4) edit counts}; every run must hold the same
-    utterances of each set (runs of one stream)."""
+    interval. Each run is {test set: (units, 4) edit counts}; every run must hold the same
+    units of each set (runs of one stream). A unit is an utterance, or the summed counts of a
+    cluster of them (a speaker's, say: a cluster bootstrap). ``shared_draws``: one draw of unit
+    positions for every set, for units that are the same speakers in every set in one order."""
     sizes = {}
     for run in [*system, *baseline]:
         for name in test_sets:
@@ -79,7 +81,13 @@ def paired_bootstrap(system: Sequence[dict[str, np.ndarray]], baseline: Sequence
                                  "in another: not the same test set")
     rng = np.random.default_rng(seed)
     full = {s: np.arange(n)[None, :] for s, n in sizes.items()}
-    picks = {s: rng.integers(0, n, (resamples, n)) for s, n in sizes.items()}  # one resample per row
+    if shared_draws:
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"shared draws need as many units in every set, not {sorted(set(sizes.values()))}")
+        shared = rng.integers(0, next(iter(sizes.values())), (resamples, next(iter(sizes.values()))))
+        picks = {s: shared for s in sizes}
+    else:
+        picks = {s: rng.integers(0, n, (resamples, n)) for s, n in sizes.items()}  # one resample per row
 
     def mean_wer(runs: Sequence[dict[str, np.ndarray]], rows: dict[str, np.ndarray]) -> np.ndarray:
         """Per resample, the runs' mean over the test sets of each set's corpus WER."""
