@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from continual_asr import sweep
+from continual_asr.cli import main
 from continual_asr.errors import CasrError
 from experiment_scripts import load_experiment
 
@@ -87,6 +88,19 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache):
     history = [json.loads(line) for line in (out / "sweep_history.jsonl").read_text().splitlines()]
     assert [entry.get("run") for entry in history[1:3]] == ["avg/seed0", "oracle/seed0"]
     assert history[-1]["failed"] == [] and history[-1]["wall_seconds"] >= history[2]["at_seconds"]
+    assert "6. Not the paper's method" in report  # casr's own question, "not run" in this sweep
+
+    # Archived without checkpoints, the sweep reads its runs back as finished and trains nothing.
+    kept = tmp_path / "kept"
+    assert CliRunner().invoke(main, ["archive", str(out), str(kept)]).exit_code == 0
+    again = CliRunner().invoke(reproduce.main, [str(path), "--out", str(kept), "--jobs", "2",
+                                                "--cache-dir", str(tiny_cache), "--only", "avg,oracle"])
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert not list(kept.rglob("checkpoint.pt"))
+    for name in ("avg", "oracle"):
+        assert "already holds the finished run" in (kept / name / "seed0" / "run.log").read_text()
+        assert json.loads((kept / name / "seed0" / "results.json").read_text())["steps"] == steps[name]
+    assert "2 of 2 runs finished" in (kept / "results.md").read_text()
 
 
 def test_workers_end_when_their_sweep_is_killed(tmp_path):
