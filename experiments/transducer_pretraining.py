@@ -3,6 +3,8 @@ the CTC base model's encoder, with or without an auxiliary CTC loss (issue: a tr
 learns as fast as CTC). Choices are read off the base task's DEV WER; test is printed beside it.
 
     python experiments/transducer_pretraining.py --stream tiny --preset tiny --seeds 0 --out table.md
+    python experiments/transducer_pretraining.py --preset default --stream accents-then-noise \
+        --only ctc --only "rnnt, init ctc + aux ctc 0.3"     # names hold commas: one --only each
 
 Every base model goes into the cache folder like a run's (a later run with the same settings
 reuses it). "pretraining s" is what the variant trained in this call (0 from the cache): the ctc
@@ -42,14 +44,17 @@ VARIANTS = {  # name: settings
 @click.option("--preset", default="tiny", show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="comma-separated pretraining seeds")
 @click.option("--set", "overrides", multiple=True, help="key=value for every variant")
-@click.option("--only", default="", help="comma-separated variant names (default: all)")
+@click.option("--only", multiple=True, help="a variant's name, repeatable (names hold commas); default: all")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="also write the table here")
 def main(stream_name, preset, seeds, overrides, only, cache_dir, out) -> None:
     setup_logging(None, quiet=True)
     stream = load_stream(stream_name)
     cache = cache_dir or default_cache_dir()
-    names = [n.strip() for n in only.split(",") if n.strip()] or list(VARIANTS)
+    names = list(only) or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise click.UsageError(f"--only {unknown[0]!r}: no such variant (variants: {'; '.join(VARIANTS)})")
     base = stream.base.name
     rows = []
     for name in names:

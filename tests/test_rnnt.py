@@ -329,3 +329,14 @@ def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, 
     assert "after 1 of 2 tasks" in (tmp_path / "fusion" / "run.log").read_text()  # resumed, not redone
     assert resumed["wer_matrix"] == rnnt_run[0]["wer_matrix"]
     assert resumed["base_wer"] == rnnt_run[0]["base_wer"]
+
+
+def test_transducer_pretraining_takes_variant_names_with_commas_whole(tmp_path):
+    from click.testing import CliRunner
+    from experiment_scripts import load_experiment
+
+    script = load_experiment("transducer_pretraining")
+    assert "rnnt, init ctc + aux ctc 0.3" in script.VARIANTS
+    result = CliRunner().invoke(script.main, ["--only", "rnnt, init ctc", "--only", "rnnt, init cct",
+                                              "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--only 'rnnt, init cct': no such variant" in result.output
