@@ -124,6 +124,12 @@ class RunConfig:
         "transducer", "ctc", "rnnt/hat: pretraining starts from random weights (scratch) or from the encoder of "
                                  "this stream's CTC base model of the same config and seed (ctc; pretrained first "
                                  "if not cached)", choices=("scratch", "ctc"))
+    # 0.25 chosen on dev (tiny preset, seeds 0-2): hat's base-task dev WER 37.7 -> 29.6; rnnt's
+    # within its seed spread (22.0 -> 22.7), 0.5 worse (26.4). docs/results.md, "Transducer pretraining".
+    transducer_warmup: float = option(
+        "transducer", 0.25, "rnnt/hat with transducer_init=ctc: share of pretrain_epochs that train only the "
+                            "prediction network and joiner, the encoder held at the CTC base model's weights (a random "
+                            "joiner's first gradients would otherwise undo what the encoder learned)", min=0.0, max=0.9)
     pretrain_epochs: int = option("pretraining", 18, "epochs of base-model pretraining on the base task", min=1)
     pretrain_lr: float = option("pretraining", 2e-3, "peak learning rate of pretraining (one-cycle schedule)", min=0.0)
     pretrain_seed: int = option(

@@ -4,7 +4,7 @@ learns as fast as CTC). Choices are read off the base task's DEV WER; test is pr
 
     python experiments/transducer_pretraining.py --stream tiny --preset tiny --seeds 0 --out table.md
     python experiments/transducer_pretraining.py --preset default --stream accents-then-noise \
-        --only ctc --only "rnnt, init ctc + aux ctc 0.3"     # names hold commas: one --only each
+        --only ctc --only "rnnt, init ctc + aux ctc 0.3 + warm-up 0.25"   # names hold commas: one --only each
 
 Every base model goes into the cache folder like a run's (a later run with the same settings
 reuses it). "pretraining s" is what the variant trained in this call (0 from the cache): the ctc
@@ -26,16 +26,28 @@ from continual_asr.runner import default_cache_dir, setup_logging
 from continual_asr.stream import load_stream
 from continual_asr.training.pretrain import evaluate_base_model, pretrain_base_model
 
+# Every variant names every transducer field it relies on, so a change of the defaults does not change a row.
+SCRATCH = {"transducer_init": "scratch", "transducer_ctc_weight": 0.0}
 VARIANTS = {  # name: settings
     "ctc": {"head": "ctc"},
-    "rnnt": {"head": "rnnt"},
-    "rnnt + aux ctc 0.3": {"head": "rnnt", "transducer_ctc_weight": 0.3},
-    "rnnt, init ctc": {"head": "rnnt", "transducer_init": "ctc"},
-    "rnnt, init ctc + aux ctc 0.3": {"head": "rnnt", "transducer_init": "ctc", "transducer_ctc_weight": 0.3},
-    "hat": {"head": "hat"},
-    "hat + aux ctc 0.3": {"head": "hat", "transducer_ctc_weight": 0.3},
-    "hat, init ctc": {"head": "hat", "transducer_init": "ctc"},
-    "hat, init ctc + aux ctc 0.3": {"head": "hat", "transducer_init": "ctc", "transducer_ctc_weight": 0.3},
+    "rnnt": {"head": "rnnt", **SCRATCH},
+    "rnnt + aux ctc 0.3": {"head": "rnnt", **SCRATCH, "transducer_ctc_weight": 0.3},
+    "rnnt, init ctc": {"head": "rnnt", "transducer_init": "ctc", "transducer_ctc_weight": 0.0, "transducer_warmup": 0.0},
+    "rnnt, init ctc + aux ctc 0.3": {"head": "rnnt", "transducer_init": "ctc", "transducer_ctc_weight": 0.3,
+                                     "transducer_warmup": 0.0},
+    "rnnt, init ctc + aux ctc 0.3 + warm-up 0.25": {"head": "rnnt", "transducer_init": "ctc",
+                                                    "transducer_ctc_weight": 0.3, "transducer_warmup": 0.25},
+    "rnnt, init ctc + aux ctc 0.3 + warm-up 0.5": {"head": "rnnt", "transducer_init": "ctc",
+                                                   "transducer_ctc_weight": 0.3, "transducer_warmup": 0.5},
+    "hat": {"head": "hat", **SCRATCH},
+    "hat + aux ctc 0.3": {"head": "hat", **SCRATCH, "transducer_ctc_weight": 0.3},
+    "hat, init ctc": {"head": "hat", "transducer_init": "ctc", "transducer_ctc_weight": 0.0, "transducer_warmup": 0.0},
+    "hat, init ctc + aux ctc 0.3": {"head": "hat", "transducer_init": "ctc", "transducer_ctc_weight": 0.3,
+                                    "transducer_warmup": 0.0},
+    "hat, init ctc + aux ctc 0.3 + warm-up 0.25": {"head": "hat", "transducer_init": "ctc",
+                                                   "transducer_ctc_weight": 0.3, "transducer_warmup": 0.25},
+    "hat, init ctc + aux ctc 0.3 + warm-up 0.5": {"head": "hat", "transducer_init": "ctc",
+                                                  "transducer_ctc_weight": 0.3, "transducer_warmup": 0.5},
 }
 
 

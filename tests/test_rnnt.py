@@ -241,7 +241,7 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
     assert base_model_key(data, make_config("tiny", {"rnnt_pred_dim": "8"}), 0) == base_model_key(data, ctc, 0)
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
     # How a transducer is pretrained keys its base model, and only its.
-    for field, value in (("transducer_ctc_weight", "0.5"), ("transducer_init", "scratch")):
+    for field, value in (("transducer_ctc_weight", "0.5"), ("transducer_init", "scratch"), ("transducer_warmup", "0.5")):
         assert base_model_key(data, make_config("tiny", {"head": "rnnt", field: value}), 0) != \
             base_model_key(data, RNNT, 0)
         assert base_model_key(data, make_config("tiny", {field: value}), 0) == base_model_key(data, ctc, 0)
@@ -259,6 +259,22 @@ def test_the_auxiliary_ctc_loss_adds_its_weight_times_ctc_on_the_encoder_output(
     expected = 1.5 + 0.3 * model.aux_ctc.loss(encoded, lengths, batch)
     torch.testing.assert_close(strategy.loss, expected)
     assert expected > 1.5
+
+
+def test_the_head_warm_up_trains_the_head_alone_then_the_whole_model():
+    from continual_asr.training.pretrain import PretrainTemplate
+
+    model = _model()
+    warmup, whole = PretrainTemplate(model=model, config=RNNT, epochs=8, learning_rate=1e-3,
+                                     warmup_epochs=2).training_phases(None)
+    assert (warmup.epochs, whole.epochs) == (2, 6) and whole.learning_rate == warmup.learning_rate == 1e-3
+    warmup.configure(model)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("head.") for name in trainable)
+    assert any(name.startswith("head.predictor.") for name in trainable)
+    whole.configure(model)
+    assert all(p.requires_grad for name, p in model.named_parameters() if name.startswith(("layers.", "subsampling.")))
+    assert len(PretrainTemplate(model=model, config=RNNT, epochs=8, warmup_epochs=0).training_phases(None)) == 1
 
 
 def test_pretrain_seed_shares_one_base_model_across_run_seeds():
@@ -291,7 +307,8 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
     assert results["complete"] and results["config"]["head"] == "rnnt" and len(results["wer_matrix"]) == 2
     assert all(0.0 <= v for row in results["wer_matrix"] for v in row)
     _check_parameters(results, "adapter-fusion")
-    assert "from the CTC base model's encoder" in (out / "run.log").read_text()  # transducer_init=ctc
+    # transducer_init=ctc, and a quarter of the 20 epochs (transducer_warmup) on the head alone
+    assert "from the CTC base model's encoder, the first 5 training the head alone" in (out / "run.log").read_text()
     # The base (predictor and joiner included) is bit for bit the cached base model.
     base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]
     final = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]

@@ -24,7 +24,7 @@ from ..model.encoder import ENCODER_STATE_PREFIXES
 from ..model.hf_encoder import folder_fingerprint, hf_folder, load_hf_model
 from ..results import save_torch_atomic
 from .progress import ProgressPlugin
-from .template import SpeechTemplate
+from .template import SpeechTemplate, TrainingPhase
 
 log = logging.getLogger("continual_asr")
 PRETRAIN_VERSION = 1
@@ -96,6 +96,31 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     return model, {**info, "cached": False, "seconds": seconds}
 
 
+class PretrainTemplate(SpeechTemplate):
+    """Whole-model pretraining, after ``warmup_epochs`` of the head alone: a transducer that
+    starts from the CTC base model's encoder first learns its prediction network and joiner
+    against that encoder, then trains with it. (The frozen encoder's BatchNorm statistics still
+    follow the base task's batches, on which they were learned.)"""
+
+    def __init__(self, *, warmup_epochs: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.warmup_epochs = warmup_epochs
+
+    def training_phases(self, experience) -> list[TrainingPhase]:
+        whole = super().training_phases(experience)[0]
+        if not self.warmup_epochs:
+            return [whole]
+        return [TrainingPhase("head warm-up", self.warmup_epochs, self.learning_rate, configure=_head_only),
+                dataclasses.replace(whole, epochs=whole.epochs - self.warmup_epochs)]
+
+
+def _head_only(model: AdaptableASR) -> None:
+    model.set_trainable(base=True)
+    for name, parameter in model.named_parameters():
+        if name.startswith(ENCODER_STATE_PREFIXES):
+            parameter.requires_grad_(False)
+
+
 class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it adds is weighted like the main one
     """Hybrid CTC/transducer pretraining (as ESPnet, NeMo and icefall do): ``weight`` x the CTC
     loss of a linear layer on the encoder output (``model.aux_ctc``, which pretraining adds and
@@ -130,12 +155,14 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
         model.load_state_dict(encoder, strict=False)
         if hybrid:
             model.aux_ctc.load_state_dict(start.head.state_dict())
-    strategy = SpeechTemplate(model=model, config=config, device=device, seed=seed, epochs=config.pretrain_epochs,
-                              learning_rate=config.pretrain_lr, plugins=plugins)
+    warmup = round(config.transducer_warmup * config.pretrain_epochs) if start is not None else 0
+    strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=config.pretrain_epochs,
+                                learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup)
     experience = next(iter(data.benchmark_for_base().train_stream))
     started = time.perf_counter()
     log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, config.pretrain_epochs,
-             " from the CTC base model's encoder" if start is not None else "")
+             f" from the CTC base model's encoder, the first {warmup} training the head alone" if start is not None
+             else "")
     strategy.train(experience, eval_streams=[])
     seconds = time.perf_counter() - started
     if hybrid:
