@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch
 
 from continual_asr.config import make_config, parse_overrides
 from continual_asr.data.streamdata import prepare_stream_data
@@ -73,6 +74,8 @@ def main(stream_name, preset, seeds, overrides, only, cache_dir, out) -> None:
         dev, test, seconds = [], [], []
         for seed in [int(s) for s in seeds.split(",")]:
             config = make_config(preset, {**parse_overrides(overrides), **VARIANTS[name]})
+            if config.threads:  # as a run does: float sums, so WERs, depend on the thread count
+                torch.set_num_threads(config.threads)
             data = prepare_stream_data(stream, config, cache, progress=False)
             model, info = pretrain_base_model(data, config, seed, cache, "cpu", progress=False)
             dev.append(evaluate_base_model(model, data, config, "cpu", split="dev")[base])
