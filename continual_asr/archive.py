@@ -10,6 +10,7 @@ training it again (continual_asr.run_state.archived_run).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import CasrError
@@ -51,7 +52,10 @@ def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
         target.mkdir(parents=True, exist_ok=True)
         for name in KEPT:
             if (run / name).is_file():
-                write_bytes_atomic(target / name, (run / name).read_bytes())
+                data = (run / name).read_bytes()
+                if name == EDITS:  # runs from before edits.json was written compact: a third of the size
+                    data = (json.dumps(json.loads(data), separators=(",", ":")) + "\n").encode("utf-8")
+                write_bytes_atomic(target / name, data)
         archived.append(target)
     for path in sorted(p for name in SWEEP_FILES for p in source.rglob(name)):
         if not (path.parent / "results.json").is_file():  # a run's own results.md is not a sweep's

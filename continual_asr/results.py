@@ -51,8 +51,10 @@ def save_torch_atomic(payload: Any, path: Path) -> None:
         torch.save(payload, tmp)
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+def write_json_atomic(path: Path, payload: Any, compact: bool = False) -> None:
+    """``compact``: no indentation or spaces (per-utterance edit counts: a third of the size)."""
+    text = json.dumps(payload, separators=(",", ":")) if compact else json.dumps(payload, indent=2)
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
 
 
 def new_results(identity: dict, *, source: str | None, preset: str, base_task: str, tasks: list[str],

@@ -101,7 +101,7 @@ def save_step(out_dir: Path, model, cl_strategy, results: dict, edits: dict) -> 
     clock = {k: v for k, v in vars(cl_strategy.clock).items() if isinstance(v, int)}
     save_checkpoint(model, out_dir / CHECKPOINT, results=results, strategy_state=cl_strategy.resume_state(),
                     clock=clock, edits=edits)
-    write_json_atomic(out_dir / EDITS, edits)  # per step and test set: each utterance's [words, S, D, I]
+    write_json_atomic(out_dir / EDITS, edits, compact=True)  # per step and set: each utterance's [words, S, D, I]
     write_json_atomic(out_dir / "results.json", results)
     write_run_outputs(results, out_dir)
 

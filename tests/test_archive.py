@@ -9,6 +9,7 @@ from continual_asr.cli import main
 
 BASE = [10.0, 50.0, 60.0, 40.0]
 MATRIX = [[12.0, 20.0, 55.0, 38.0], [11.0, 25.0, 30.0, 44.0]]
+EDITS = {"columns": ["base"], "steps": [{"base": [[8, 1, 0, 0], [5, 0, 1, 2]]}]}
 
 
 def _invoke(*args):
@@ -21,7 +22,7 @@ def _sweep(tmp_path):
     for seed in (0, 1):
         run = write_run(sweep / "fusion" / f"seed{seed}", fake_results(BASE, MATRIX, seed=seed))
         (run / "checkpoint.pt").write_bytes(b"weights")
-        (run / "edits.json").write_text(json.dumps({"columns": [], "steps": []}))
+        (run / "edits.json").write_text(json.dumps(EDITS, indent=2))
         (run / "run.log").write_text("log\n")
     write_run(sweep / "fusion" / "seed2", fake_results(BASE, MATRIX[:1], seed=2))
     (sweep / "sweep_history.jsonl").write_text('{"event": "start"}\n')
@@ -36,6 +37,8 @@ def test_archive_copies_finished_runs_without_checkpoints(tmp_path):
     for seed in (0, 1):
         run = dest / "fusion" / f"seed{seed}"
         assert sorted(p.name for p in run.iterdir()) == ["edits.json", "results.json", "run.log"]
+        assert json.loads((run / "edits.json").read_text()) == EDITS  # the same counts, written compact
+        assert "\n " not in (run / "edits.json").read_text()
         assert json.loads((run / "results.json").read_text()) == json.loads(
             (sweep / "fusion" / f"seed{seed}" / "results.json").read_text())
     assert not (dest / "fusion" / "seed2").exists()
