@@ -135,10 +135,20 @@ def resolve_device(name: str) -> torch.device:
 
 def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on a GPU (forward and loss; the losses compute in float32 themselves);
-    nothing on the CPU, where bf16 is slower than float32 for these models."""
+    nothing on the CPU, where bf16 is slower than float32 for these models, even with AVX-512 BF16
+    (experiments/bench_training.py: 1.5 to 1.7x slower per training step)."""
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def arithmetic(device: torch.device, enabled: bool = True) -> str:
+    """What a run computes in, for its log: the precision ``autocast`` gives, and on the CPU its
+    vector extensions and threads (float sums, so WERs, depend on both)."""
+    if device.type == "cuda":
+        return f"{device}, " + ("bf16 autocast (forward and loss), float32 weights" if enabled else "float32")
+    return (f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), float32 (bf16 "
+            "autocast measured slower on the CPU, AVX-512 BF16 included: docs/results.md)")
 
 
 def loader_workers(configured: int, device: torch.device) -> int:

@@ -197,6 +197,7 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     torch_device = torch.device(device)
     data, model, base_info = _data_and_base_model(stream, strategy, config, seed, cache_dir, torch_device, progress,
                                                   skip_bad)
+    log.info("arithmetic: %s", distributed.arithmetic(torch_device, config.mixed_precision))
     tensorboard = TensorboardLogger(out_dir) if main else None
     evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard] if main else [])
     cl_strategy, extraction_cache = _build_strategy(strategy, model, data, config, options, seed=seed,

@@ -3,6 +3,7 @@
     python experiments/bench_training.py
     python experiments/bench_training.py --preset tiny --steps 3      # a quick look
     python experiments/bench_training.py --head hat                     # a transducer head
+    python experiments/bench_training.py --precision fp32               # float32 only (default: fp32 and bf16)
 
 Prints, for three kinds of training step (base pretraining: the whole model trains; adapter
 training: one adapter, base frozen; fusion: 5 adapters, fusion trains):
@@ -23,6 +24,7 @@ batches) adds little on top: run.log prints the utterances/s of every real epoch
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -77,11 +79,17 @@ def configure(model, kind: str, adapters: int) -> None:
         model.set_trainable(base=False, combiners=True)
 
 
-def train_step(model, batch: SpeechBatch, optimizer) -> None:
-    with record_function("forward (encoder)"):
-        encoded, lengths = model(batch.features, batch.feature_lengths)
-    with record_function("loss (head)"):
-        loss = head_of(model).loss(encoded, lengths, batch)
+def precision_context(precision: str):
+    """bf16: torch.autocast on the CPU around forward and loss (backward outside it), as a GPU run does."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def train_step(model, batch: SpeechBatch, optimizer, precision: str = "fp32") -> None:
+    with precision_context(precision):
+        with record_function("forward (encoder)"):
+            encoded, lengths = model(batch.features, batch.feature_lengths)
+        with record_function("loss (head)"):
+            loss = head_of(model).loss(encoded.float(), lengths, batch)
     optimizer.zero_grad(set_to_none=True)
     with record_function("backward"):
         loss.backward()
@@ -111,9 +119,15 @@ def profiled(kind: str, step, into: list[str]) -> None:
 @click.option("--threads", default=0, show_default=True, help="torch threads (0: torch's default)")
 @click.option("--head", type=click.Choice(["ctc", "rnnt", "hat"]), default="ctc", show_default=True,
               help="output head (a transducer's pretraining step here has no auxiliary CTC loss)")
+@click.option("--precision", "precisions", default="fp32,bf16", show_default=True,
+              help="comma-separated: fp32, bf16 (autocast on the CPU; fast only where the CPU has AVX-512 BF16 or AMX)")
 @click.option("--profile", "profile_file", default=None, type=click.Path(dir_okay=False),
               help="also profile one step of each kind (torch.profiler) into this file")
-def main(preset: str, seconds: float, steps: int, threads: int, head: str, profile_file: str | None) -> None:
+def main(preset: str, seconds: float, steps: int, threads: int, head: str, precisions: str,
+         profile_file: str | None) -> None:
+    unknown = set(precisions.split(",")) - {"fp32", "bf16"}
+    if unknown:
+        raise click.BadParameter(f"{sorted(unknown)[0]!r} (fp32 or bf16)", param_hint="--precision")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -122,26 +136,28 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, profi
     utterances = max(1, config.batch_frames // frames)
     batch = synthetic_batch(config, utterances, frames, tokens_per_second=4.0, seconds=seconds)
     peak = matmul_flops_per_second()
-    print(f"{config.num_layers}-layer d={config.d_model} {config.head} model, {torch.get_num_threads()} threads; "
-          f"batch {utterances} x {seconds:g} s ({config.batch_frames} frames)")
+    print(f"{config.num_layers}-layer d={config.d_model} {config.head} model, {torch.get_num_threads()} threads, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; batch {utterances} x {seconds:g} s "
+          f"({config.batch_frames} frames)")
     print(f"dense float32 matmul (1024^3): {peak / 1e9:.1f} GFLOP/s\n")
-    print("| step | ms/step | utterances/s | audio s/s | GFLOP/step | GFLOP/s | share of matmul |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| step | precision | ms/step | utterances/s | audio s/s | GFLOP/step | GFLOP/s | share of fp32 matmul |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     model = build_model(config, num_tokens=config.vocab_size)
     model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
     tables: list[str] = []
-    for kind in ("pretraining", "adapter training", "fusion (5 adapters)"):
+    for kind, precision in ((k, p) for k in ("pretraining", "adapter training", "fusion (5 adapters)")
+                            for p in precisions.split(",")):
         configure(model, kind, adapters=5)
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         with FlopCounterMode(display=False) as counter:
-            train_step(model, batch, optimizer)
+            train_step(model, batch, optimizer, precision)
         flops = counter.get_total_flops()
-        step = median_seconds(lambda: train_step(model, batch, optimizer), steps, warmup=1)
-        print(f"| {kind} | {1000 * step:.0f} | {utterances / step:.1f} | {utterances * seconds / step:.1f} "
+        step = median_seconds(lambda: train_step(model, batch, optimizer, precision), steps, warmup=1)
+        print(f"| {kind} | {precision} | {1000 * step:.0f} | {utterances / step:.1f} | {utterances * seconds / step:.1f} "
               f"| {flops / 1e9:.2f} | {flops / step / 1e9:.1f} | {100 * flops / step / peak:.0f} % |")
         if profile_file:
-            profiled(kind, lambda: train_step(model, batch, optimizer), tables)
+            profiled(f"{kind}, {precision}", lambda: train_step(model, batch, optimizer, precision), tables)
 
     eval_batch = synthetic_batch(config, max(1, config.eval_batch_frames // frames), frames, 4.0, seconds)
     model.eval()

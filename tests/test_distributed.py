@@ -277,3 +277,14 @@ def test_attention_sums_over_ranks_give_every_rank_the_whole_test_set(tmp_path):
     mp.start_processes(_attention_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     means = [torch.load(tmp_path / f"attention{r}.pt", weights_only=True) for r in range(2)]
     assert means[0] == means[1] == [[0.6, 0.4], [0.0, 1.0]]  # (1 + 2) / 5, (1 + 1) / 5; 0 / 5, (2 + 3) / 5
+
+
+def test_the_log_says_which_arithmetic_runs():
+    import torch
+
+    from continual_asr.distributed import arithmetic
+
+    cpu = arithmetic(torch.device("cpu"))
+    assert cpu.startswith(f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), float32")
+    assert arithmetic(torch.device("cuda", 0)) == "cuda:0, bf16 autocast (forward and loss), float32 weights"
+    assert arithmetic(torch.device("cuda", 0), enabled=False) == "cuda:0, float32"

@@ -308,7 +308,9 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
     assert all(0.0 <= v for row in results["wer_matrix"] for v in row)
     _check_parameters(results, "adapter-fusion")
     # transducer_init=ctc, and a quarter of the 20 epochs (transducer_warmup) on the head alone
-    assert "from the CTC base model's encoder, the first 5 training the head alone" in (out / "run.log").read_text()
+    log = (out / "run.log").read_text()
+    assert "from the CTC base model's encoder, the first 5 training the head alone" in log
+    assert "arithmetic: cpu (" in log and "float32" in log
     # The base (predictor and joiner included) is bit for bit the cached base model.
     base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]
     final = torch.load(out / "checkpoint.pt", weights_only=True)["state_dict"]
