@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import CasrError
 from .reporting.intervals import EDITS
 from .reporting.runs import load_results
-from .results import write_bytes_atomic
+from .results import write_bytes_atomic, write_json_atomic
 
 KEPT = ("results.json", EDITS, "run.log")
 SWEEP_FILES = ("sweep_history.jsonl", "results.md")  # a sweep's own: how long it took, its table
@@ -51,14 +51,16 @@ def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
         target = dest / run.relative_to(source)
         target.mkdir(parents=True, exist_ok=True)
         for name in KEPT:
-            if (run / name).is_file():
-                data = (run / name).read_bytes()
-                if name == EDITS:  # runs from before edits.json was written compact: a third of the size
-                    data = (json.dumps(json.loads(data), separators=(",", ":")) + "\n").encode("utf-8")
-                write_bytes_atomic(target / name, data)
+            if not (run / name).is_file():
+                continue
+            if name == EDITS:  # runs from before edits.json was written compact: a seventh of the size
+                write_json_atomic(target / name, json.loads((run / name).read_bytes()), compact=True)
+            else:
+                write_bytes_atomic(target / name, (run / name).read_bytes())
         archived.append(target)
     for path in sorted(p for name in SWEEP_FILES for p in source.rglob(name)):
         if not (path.parent / "results.json").is_file():  # a run's own results.md is not a sweep's
-            (dest / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(dest / path.relative_to(source), path.read_bytes())
+            target = dest / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, path.read_bytes())
     return archived, unfinished

@@ -52,7 +52,7 @@ def save_torch_atomic(payload: Any, path: Path) -> None:
 
 
 def write_json_atomic(path: Path, payload: Any, compact: bool = False) -> None:
-    """``compact``: no indentation or spaces (per-utterance edit counts: a third of the size)."""
+    """``compact``: no indentation or spaces (per-utterance edit counts: a seventh of the size)."""
     text = json.dumps(payload, separators=(",", ":")) if compact else json.dumps(payload, indent=2)
     write_bytes_atomic(path, (text + "\n").encode("utf-8"))
 

@@ -29,27 +29,21 @@ from continual_asr.training.pretrain import evaluate_base_model, pretrain_base_m
 
 # Every variant names every transducer field it relies on, so a change of the defaults does not change a row.
 SCRATCH = {"transducer_init": "scratch", "transducer_ctc_weight": 0.0}
-VARIANTS = {  # name: settings
-    "ctc": {"head": "ctc"},
-    "rnnt": {"head": "rnnt", **SCRATCH},
-    "rnnt + aux ctc 0.3": {"head": "rnnt", **SCRATCH, "transducer_ctc_weight": 0.3},
-    "rnnt, init ctc": {"head": "rnnt", "transducer_init": "ctc", "transducer_ctc_weight": 0.0, "transducer_warmup": 0.0},
-    "rnnt, init ctc + aux ctc 0.3": {"head": "rnnt", "transducer_init": "ctc", "transducer_ctc_weight": 0.3,
-                                     "transducer_warmup": 0.0},
-    "rnnt, init ctc + aux ctc 0.3 + warm-up 0.25": {"head": "rnnt", "transducer_init": "ctc",
-                                                    "transducer_ctc_weight": 0.3, "transducer_warmup": 0.25},
-    "rnnt, init ctc + aux ctc 0.3 + warm-up 0.5": {"head": "rnnt", "transducer_init": "ctc",
-                                                   "transducer_ctc_weight": 0.3, "transducer_warmup": 0.5},
-    "hat": {"head": "hat", **SCRATCH},
-    "hat + aux ctc 0.3": {"head": "hat", **SCRATCH, "transducer_ctc_weight": 0.3},
-    "hat, init ctc": {"head": "hat", "transducer_init": "ctc", "transducer_ctc_weight": 0.0, "transducer_warmup": 0.0},
-    "hat, init ctc + aux ctc 0.3": {"head": "hat", "transducer_init": "ctc", "transducer_ctc_weight": 0.3,
-                                    "transducer_warmup": 0.0},
-    "hat, init ctc + aux ctc 0.3 + warm-up 0.25": {"head": "hat", "transducer_init": "ctc",
-                                                   "transducer_ctc_weight": 0.3, "transducer_warmup": 0.25},
-    "hat, init ctc + aux ctc 0.3 + warm-up 0.5": {"head": "hat", "transducer_init": "ctc",
-                                                  "transducer_ctc_weight": 0.3, "transducer_warmup": 0.5},
-}
+FROM_CTC = {"transducer_init": "ctc"}
+
+
+def _transducer_variants(head: str) -> dict[str, dict]:
+    """One head's rows: from scratch or from the CTC base model, with or without the auxiliary
+    CTC loss, then the head warm-up on top of both aids."""
+    rows = {head: SCRATCH, f"{head} + aux ctc 0.3": {**SCRATCH, "transducer_ctc_weight": 0.3},
+            f"{head}, init ctc": {**FROM_CTC, "transducer_ctc_weight": 0.0, "transducer_warmup": 0.0}}
+    for warmup in (0.0, 0.25, 0.5):
+        name = f"{head}, init ctc + aux ctc 0.3" + (f" + warm-up {warmup:g}" if warmup else "")
+        rows[name] = {**FROM_CTC, "transducer_ctc_weight": 0.3, "transducer_warmup": warmup}
+    return {name: {"head": head, **settings} for name, settings in rows.items()}
+
+
+VARIANTS = {"ctc": {"head": "ctc"}, **_transducer_variants("rnnt"), **_transducer_variants("hat")}  # name: settings
 
 
 @click.command()

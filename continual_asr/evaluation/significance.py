@@ -84,7 +84,8 @@ def paired_bootstrap(system: Sequence[dict[str, np.ndarray]], baseline: Sequence
     if shared_draws:
         if len(set(sizes.values())) > 1:
             raise ValueError(f"shared draws need as many units in every set, not {sorted(set(sizes.values()))}")
-        shared = rng.integers(0, next(iter(sizes.values())), (resamples, next(iter(sizes.values()))))
+        units = next(iter(sizes.values()))
+        shared = rng.integers(0, units, (resamples, units))
         picks = {s: shared for s in sizes}
     else:
         picks = {s: rng.integers(0, n, (resamples, n)) for s, n in sizes.items()}  # one resample per row
