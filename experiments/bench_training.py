@@ -1,16 +1,17 @@
-"""Training and evaluation speed of the default model on this machine's CPU cores.
+"""Training and evaluation speed of the default model on this machine's CPU cores or a GPU.
 
     python experiments/bench_training.py
     python experiments/bench_training.py --preset tiny --steps 3      # a quick look
     python experiments/bench_training.py --head hat                     # a transducer head
     python experiments/bench_training.py --precision fp32               # float32 only (default: fp32 and bf16)
+    python experiments/bench_training.py --device cuda --batch-frames 48000   # a GPU, 8x the batch
 
 Prints, for three kinds of training step (base pretraining: the whole model trains; adapter
 training: one adapter, base frozen; fusion: 5 adapters, fusion trains):
 - utterances/s and audio-seconds/s;
 - achieved FLOP/s of the step (forward + backward, counted by torch's FlopCounterMode) as a
   share of the dense float32 matmul throughput measured on the same cores in the same run
-  (issue 7's target: at least 30 %);
+  (issue 7's target: at least 30 %; on a GPU, of its float32 matmul, TF32 off);
 and the evaluation real-time factor (forward + greedy decoding, 5 adapters fused). With
 ``--profile FILE`` each kind of step and the evaluation run once more under torch.profiler: the
 operators that took the most CPU time, and the step's forward, loss (or decoding), backward
@@ -35,31 +36,42 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from continual_asr.config import build_fields, make_config
 from continual_asr.data.dataset import SpeechBatch
+from continual_asr.distributed import resolve_device
+from continual_asr.errors import CasrError
 from continual_asr.training.adapters import ExtractionOptions
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
 from continual_asr.results import peak_rss_mib
 from timing import median_seconds  # experiments/timing.py
 
 
-def matmul_flops_per_second(size: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_flops_per_second(device: torch.device, size: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     for _ in range(3):
         a @ b
+    synchronize(device)
     began = time.perf_counter()
     for _ in range(reps):
         a @ b
+    synchronize(device)
     return 2 * size**3 * reps / (time.perf_counter() - began)
 
 
-def synthetic_batch(config, utterances: int, frames: int, tokens_per_second: float, seconds: float) -> SpeechBatch:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall time covers it (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_batch(config, utterances: int, frames: int, tokens_per_second: float, seconds: float,
+                    device: torch.device = torch.device("cpu")) -> SpeechBatch:
     generator = torch.Generator().manual_seed(0)
     target_length = max(1, int(tokens_per_second * seconds))
     return SpeechBatch(
-        features=torch.randn(utterances, frames, config.n_mels, generator=generator),
-        feature_lengths=torch.full((utterances,), frames),
-        targets=torch.randint(1, config.vocab_size - 1, (utterances, target_length), generator=generator),
-        target_lengths=torch.full((utterances,), target_length),
-        task_ids=torch.zeros(utterances, dtype=torch.long),
+        features=torch.randn(utterances, frames, config.n_mels, generator=generator).to(device),
+        feature_lengths=torch.full((utterances,), frames, device=device),
+        targets=torch.randint(1, config.vocab_size - 1, (utterances, target_length), generator=generator).to(device),
+        target_lengths=torch.full((utterances,), target_length, device=device),
+        task_ids=torch.zeros(utterances, dtype=torch.long, device=device),
         texts=[""] * utterances,
     )
 
@@ -79,13 +91,14 @@ def configure(model, kind: str, adapters: int) -> None:
         model.set_trainable(base=False, combiners=True)
 
 
-def precision_context(precision: str):
-    """bf16: torch.autocast on the CPU around forward and loss (backward outside it), as a GPU run does."""
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+def precision_context(precision: str, device: torch.device):
+    """bf16: torch.autocast around forward and loss (backward outside it), as a GPU run does."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def train_step(model, batch: SpeechBatch, optimizer, precision: str = "fp32") -> None:
-    with precision_context(precision):
+    device = batch.features.device
+    with precision_context(precision, device):
         with record_function("forward (encoder)"):
             encoded, lengths = model(batch.features, batch.feature_lengths)
         with record_function("loss (head)"):
@@ -95,10 +108,12 @@ def train_step(model, batch: SpeechBatch, optimizer, precision: str = "fp32") ->
         loss.backward()
     with record_function("optimizer"):
         optimizer.step()
+    synchronize(device)
 
 
 def profiled(kind: str, step, into: list[str]) -> None:
-    """One more ``step`` under torch.profiler: its table into ``into``, its top 5 printed."""
+    """One more ``step`` under torch.profiler: its table into ``into``, its top 5 printed (CPU time:
+    on a GPU, the time the host spends launching and waiting)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     averages = prof.key_averages()
@@ -121,34 +136,43 @@ def profiled(kind: str, step, into: list[str]) -> None:
               help="output head (a transducer's pretraining step here has no auxiliary CTC loss)")
 @click.option("--precision", "precisions", default="fp32,bf16", show_default=True,
               help="comma-separated: fp32, bf16 (autocast on the CPU; fast only where the CPU has AVX-512 BF16 or AMX)")
+@click.option("--device", "device_name", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--batch-frames", default=0, show_default=True,
+              help="frames per training batch (0: the preset's; a GPU wants several times more)")
 @click.option("--profile", "profile_file", default=None, type=click.Path(dir_okay=False),
               help="also profile one step of each kind (torch.profiler) into this file")
-def main(preset: str, seconds: float, steps: int, threads: int, head: str, precisions: str,
-         profile_file: str | None) -> None:
+def main(preset: str, seconds: float, steps: int, threads: int, head: str, precisions: str, device_name: str,
+         batch_frames: int, profile_file: str | None) -> None:
     unknown = set(precisions.split(",")) - {"fp32", "bf16"}
     if unknown:
         raise click.BadParameter(f"{sorted(unknown)[0]!r} (fp32 or bf16)", param_hint="--precision")
+    try:
+        device = resolve_device(device_name)
+    except CasrError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from None
     if threads:
         torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, as in training
     torch.manual_seed(0)
     config = make_config(preset, {"head": head})
     frames = int(seconds * 100)
-    utterances = max(1, config.batch_frames // frames)
-    batch = synthetic_batch(config, utterances, frames, tokens_per_second=4.0, seconds=seconds)
-    peak = matmul_flops_per_second()
-    print(f"{config.num_layers}-layer d={config.d_model} {config.head} model, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; batch {utterances} x {seconds:g} s "
-          f"({config.batch_frames} frames)")
-    print(f"dense float32 matmul (1024^3): {peak / 1e9:.1f} GFLOP/s\n")
+    utterances = max(1, (batch_frames or config.batch_frames) // frames)
+    batch = synthetic_batch(config, utterances, frames, tokens_per_second=4.0, seconds=seconds, device=device)
+    peak = matmul_flops_per_second(device, size=1024 if device.type == "cpu" else 8192)
+    where = (f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+             if device.type == "cpu" else torch.cuda.get_device_name(device))
+    print(f"{config.num_layers}-layer d={config.d_model} {config.head} model, {where}; batch {utterances} x "
+          f"{seconds:g} s ({utterances * frames} frames)")
+    print(f"dense float32 matmul: {peak / 1e9:.1f} GFLOP/s\n")
     print("| step | precision | ms/step | utterances/s | audio s/s | GFLOP/step | GFLOP/s | share of fp32 matmul |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    model = build_model(config, num_tokens=config.vocab_size)
+    model = build_model(config, num_tokens=config.vocab_size).to(device)
     model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
     tables: list[str] = []
     for kind, precision in ((k, p) for k in ("pretraining", "adapter training", "fusion (5 adapters)")
                             for p in precisions.split(",")):
         configure(model, kind, adapters=5)
-        model.train()
+        model.to(device).train()  # adapters and combiners are added on the CPU
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         with FlopCounterMode(display=False) as counter:
             train_step(model, batch, optimizer, precision)
@@ -159,12 +183,14 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, preci
         if profile_file:
             profiled(f"{kind}, {precision}", lambda: train_step(model, batch, optimizer, precision), tables)
 
-    eval_batch = synthetic_batch(config, max(1, config.eval_batch_frames // frames), frames, 4.0, seconds)
+    eval_batch = synthetic_batch(config, max(1, config.eval_batch_frames // frames), frames, 4.0, seconds, device)
     model.eval()
     with torch.inference_mode():
         head = head_of(model)
-        took = median_seconds(lambda: head.decode(*model(eval_batch.features, eval_batch.feature_lengths)),
-                              max(1, steps // 2), warmup=1)
+        def decode() -> None:
+            head.decode(*model(eval_batch.features, eval_batch.feature_lengths))
+            synchronize(device)
+        took = median_seconds(decode, max(1, steps // 2), warmup=1)
         if profile_file:
             def evaluate() -> None:
                 with record_function("forward (encoder)"):
@@ -181,6 +207,8 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, preci
         Path(profile_file).write_text(header + "\n".join(tables), encoding="utf-8")
         print(f"profile tables: {profile_file}")
     print(f"peak RSS of this benchmark: {peak_rss_mib():.0f} MiB")
+    if device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
