@@ -205,11 +205,19 @@ GENERAL_FIELDS = frozenset(f.name for f in fields(RunConfig))
 RUNTIME_FIELDS = tuple(fields_of("runtime"))
 
 
+# Fields added with one default that later changed: the value every run from before the field
+# existed ran with (such a run does not record it). fusion_scope came in per frame, the only
+# behaviour there had been, and became 'utterance' by default on 2026-11-30.
+BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame"}
+
+
 def config_as_run(recorded: dict, defaults: dict) -> dict:
     """The config a run ran with, as resuming and comparing read it: a field it did not record
-    (newer than the run) at its default, as it ran then, and without the fields of how it ran
-    (threads, workers), which never make two runs different."""
-    return {k: v for k, v in {**defaults, **recorded}.items() if k not in RUNTIME_FIELDS}
+    (newer than the run) at the value runs had before the field (BEFORE_THE_FIELD, else its
+    default), and without the fields of how it ran (threads, workers), which never make two runs
+    different."""
+    before = {k: v for k, v in BEFORE_THE_FIELD.items() if k in defaults}
+    return {k: v for k, v in {**defaults, **before, **recorded}.items() if k not in RUNTIME_FIELDS}
 MODEL_FIELDS = fields_of("model")
 # The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
 # keys of base models cached before heads were selectable stay valid. The transducer group is

@@ -26,13 +26,16 @@ class FusionOptions(ExtractionOptions, CompositionOptions, FusedOutputOptions, M
     fusion_temperature: float = option(
         "fusion", 1.0, "softmax temperature of fusion's attention over the adapters (scores / T; large T: "
                        "towards the mean)", min=0.01)
+    # utterance beat frame on dev in every setting measured (docs/results.md, "One attention per
+    # utterance becomes the default"); the paper's per-frame fusion stays one field away.
     fusion_scope: str = option(
-        "fusion", "frame", "what one attention covers: 'frame' (the paper's: each frame attends on its own) or "
-                           "'utterance' (each adapter's scores averaged over the utterance first: one attention "
-                           "per utterance, as a soft router)", choices=("frame", "utterance"))
+        "fusion", "utterance", "what one attention covers: 'utterance' (each adapter's scores averaged over the "
+                               "utterance first: one attention per utterance, as a soft router) or 'frame' (the "
+                               "paper's: each frame attends on its own)", choices=("utterance", "frame"))
 
 
-@register_strategy("adapter-fusion", "Audio-AdapterFusion: per-frame attention over every task's adapter, no task ID",
+@register_strategy("adapter-fusion", "Audio-AdapterFusion: attention over every task's adapter, no task ID (one per "
+                                     "utterance; fusion_scope=frame: the paper's, per frame)",
                    options=FusionOptions, extracts_adapters=True)
 def adapter_fusion(model, config, options: FusionOptions, **common) -> AdapterStrategy:
     return AdapterStrategy(

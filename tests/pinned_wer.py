@@ -1,11 +1,15 @@
-"""Regenerate tests/data/pinned_wer.json: every built-in strategy's tiny run, seed 0 (what
-tests/test_run.py's test_every_builtin_strategy_runs_on_tiny compares with). Run it only when a
-change is meant to change the numbers, and say so in the commit:
+"""Regenerate tests/data/pinned_wer.json for this platform: every built-in strategy's tiny run,
+seed 0 (what tests/test_run.py's test_every_builtin_strategy_runs_on_tiny compares with). Run it
+only when a change is meant to change the numbers, and say so in the commit:
 
-    .venv/bin/python tests/pinned_wer.py [STRATEGY ...] [--cache-dir DIR]
+    .venv/bin/python tests/pinned_wer.py [STRATEGY ...] [--changed] [--cache-dir DIR]
 
-With strategies named, only their entries are redone (the others must be unchanged); a cache
-folder of an earlier tiny run saves the base model's pretraining.
+The file holds one entry per platform (torch version and CPU capability; every run on
+THREADS threads): float sums differ between them. This platform's entry is redone: the strategies named, or all of them (all
+where this platform has no entry yet). ``--changed``: the code change changed the numbers of the
+strategies named (or of all), so their pins on other platforms are stale and are dropped, until
+someone re-pins them on such a machine. A cache folder of an earlier tiny run saves the base
+model's pretraining.
 """
 
 import json
@@ -23,9 +27,12 @@ STRATEGIES = ["adapter-fusion", "adapter-oracle", "adapter-avg", "adapter-wavg",
               "finetune", "joint", "replay", "ewc", "lwf"]
 
 
+def platform_of(entry: dict) -> tuple:
+    return entry["torch"], entry["cpu_capability"]
+
+
 def pinned_runs(work: Path, strategies: list[str], cache: Path) -> dict:
-    out = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "threads": THREADS, "runs": {}}
+    out = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
     for strategy in strategies:
         result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", strategy, "--preset", "tiny",
                                            "--out", str(work / strategy), "--seed", "0",
@@ -41,18 +48,26 @@ def pinned_runs(work: Path, strategies: list[str], cache: Path) -> dict:
 if __name__ == "__main__":
     args = sys.argv[1:]
     cache = Path(args.pop(args.index("--cache-dir") + 1)) if "--cache-dir" in args else None
-    args = [a for a in args if a != "--cache-dir"]
+    changed = "--changed" in args
+    args = [a for a in args if a not in ("--cache-dir", "--changed")]
     unknown = set(args) - set(STRATEGIES)
     if unknown:
         sys.exit(f"not a built-in strategy: {', '.join(sorted(unknown))}")
     target = Path(__file__).parent / "data" / "pinned_wer.json"
+    platforms = json.loads(target.read_text())["platforms"] if target.exists() else []
+    here_key = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+    here = next((p for p in platforms if platform_of(p) == here_key), None)
     with tempfile.TemporaryDirectory() as work:
-        fresh = pinned_runs(Path(work), args or STRATEGIES, cache or Path(work) / "cache")
-    if args:
-        pinned = json.loads(target.read_text())
-        if any(pinned[key] != fresh[key] for key in ("torch", "cpu_capability", "threads")):
-            sys.exit("the pinned file is from another platform: regenerate every strategy")
-        pinned["runs"].update(fresh["runs"])
-        fresh = {**pinned, "runs": {name: pinned["runs"][name] for name in STRATEGIES}}
-    target.write_text(json.dumps(fresh, indent=1) + "\n")
+        fresh = pinned_runs(Path(work), (args if here else None) or STRATEGIES, cache or Path(work) / "cache")
+    if here is None:
+        platforms.append(fresh)
+    else:
+        here["runs"] = {name: {**here["runs"], **fresh["runs"]}[name] for name in STRATEGIES
+                        if name in here["runs"] or name in fresh["runs"]}
+    if changed:
+        for other in platforms:
+            if platform_of(other) != here_key:
+                for name in args or STRATEGIES:
+                    other["runs"].pop(name, None)
+    target.write_text(json.dumps({"threads": THREADS, "platforms": platforms}, indent=1) + "\n")
     print(f"wrote {target}")
