@@ -27,6 +27,7 @@ from .adapter_files import base_fingerprint, import_adapters, load_adapter
 from .config import Options, RunConfig
 from .data.dataset import evaluation_order
 from .data.features import SplitFeatures
+from .data.manifest import manifest_field
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import Evaluator, make_evaluator
@@ -111,9 +112,17 @@ class _Evaluation:
 
 def _utterances(splits: dict[str, SplitFeatures], columns: list[str]) -> dict[str, dict]:
     """Per set, its manifest and the manifest line of each per-utterance edit record (they are in
-    evaluation order), so that saved edits can be grouped by speaker or any manifest field."""
-    return {c: {"manifest": splits[c].source,
-                "lines": [splits[c].lines[i] for i in evaluation_order(splits[c].num_frames)]} for c in columns}
+    evaluation order), so that saved edits can be grouped by speaker or any manifest field; and
+    each record's voice where the manifest names one (synthesized speech), so that grouping by
+    speaker needs nothing but the run folder."""
+    out = {}
+    for c in columns:
+        lines = [splits[c].lines[i] for i in evaluation_order(splits[c].num_frames)]
+        out[c] = {"manifest": splits[c].source, "lines": lines}
+        voices = manifest_field(Path(splits[c].source), "voice")
+        if voices and all(line in voices for line in lines):
+            out[c]["voices"] = [voices[line] for line in lines]
+    return out
 
 
 def _data_and_base_model(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, seed: int, cache_dir: Path,

@@ -17,7 +17,8 @@ and stream tasks) with three views of it:
 - per speaker: the difference on each speaker alone, and on how many speakers the group is
   better (a sign test's two-sided p; 6 of 6 alike gives 0.031).
 
-Needs each run's edits.json and the manifests it names (the cache the runs used).
+Needs each run's edits.json; for runs from before casr kept each utterance's voice there, or
+``--by`` another manifest field, also the manifests it names (the cache the runs used).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from continual_asr.reporting import compare_runs
 from continual_asr.reporting.intervals import SPLITS, find_group
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from voice_wer import manifest_values  # noqa: E402  (a sibling script)
+from voice_wer import grouping_values  # noqa: E402  (a sibling script)
 
 
 def speaker_edits(run_dir: Path, sets: list[str], by: str = "variant",
@@ -51,14 +52,12 @@ def speaker_edits(run_dir: Path, sets: list[str], by: str = "variant",
     speakers, counts = None, {}
     for name in sets:
         where = edits["utterances"][split][name]
-        manifest = Path(where["manifest"])
-        if not manifest.is_file():
-            raise CasrError(f"{manifest}: missing (the manifests of the cache {run_dir} ran with)")
-        values = manifest_values(manifest, by)
+        values = grouping_values(where, by)
         totals: dict[str, np.ndarray] = {}
         for line, row in zip(where["lines"], final[name]):
-            totals.setdefault(values[line], np.zeros(4, dtype=np.int64))
-            totals[values[line]] += row
+            value = values.get(line, "?")
+            totals.setdefault(value, np.zeros(4, dtype=np.int64))
+            totals[value] += row
         if speakers is None:
             speakers = sorted(totals)
         elif sorted(totals) != speakers:

@@ -3,8 +3,9 @@
     python experiments/voice_wer.py RUN_DIR [RUN_DIR ...] [--by variant|voice|FIELD] [--step K] [--per-task]
 
 Each run folder's edits.json holds every dev and test utterance's edit counts and, per set, its
-manifest and the manifest line of each record; this joins them with a manifest field and pools
-the edits per value. ``--by variant`` (the default) groups synthesized speech by its espeak
+manifest, the manifest line of each record and (synthesized speech) each record's voice; this
+joins them with the voice or a manifest field and pools the edits per value (the voice needs
+nothing but the run folder, an archived one too; other fields need the manifests). ``--by variant`` (the default) groups synthesized speech by its espeak
 speaker variant (``en-gb-scotland+klatt`` -> ``klatt``), ``--by voice`` by the whole voice, any
 other name by that field of a manifest row (``speaker``, say). The pooled rows cover the learned
 tasks (base task and stream tasks, not the zero-shot task) after step K (default: the last).
@@ -24,24 +25,27 @@ from pathlib import Path
 import numpy as np
 
 from continual_asr.data.lhotse_manifests import is_lhotse_manifest
+from continual_asr.data.manifest import manifest_field
 
 
-def manifest_values(manifest: Path, by: str) -> dict[int, str]:
-    """Manifest line number (1-based, counted as casr's reader counts them) -> the grouping value
-    of that utterance. JSON Lines manifests only: casr's synthesized speech and NeMo-style ones."""
-    if is_lhotse_manifest(manifest) or manifest.suffix.lower() in (".csv", ".tsv"):
-        raise SystemExit(f"{manifest}: voice_wer reads JSON Lines manifests only (not CSV, TSV or lhotse)")
-    values = {}
-    for number, raw in enumerate(manifest.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        row = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
-        if by == "variant":
-            value = str(row.get("voice", "?")).partition("+")[2] or str(row.get("voice", "?"))
-        else:
-            value = str(row.get(by, "?"))
-        values[number] = value
-    return values
+def grouping_values(where: dict, by: str) -> dict[int, str]:
+    """Manifest line number -> the grouping value of that utterance, for one set of a run's
+    edits.json (``where``: its manifest, lines and, for synthesized speech, voices). ``variant``
+    and ``voice`` come from the run folder itself where it kept the voices; other fields, and
+    runs from before it kept them, read the manifest (JSON Lines only)."""
+    if by in ("variant", "voice") and "voices" in where:
+        voices = dict(zip(where["lines"], where["voices"]))
+    else:
+        manifest = Path(where["manifest"])
+        if is_lhotse_manifest(manifest) or manifest.suffix.lower() in (".csv", ".tsv"):
+            raise SystemExit(f"{manifest}: voice_wer reads JSON Lines manifests only (not CSV, TSV or lhotse)")
+        if not manifest.is_file():
+            raise SystemExit(f"{manifest}: missing (the manifests the run used; `casr data --stream NAME` rebuilds "
+                             "a built-in stream's)")
+        voices = manifest_field(manifest, "voice" if by == "variant" else by)
+    if by == "variant":
+        return {line: voice.partition("+")[2] or voice for line, voice in voices.items()}
+    return voices
 
 
 def voice_wer(run_dir: Path, by: str = "variant", step: int = -1) -> dict[str, dict[str, dict[str, float]]]:
@@ -59,9 +63,9 @@ def voice_wer(run_dir: Path, by: str = "variant", step: int = -1) -> dict[str, d
         totals: dict[str, dict[str, np.ndarray]] = defaultdict(lambda: defaultdict(lambda: np.zeros(2)))
         for task, rows in record.items():
             where = edits["utterances"][split][task]
-            values = manifest_values(Path(where["manifest"]), by)
+            values = grouping_values(where, by)
             for line, (words, subs, dels, ins) in zip(where["lines"], rows):
-                value = values[line]
+                value = values.get(line, "?")
                 totals[task][value] += (subs + dels + ins, words)
                 if task != zero_shot:
                     totals["learned"][value] += (subs + dels + ins, words)

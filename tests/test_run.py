@@ -193,6 +193,27 @@ def test_saved_edits_name_their_utterances_and_group_by_voice(tiny_run, tiny_run
     assert min(by_voice.values()) <= 100 * errors[:, 1:].sum() / errors[:, 0].sum() <= max(by_voice.values())
 
 
+def test_saved_edits_keep_each_utterances_voice_so_an_archived_run_groups_by_speaker_alone(tiny_run, tiny_run_dir,
+                                                                                          tmp_path):
+    edits = json.loads((tiny_run_dir / "fusion" / "edits.json").read_text())
+    for split in ("test", "dev"):
+        for where in edits["utterances"][split].values():
+            rows = Path(where["manifest"]).read_text().splitlines()
+            assert where["voices"] == [json.loads(rows[line - 1])["voice"] for line in where["lines"]]
+    # The manifests gone (an archived run on another machine): grouping by voice still works.
+    run = tmp_path / "archived"
+    run.mkdir()
+    for split in ("test", "dev"):
+        for where in edits["utterances"][split].values():
+            where["manifest"] = str(tmp_path / "gone.jsonl")
+    (run / "edits.json").write_text(json.dumps(edits))
+    shutil.copy(tiny_run_dir / "fusion" / "results.json", run / "results.json")
+    voice_wer = load_experiment("voice_wer")
+    assert voice_wer.voice_wer(run) == voice_wer.voice_wer(tiny_run_dir / "fusion")
+    with pytest.raises(SystemExit, match="gone.jsonl: missing"):
+        voice_wer.voice_wer(run, by="speaker")  # another field needs the manifests
+
+
 def test_a_run_writes_metrics_plots_report_and_tensorboard_events(tiny_run, tiny_run_dir):
     results, output = tiny_run
     out = tiny_run_dir / "fusion"

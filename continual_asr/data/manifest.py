@@ -93,6 +93,29 @@ def read_manifest(path: Path, limit: int = 0) -> tuple[list[ManifestRow], list[P
     return rows, problems
 
 
+def manifest_field(path: Path, field: str) -> dict[int, str]:
+    """Line number (as :func:`read_manifest` counts them) -> ``field`` of that row, for the rows
+    of a JSON Lines manifest that have it (empty for CSV, TSV, lhotse or unreadable manifests)."""
+    from .lhotse_manifests import is_lhotse_manifest
+
+    path = Path(path)
+    if is_lhotse_manifest(path) or path.suffix.lower() in (".csv", ".tsv"):
+        return {}
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    values = {}
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            row = json.loads(raw.decode("utf-8").lstrip("\ufeff")) if raw.strip() else None
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(row, dict) and field in row:
+            values[number] = str(row[field])
+    return values
+
+
 def _read_jsonl(path: Path, data: bytes, limit: int) -> tuple[list[ManifestRow], list[Problem], int]:
     rows: list[ManifestRow] = []
     problems: list[Problem] = []
