@@ -3,7 +3,8 @@
 A run folder's checkpoint.pt (the model's weights, hundreds of kB to MBs per run) is what makes
 folders too heavy to keep; everything a table, an interval or a report is made from is in
 results.json and edits.json. ``casr archive`` copies those (and run.log) of every finished run
-under a folder, keeping the layout, so `casr compare`, `casr plot` and `casr sweep --report-only`
+under a folder, keeping the layout (and adding each utterance's voice to an older edits.json
+whose manifests are still there, so speaker analyses need only the archive), so `casr compare`, `casr plot` and `casr sweep --report-only`
 work on the copy, and a sweep or a rerun into an archived folder reads the run back instead of
 training it again (continual_asr.run_state.archived_run).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .data.manifest import utterance_voices
 from .errors import CasrError
 from .reporting.intervals import EDITS
 from .reporting.runs import load_results
@@ -34,6 +36,18 @@ def finished_runs(source: Path) -> tuple[list[Path], list[Path]]:
     return finished, unfinished
 
 
+def with_voices(edits: dict) -> dict:
+    """``edits`` with each utterance's voice added where the run did not keep it (runs from
+    before 2026-11-30) and its manifests are still here, so the archive groups by speaker alone."""
+    for sets in edits.get("utterances", {}).values():
+        for where in sets.values():
+            if "voices" not in where:
+                voices = utterance_voices(where["manifest"], where["lines"])
+                if voices is not None:
+                    where["voices"] = voices
+    return edits
+
+
 def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
     """Copy every finished run under ``source`` into ``dest`` at the same relative path (its
     results.json, edits.json and run.log, each written atomically), and a sweep's own files;
@@ -53,8 +67,8 @@ def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
         for name in KEPT:
             if not (run / name).is_file():
                 continue
-            if name == EDITS:  # runs from before edits.json was written compact: a seventh of the size
-                write_json_atomic(target / name, json.loads((run / name).read_bytes()), compact=True)
+            if name == EDITS:  # compact (older runs were not: a seventh of the size), voices filled in
+                write_json_atomic(target / name, with_voices(json.loads((run / name).read_bytes())), compact=True)
             else:
                 write_bytes_atomic(target / name, (run / name).read_bytes())
         archived.append(target)

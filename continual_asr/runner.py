@@ -27,7 +27,7 @@ from .adapter_files import base_fingerprint, import_adapters, load_adapter
 from .config import Options, RunConfig
 from .data.dataset import evaluation_order
 from .data.features import SplitFeatures
-from .data.manifest import manifest_field
+from .data.manifest import utterance_voices
 from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import Evaluator, make_evaluator
@@ -119,9 +119,9 @@ def _utterances(splits: dict[str, SplitFeatures], columns: list[str]) -> dict[st
     for c in columns:
         lines = [splits[c].lines[i] for i in evaluation_order(splits[c].num_frames)]
         out[c] = {"manifest": splits[c].source, "lines": lines}
-        voices = manifest_field(Path(splits[c].source), "voice")
-        if voices and all(line in voices for line in lines):
-            out[c]["voices"] = [voices[line] for line in lines]
+        voices = utterance_voices(splits[c].source, lines)
+        if voices is not None:
+            out[c]["voices"] = voices
     return out
 
 

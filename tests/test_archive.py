@@ -57,3 +57,18 @@ def test_archive_refuses_in_one_line(tmp_path):
     inside = _invoke("archive", sweep, sweep / "kept")
     assert inside.exit_code == 2 and "must lie outside" in inside.output
     assert len(inside.output.strip().splitlines()) == 1
+
+
+def test_archive_adds_each_utterances_voice_to_an_older_edits_json_whose_manifest_is_here(tmp_path):
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text("".join(json.dumps({"audio_filepath": f"{i}.flac", "text": "a b", "voice": f"en-us+v{i}"})
+                                + "\n" for i in range(3)))
+    sweep = _sweep(tmp_path)
+    older = {**EDITS, "utterances": {"test": {"base": {"manifest": str(manifest), "lines": [3, 1]},
+                                              "gone": {"manifest": str(tmp_path / "gone.jsonl"), "lines": [1]}}}}
+    (sweep / "fusion" / "seed0" / "edits.json").write_text(json.dumps(older))
+    assert _invoke("archive", sweep, tmp_path / "kept").exit_code == 0
+    kept = json.loads((tmp_path / "kept" / "fusion" / "seed0" / "edits.json").read_text())
+    assert kept["utterances"]["test"]["base"]["voices"] == ["en-us+v2", "en-us+v0"]
+    assert "voices" not in kept["utterances"]["test"]["gone"]  # its manifest is not here: left as it was
+    assert kept["steps"] == EDITS["steps"]

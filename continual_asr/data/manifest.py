@@ -116,6 +116,15 @@ def manifest_field(path: Path, field: str) -> dict[int, str]:
     return values
 
 
+def utterance_voices(manifest: str | Path, lines: list[int]) -> list[str] | None:
+    """The ``voice`` of each of ``lines`` of ``manifest`` (synthesized speech names one per row),
+    or None where the manifest is gone or some line has none."""
+    voices = manifest_field(Path(manifest), "voice")
+    if not voices or not all(line in voices for line in lines):
+        return None
+    return [voices[line] for line in lines]
+
+
 def _read_jsonl(path: Path, data: bytes, limit: int) -> tuple[list[ManifestRow], list[Problem], int]:
     rows: list[ManifestRow] = []
     problems: list[Problem] = []
