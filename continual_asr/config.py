@@ -130,6 +130,9 @@ class RunConfig:
         "transducer", 0.25, "rnnt/hat with transducer_init=ctc: share of pretrain_epochs that train only the "
                             "prediction network and joiner, the encoder held at the CTC base model's weights (a random "
                             "joiner's first gradients would otherwise undo what the encoder learned)", min=0.0, max=0.9)
+    transducer_epochs: int = option(
+        "transducer", 0, "rnnt/hat with transducer_init=ctc: epochs of the transducer's pretraining from the CTC "
+                         "base model (0: pretrain_epochs); the CTC base model's own epochs come before them", min=0)
     pretrain_epochs: int = option("pretraining", 18, "epochs of base-model pretraining on the base task", min=1)
     pretrain_lr: float = option("pretraining", 2e-3, "peak learning rate of pretraining (one-cycle schedule)", min=0.0)
     pretrain_seed: int = option(

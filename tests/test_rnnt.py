@@ -241,7 +241,8 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
     assert base_model_key(data, make_config("tiny", {"rnnt_pred_dim": "8"}), 0) == base_model_key(data, ctc, 0)
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
     # How a transducer is pretrained keys its base model, and only its.
-    for field, value in (("transducer_ctc_weight", "0.5"), ("transducer_init", "scratch"), ("transducer_warmup", "0.5")):
+    for field, value in (("transducer_ctc_weight", "0.5"), ("transducer_init", "scratch"), ("transducer_warmup", "0.5"),
+                         ("transducer_epochs", "3")):
         assert base_model_key(data, make_config("tiny", {"head": "rnnt", field: value}), 0) != \
             base_model_key(data, RNNT, 0)
         assert base_model_key(data, make_config("tiny", {field: value}), 0) == base_model_key(data, ctc, 0)
@@ -291,9 +292,9 @@ def rnnt_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("rnnt-cache")
 
 
-# A quarter of tiny's pretraining, for the CTC base model and the transducer started from it:
-# these tests check the paths, not the WER.
-RNNT_ARGS = ["--set", "head=rnnt", "--set", "pretrain_epochs=20"]
+# A quarter of tiny's pretraining for the CTC base model, and 8 epochs (transducer_epochs) for the
+# transducer started from it: these tests check the paths, not the WER.
+RNNT_ARGS = ["--set", "head=rnnt", "--set", "pretrain_epochs=20", "--set", "transducer_epochs=8"]
 
 
 @pytest.fixture(scope="module")
@@ -307,9 +308,11 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
     assert results["complete"] and results["config"]["head"] == "rnnt" and len(results["wer_matrix"]) == 2
     assert all(0.0 <= v for row in results["wer_matrix"] for v in row)
     _check_parameters(results, "adapter-fusion")
-    # transducer_init=ctc, and a quarter of the 20 epochs (transducer_warmup) on the head alone
+    # transducer_init=ctc: the CTC base model's 20 epochs, then the transducer's 8, a quarter of
+    # them (transducer_warmup) on the head alone
     log = (out / "run.log").read_text()
-    assert "from the CTC base model's encoder, the first 5 training the head alone" in log
+    assert "pretraining on us-clean for 20 epochs" in log  # the CTC base model
+    assert "for 8 epochs from the CTC base model's encoder, the first 2 training the head alone" in log
     assert "arithmetic: cpu (" in log and "float32" in log
     # The base (predictor and joiner included) is bit for bit the cached base model.
     base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]

@@ -155,12 +155,13 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
         model.load_state_dict(encoder, strict=False)
         if hybrid:
             model.aux_ctc.load_state_dict(start.head.state_dict())
-    warmup = round(config.transducer_warmup * config.pretrain_epochs) if start is not None else 0
-    strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=config.pretrain_epochs,
+    epochs = (config.transducer_epochs or config.pretrain_epochs) if start is not None else config.pretrain_epochs
+    warmup = round(config.transducer_warmup * epochs) if start is not None else 0
+    strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=epochs,
                                 learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup)
     experience = next(iter(data.benchmark_for_base().train_stream))
     started = time.perf_counter()
-    log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, config.pretrain_epochs,
+    log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, epochs,
              f" from the CTC base model's encoder, the first {warmup} training the head alone" if start is not None
              else "")
     strategy.train(experience, eval_streams=[])
