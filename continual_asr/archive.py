@@ -4,8 +4,8 @@ A run folder's checkpoint.pt (the model's weights, hundreds of kB to MBs per run
 folders too heavy to keep; everything a table, an interval or a report is made from is in
 results.json and edits.json. ``casr archive`` copies those (and run.log) of every finished run
 under a folder, keeping the layout (and adding each utterance's voice to an older edits.json
-whose manifests are still there, so speaker analyses need only the archive), so `casr compare`, `casr plot` and `casr sweep --report-only`
-work on the copy, and a sweep or a rerun into an archived folder reads the run back instead of
+whose manifests are still there, so speaker analyses need only the archive), so `casr compare`,
+`casr plot` and `casr sweep --report-only` work on the copy, and a sweep or a rerun into an archived folder reads the run back instead of
 training it again (continual_asr.run_state.archived_run).
 """
 

@@ -166,7 +166,7 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, preci
     print(f"dense float32 matmul: {peak / 1e9:.1f} GFLOP/s\n")
     print("| step | precision | ms/step | utterances/s | audio s/s | GFLOP/step | GFLOP/s | share of fp32 matmul |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    model = build_model(config, num_tokens=config.vocab_size).to(device)
+    model = build_model(config, num_tokens=config.vocab_size)
     model.set_adapter_dim(build_fields(ExtractionOptions, preset).adapter_dim)
     tables: list[str] = []
     for kind, precision in ((k, p) for k in ("pretraining", "adapter training", "fusion (5 adapters)")

@@ -5,7 +5,8 @@
 Each run folder's edits.json holds every dev and test utterance's edit counts and, per set, its
 manifest, the manifest line of each record and (synthesized speech) each record's voice; this
 joins them with the voice or a manifest field and pools the edits per value (the voice needs
-nothing but the run folder, an archived one too; other fields need the manifests). ``--by variant`` (the default) groups synthesized speech by its espeak
+nothing but the run folder, an archived one too; other fields need the manifests).
+``--by variant`` (the default) groups synthesized speech by its espeak
 speaker variant (``en-gb-scotland+klatt`` -> ``klatt``), ``--by voice`` by the whole voice, any
 other name by that field of a manifest row (``speaker``, say). The pooled rows cover the learned
 tasks (base task and stream tasks, not the zero-shot task) after step K (default: the last).
@@ -24,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from continual_asr.data.lhotse_manifests import is_lhotse_manifest
-from continual_asr.data.manifest import manifest_field
+from continual_asr.data.manifest import is_jsonl_manifest, manifest_field
 
 
 def grouping_values(where: dict, by: str) -> dict[int, str]:
@@ -37,7 +37,7 @@ def grouping_values(where: dict, by: str) -> dict[int, str]:
         voices = dict(zip(where["lines"], where["voices"]))
     else:
         manifest = Path(where["manifest"])
-        if is_lhotse_manifest(manifest) or manifest.suffix.lower() in (".csv", ".tsv"):
+        if not is_jsonl_manifest(manifest):
             raise SystemExit(f"{manifest}: voice_wer reads JSON Lines manifests only (not CSV, TSV or lhotse)")
         if not manifest.is_file():
             raise SystemExit(f"{manifest}: missing (the manifests the run used; `casr data --stream NAME` rebuilds "

@@ -4,9 +4,9 @@ only when a change is meant to change the numbers, and say so in the commit:
 
     .venv/bin/python tests/pinned_wer.py [STRATEGY ...] [--changed] [--cache-dir DIR]
 
-The file holds one entry per platform (torch version and CPU capability; every run on
-THREADS threads): float sums differ between them. This platform's entry is redone: the strategies named, or all of them (all
-where this platform has no entry yet). ``--changed``: the code change changed the numbers of the
+The file holds one entry per platform (torch version and CPU capability; every run on THREADS
+threads): float sums differ between them. This platform's entry is redone: the strategies
+named, or all of them (all where this platform has no entry yet). ``--changed``: the code change changed the numbers of the
 strategies named (or of all), so their pins on other platforms are stale and are dropped, until
 someone re-pins them on such a machine. A cache folder of an earlier tiny run saves the base
 model's pretraining.
@@ -62,8 +62,8 @@ if __name__ == "__main__":
     if here is None:
         platforms.append(fresh)
     else:
-        here["runs"] = {name: {**here["runs"], **fresh["runs"]}[name] for name in STRATEGIES
-                        if name in here["runs"] or name in fresh["runs"]}
+        merged = {**here["runs"], **fresh["runs"]}
+        here["runs"] = {name: merged[name] for name in STRATEGIES if name in merged}
     if changed:
         for other in platforms:
             if platform_of(other) != here_key:

@@ -86,20 +86,25 @@ def read_manifest(path: Path, limit: int = 0) -> tuple[list[ManifestRow], list[P
     if is_lhotse_manifest(Path(file)):
         rows, problems, seen = read_lhotse(Path(file), limit)
     else:
-        reader = _read_csv if Path(path).suffix.lower() in (".csv", ".tsv") else _read_jsonl
+        reader = _read_jsonl if is_jsonl_manifest(Path(path)) else _read_csv
         rows, problems, seen = reader(Path(file), data, limit)
     if not seen and not problems:
         problems.append(Problem(file, 0, "manifest has no utterances"))
     return rows, problems
 
 
+def is_jsonl_manifest(path: Path) -> bool:
+    """A NeMo-style JSON Lines manifest: neither lhotse's nor CSV/TSV."""
+    from .lhotse_manifests import is_lhotse_manifest
+
+    return not is_lhotse_manifest(Path(path)) and Path(path).suffix.lower() not in (".csv", ".tsv")
+
+
 def manifest_field(path: Path, field: str) -> dict[int, str]:
     """Line number (as :func:`read_manifest` counts them) -> ``field`` of that row, for the rows
     of a JSON Lines manifest that have it (empty for CSV, TSV, lhotse or unreadable manifests)."""
-    from .lhotse_manifests import is_lhotse_manifest
-
     path = Path(path)
-    if is_lhotse_manifest(path) or path.suffix.lower() in (".csv", ".tsv"):
+    if not is_jsonl_manifest(path):
         return {}
     try:
         data = path.read_bytes()

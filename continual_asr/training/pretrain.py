@@ -155,8 +155,10 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
         model.load_state_dict(encoder, strict=False)
         if hybrid:
             model.aux_ctc.load_state_dict(start.head.state_dict())
-    epochs = (config.transducer_epochs or config.pretrain_epochs) if start is not None else config.pretrain_epochs
-    warmup = round(config.transducer_warmup * epochs) if start is not None else 0
+    epochs, warmup = config.pretrain_epochs, 0
+    if start is not None:  # a transducer from the CTC base model: its own epochs, the first on the head alone
+        epochs = config.transducer_epochs or config.pretrain_epochs
+        warmup = round(config.transducer_warmup * epochs)
     strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=epochs,
                                 learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup)
     experience = next(iter(data.benchmark_for_base().train_stream))
