@@ -27,12 +27,20 @@ STRATEGIES = ["adapter-fusion", "adapter-oracle", "adapter-avg", "adapter-wavg",
               "finetune", "joint", "replay", "ewc", "lwf"]
 
 
-def platform_of(entry: dict) -> tuple:
-    return entry["torch"], entry["cpu_capability"]
+PINNED_FILE = Path(__file__).parent / "data" / "pinned_wer.json"
+
+
+def this_platform() -> dict:
+    """What a platform's pins are keyed by: float sums differ between torch versions and CPU kinds."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def is_this_platform(entry: dict) -> bool:
+    return all(entry[key] == value for key, value in this_platform().items())
 
 
 def pinned_runs(work: Path, strategies: list[str], cache: Path) -> dict:
-    out = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "runs": {}}
+    out = {**this_platform(), "runs": {}}
     for strategy in strategies:
         result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", strategy, "--preset", "tiny",
                                            "--out", str(work / strategy), "--seed", "0",
@@ -53,10 +61,9 @@ if __name__ == "__main__":
     unknown = set(args) - set(STRATEGIES)
     if unknown:
         sys.exit(f"not a built-in strategy: {', '.join(sorted(unknown))}")
-    target = Path(__file__).parent / "data" / "pinned_wer.json"
+    target = PINNED_FILE
     platforms = json.loads(target.read_text())["platforms"] if target.exists() else []
-    here_key = (torch.__version__, torch.backends.cpu.get_cpu_capability())
-    here = next((p for p in platforms if platform_of(p) == here_key), None)
+    here = next((p for p in platforms if is_this_platform(p)), None)
     with tempfile.TemporaryDirectory() as work:
         fresh = pinned_runs(Path(work), (args if here else None) or STRATEGIES, cache or Path(work) / "cache")
     if here is None:
@@ -66,7 +73,7 @@ if __name__ == "__main__":
         here["runs"] = {name: merged[name] for name in STRATEGIES if name in merged}
     if changed:
         for other in platforms:
-            if platform_of(other) != here_key:
+            if not is_this_platform(other):
                 for name in args or STRATEGIES:
                     other["runs"].pop(name, None)
     target.write_text(json.dumps({"threads": THREADS, "platforms": platforms}, indent=1) + "\n")

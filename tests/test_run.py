@@ -18,8 +18,9 @@ from continual_asr.evaluation.metric_registry import STEP_METRICS
 from continual_asr.reporting import RUN_FILES
 from conftest import copy_tiny_cache
 from experiment_scripts import load_experiment
+from pinned_wer import PINNED_FILE, is_this_platform, this_platform
 
-PINNED = json.loads((Path(__file__).parent / "data" / "pinned_wer.json").read_text())
+PINNED = json.loads(PINNED_FILE.read_text())
 
 
 def _run(tmp_path, cache, name, strategy="adapter-fusion", seed=0, extra=()):
@@ -90,8 +91,8 @@ def _check_pinned(results: dict, strategy: str) -> None:
     and torch versions, so each platform has its own pins, and a run is compared only with its
     platform's."""
     assert results["config"]["threads"] == PINNED["threads"]  # what every pin ran on
-    here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    platform = next((p for p in PINNED["platforms"] if all(p[k] == v for k, v in here.items())), None)
+    here = this_platform()
+    platform = next((p for p in PINNED["platforms"] if is_this_platform(p)), None)
     if platform is None:
         pinned_on = [{k: p[k] for k in here} for p in PINNED["platforms"]]
         pytest.skip(f"WER pinned on {pinned_on}, this is {here}")
