@@ -6,6 +6,7 @@ import yaml
 from continual_asr.config import make_config
 from continual_asr.errors import StreamError
 from continual_asr.stream import builtin_streams, load_stream
+from corpus import STREAM_YAML
 
 
 def test_builtin_streams_load_and_follow_the_recipe():
@@ -108,19 +109,9 @@ def test_new_builtin_streams_differ_from_the_base_in_every_task_and_share_its_ba
     assert sizes["long"][0] >= 10 and max(sizes["long"][1]) < min(sizes["accents"][1])
 
 
-MINIMAL = """\
-name: my-corpus
-base: {name: clean, train: data/clean.train.jsonl, test: data/clean.test.jsonl}
-tasks:
-  - {name: accent-a, train: data/a.train.jsonl, test: data/a.test.jsonl}
-  - {name: accent-b, train: data/b.train.jsonl, test: data/b.test.jsonl}
-zero_shot: {name: unseen, test: data/unseen.test.jsonl}
-"""
-
-
 def test_manifest_tasks_resolve_paths_against_the_yaml_file(tmp_path, monkeypatch):
     (tmp_path / "corpus").mkdir()
-    (tmp_path / "corpus" / "stream.yaml").write_text(MINIMAL)
+    (tmp_path / "corpus" / "stream.yaml").write_text(STREAM_YAML)
     monkeypatch.chdir(tmp_path)
     stream = load_stream("corpus/stream.yaml")
     assert all(t.from_manifests and t.voices == () for t in stream.eval_tasks)
