@@ -8,6 +8,7 @@ the steps finished before it are kept.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -32,7 +33,7 @@ from .data.streamdata import StreamData, prepare_stream_data
 from .errors import CasrError, TrainingError
 from .evaluation.plugin_metrics import Evaluator, make_evaluator
 from .evaluation.metric_registry import tensorboard_scalars
-from .folders import ensure_writable
+from .folders import ensure_writable, run_folder_lock
 from .model.hf_encoder import check_base_model
 from .registry import StrategyInfo
 from .reporting import reference_wers
@@ -180,8 +181,19 @@ def run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, ou
     a later task stops the run (DataError) before that task, the steps before it kept;
     ``skip_bad`` leaves bad utterances out instead. ``adapters``: adapter files (casr adapters
     export) added to the bank before the first task, fused by every composition. Several
-    processes (continual_asr/distributed.py) call this alike; rank 0 alone writes ``out_dir``.
+    processes (continual_asr/distributed.py) call this alike; rank 0 alone writes ``out_dir``
+    and holds it against any other process running into it.
     """
+    with run_folder_lock(out_dir) if distributed.is_main() else contextlib.nullcontext():
+        return _run_stream(stream, strategy, config, Path(out_dir), options=options, seed=seed, preset=preset,
+                           cache_dir=cache_dir, device=device, progress=progress, overwrite=overwrite,
+                           reference_runs=reference_runs, skip_bad=skip_bad, adapters=adapters)
+
+
+def _run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, out_dir: Path, *,
+                options: Options | None, seed: int, preset: str, cache_dir: Path | None, device: str,
+                progress: bool, overwrite: bool, reference_runs: Sequence[Path], skip_bad: bool,
+                adapters: Sequence[Path]) -> dict:
     started = time.perf_counter()
     out_dir = Path(out_dir)
     options = strategy.settings(preset)[1] if options is None else options

@@ -9,6 +9,7 @@ import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from continual_asr.folders import RUN_LOCK, run_folder_lock
 from continual_asr.reporting import RUN_FILES
 
 
@@ -65,6 +66,17 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache)
     assert "already holds the finished run" in (archived / "run.log").read_text()
     again = json.loads((archived / "results.json").read_text())
     assert again["wer_matrix"] == expected["wer_matrix"] and again["steps"] == resumed["steps"], rerun.stderr
+
+
+def test_a_second_process_into_a_folder_being_written_is_refused_in_one_line(tmp_path, tiny_cache):
+    out = tmp_path / "busy"
+    with run_folder_lock(out):  # as a run in another terminal holds it
+        second = subprocess.run(_command(out, tiny_cache), timeout=120, capture_output=True, text=True)
+    assert second.returncode != 0
+    message = second.stderr.strip()
+    assert "another casr process is writing this run folder" in message and str(out) in message
+    assert len(message.splitlines()) == 1, message
+    assert {p.name for p in out.iterdir()} <= {RUN_LOCK, "run.log"}  # no results, checkpoint or events
 
 
 def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default():
