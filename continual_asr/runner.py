@@ -195,7 +195,6 @@ def _run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, o
                 progress: bool, overwrite: bool, reference_runs: Sequence[Path], skip_bad: bool,
                 adapters: Sequence[Path]) -> dict:
     started = time.perf_counter()
-    out_dir = Path(out_dir)
     options = strategy.settings(preset)[1] if options is None else options
     check_base_model(config.base_model)
     if adapters and not strategy.extracts_adapters:  # before minutes of pretraining, not after

@@ -61,8 +61,7 @@ if __name__ == "__main__":
     unknown = set(args) - set(STRATEGIES)
     if unknown:
         sys.exit(f"not a built-in strategy: {', '.join(sorted(unknown))}")
-    target = PINNED_FILE
-    platforms = json.loads(target.read_text())["platforms"] if target.exists() else []
+    platforms = json.loads(PINNED_FILE.read_text())["platforms"] if PINNED_FILE.exists() else []
     here = next((p for p in platforms if is_this_platform(p)), None)
     with tempfile.TemporaryDirectory() as work:
         fresh = pinned_runs(Path(work), (args if here else None) or STRATEGIES, cache or Path(work) / "cache")
@@ -76,5 +75,5 @@ if __name__ == "__main__":
             if not is_this_platform(other):
                 for name in args or STRATEGIES:
                     other["runs"].pop(name, None)
-    target.write_text(json.dumps({"threads": THREADS, "platforms": platforms}, indent=1) + "\n")
-    print(f"wrote {target}")
+    PINNED_FILE.write_text(json.dumps({"threads": THREADS, "platforms": platforms}, indent=1) + "\n")
+    print(f"wrote {PINNED_FILE}")
