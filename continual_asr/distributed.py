@@ -148,7 +148,7 @@ def arithmetic(device: torch.device, enabled: bool = True) -> str:
     if device.type == "cuda":
         return f"{device}, " + ("bf16 autocast (forward and loss), float32 weights" if enabled else "float32")
     return (f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), float32 (bf16 "
-            "autocast measured slower on the CPU, AVX-512 BF16 included: docs/results.md)")
+            "autocast measured slower on the CPU, AVX-512 BF16 included: docs/performance.md)")
 
 
 def loader_workers(configured: int, device: torch.device) -> int:

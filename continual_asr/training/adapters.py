@@ -73,10 +73,11 @@ class CompositionOptions(Options):
 class FusedOutputOptions(Options):
     """The paper's LayerNorm on a learned combiner's output (fusion and weighted mean)."""
 
-    # fusion_layernorm and fusion_warm_start: chosen on dev by the recipe study (experiments/recipe.yaml,
-    # docs/results.md): without the LayerNorm and from a fresh combiner per task, A-AF's dev mean WER on
-    # accents-then-noise was 53.78 +- 0.31 over seeds 0 and 1, against 55.99 +- 0.12 with both (the
-    # defaults before 2026-11-30); each alone gave 55.17 +- 0.10 (no LayerNorm) and 55.56 (fresh, seed 0).
+    # fusion_layernorm and fusion_warm_start: chosen on dev by the recipe study (experiments/recipe.yaml).
+    # Under synthesis version 3 (docs/results-history.md), without the LayerNorm and from a fresh combiner
+    # per task, A-AF's dev mean WER on accents-then-noise was 53.78 +- 0.31 over seeds 0 and 1, against
+    # 55.99 +- 0.12 with both (the defaults before 2026-11-30); each alone gave 55.17 +- 0.10 (no LayerNorm)
+    # and 55.56 (fresh, seed 0). Version 4 agreed (docs/results.md, "The recipe study on version 4").
     fusion_layernorm: bool = option("composition", False, "LayerNorm on the fused output before the residual add")
 
 
