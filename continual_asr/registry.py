@@ -132,6 +132,13 @@ def option_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:
     return found
 
 
+def option_defaults(name: str) -> dict[str, Any]:
+    """The default of option ``name`` in every registered strategy that reads it (strategy -> default):
+    a strategy may give a shared option a default of its own (the whole-model learning rate)."""
+    return {info.name: f.default for info in available_strategies().values()
+            for f in dataclasses.fields(info.options) if f.name == name}
+
+
 def _load_builtin() -> None:
     package = importlib.import_module("continual_asr.strategies")
     for module in pkgutil.iter_modules(package.__path__):

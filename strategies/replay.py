@@ -11,7 +11,7 @@ from avalanche.training.storage_policy import ExperienceBalancedBuffer
 
 from continual_asr.registry import register_strategy
 from continual_asr.training.memory import MemoryOptions
-from continual_asr.training.template import FinetuneOptions, SpeechTemplate
+from continual_asr.training.template import FinetuneOptions, SpeechTemplate, whole_model_lr
 
 
 class SpeechReplayPlugin(ReplayPlugin):
@@ -75,6 +75,10 @@ class SpeechReplayPlugin(ReplayPlugin):
 @dataclass
 class ReplayOptions(FinetuneOptions, MemoryOptions):
     """memory_per_task: the replay buffer's utterances per task, base included."""
+
+    # replay's memory study ran at 5e-4, the whole-model rate before 2026-12-01; replay at fine-tuning's
+    # 2e-3 is being measured.
+    finetune_lr: float = whole_model_lr(5e-4)
 
 
 @register_strategy("replay", "experience replay: fine-tuning on the new task mixed evenly with a memory of every earlier task",

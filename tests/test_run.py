@@ -342,6 +342,17 @@ def test_fields_lists_every_config_field_once_under_its_group():
     assert listed == expected and "ewc_lambda" in listed  # every strategy's options too, each once
 
 
+def test_a_strategy_default_of_its_own_is_what_it_runs_with_and_fields_says_so():
+    from continual_asr.registry import get_strategy, option_defaults
+
+    defaults = option_defaults("finetune_lr")
+    assert defaults["joint"] != defaults["finetune"]  # joint trains best at a higher rate
+    for name, default in defaults.items():
+        assert get_strategy(name).settings("default")[1].finetune_lr == default
+    line = next(l for l in CliRunner().invoke(main, ["fields"]).output.splitlines() if l.split()[:1] == ["finetune_lr"])
+    assert "varies" in line and f"{defaults['joint']} joint" in line
+
+
 def test_an_exported_adapter_joins_the_weighted_mean_of_another_run(tmp_path, shared_cache, tiny_run, tiny_run_dir):
     vendor = tmp_path / "caribbean-adapter"
     exported = CliRunner().invoke(main, ["adapters", "export", str(tiny_run_dir / "fusion"), "caribbean", str(vendor)])
