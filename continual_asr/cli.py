@@ -364,16 +364,15 @@ def list_fields() -> None:
     from dataclasses import fields
 
     from .config import GROUPS, RunConfig
-    from .registry import option_defaults, option_fields
+    from .registry import option_fields
 
     listed = [(f, None) for f in fields(RunConfig)] + list(option_fields().values())
     groups = list(GROUPS) + sorted({f.metadata["group"] for f, _ in listed} - set(GROUPS))
     for group in groups:
         click.echo(f"{group}: {GROUPS.get(group, 'options of a strategy from a file')}")
-        for f, readers in (entry for entry in listed if entry[0].metadata["group"] == group):
-            who = f" [{', '.join(readers)}]" if readers is not None else ""
-            defaults = option_defaults(f.name) if readers is not None else {}
-            if len(set(defaults.values())) > 1:  # a strategy with a default of its own says so
+        for f, defaults in (entry for entry in listed if entry[0].metadata["group"] == group):
+            who = f" [{', '.join(defaults)}]" if defaults is not None else ""
+            if defaults and len(set(defaults.values())) > 1:  # a strategy with a default of its own says so
                 per = "; ".join(f"{value} {', '.join(s for s in defaults if defaults[s] == value)}"
                                 for value in dict.fromkeys(defaults.values()))
                 click.echo(f"  {f.name:<24} {'varies':<8} {f.metadata['help']} [default: {per}]")

@@ -123,20 +123,15 @@ def refuse_unknown_fields(keys: Iterable[str], also_valid: Iterable[str] = ()) -
         raise ConfigError(f"unknown config field '{unknown[0]}' (valid: {', '.join(sorted(valid))})")
 
 
-def option_fields() -> dict[str, tuple[dataclasses.Field, list[str]]]:
-    """Every registered option field, once, with the strategies that read it (``casr fields``)."""
-    found: dict[str, tuple[dataclasses.Field, list[str]]] = {}
+def option_fields() -> dict[str, tuple[dataclasses.Field, dict[str, Any]]]:
+    """Every registered option field, once, with the strategies that read it and each one's default
+    (``casr fields``): a strategy may give a shared option a default of its own (the whole-model
+    learning rate)."""
+    found: dict[str, tuple[dataclasses.Field, dict[str, Any]]] = {}
     for info in available_strategies().values():
         for f in dataclasses.fields(info.options):
-            found.setdefault(f.name, (f, []))[1].append(info.name)
+            found.setdefault(f.name, (f, {}))[1][info.name] = f.default
     return found
-
-
-def option_defaults(name: str) -> dict[str, Any]:
-    """The default of option ``name`` in every registered strategy that reads it (strategy -> default):
-    a strategy may give a shared option a default of its own (the whole-model learning rate)."""
-    return {info.name: f.default for info in available_strategies().values()
-            for f in dataclasses.fields(info.options) if f.name == name}
 
 
 def _load_builtin() -> None:

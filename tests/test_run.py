@@ -343,9 +343,9 @@ def test_fields_lists_every_config_field_once_under_its_group():
 
 
 def test_a_strategy_default_of_its_own_is_what_it_runs_with_and_fields_says_so():
-    from continual_asr.registry import get_strategy, option_defaults
+    from continual_asr.registry import get_strategy, option_fields
 
-    defaults = option_defaults("finetune_lr")
+    defaults = option_fields()["finetune_lr"][1]
     assert defaults["joint"] != defaults["finetune"]  # joint trains best at a higher rate
     for name, default in defaults.items():
         assert get_strategy(name).settings("default")[1].finetune_lr == default
