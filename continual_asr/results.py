@@ -16,7 +16,11 @@ SCHEMA_VERSION = 1
 
 
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    """Package versions, and the CPU kernels torch picked: float sums, and so trained weights and
+    WERs, differ between CPU capabilities (AVX2, AVX512) for the same code and seed."""
+    import torch
+
+    versions = {"python": platform.python_version(), "torch cpu capability": torch.backends.cpu.get_cpu_capability()}
     for name in ("continual-asr", "torch", "torchaudio", "avalanche-lib", "sentencepiece", "jiwer", "numpy"):
         try:
             versions[name] = metadata.version(name)

@@ -41,7 +41,7 @@ from .results import format_wer_table, new_results, step_record
 from .run_state import (clear_stale_events, load_previous, refresh_finished, resume, run_identity,
                         save_step)
 from .stream import StreamSpec
-from .training.pretrain import pretrain_base_model
+from .training.pretrain import pretrain_base_model, weights_digest
 from .training.adapters import ExtractionOptions
 from .training.extraction_cache import ExtractionCache
 from .training.progress import ProgressPlugin
@@ -140,7 +140,7 @@ def _data_and_base_model(stream: StreamSpec, strategy: StrategyInfo, config: Run
     except TrainingError as exc:
         raise TrainingError(f"strategy {strategy.name}, base-model pretraining on {stream.base.name}: {exc}") from None
     seed_everything(seed)
-    return data, model, base_info
+    return data, model, {**base_info, "weights": weights_digest(model)}
 
 
 def _extraction_cache(strategy: StrategyInfo, model, data: StreamData, config: RunConfig, options: Options, seed: int,

@@ -27,7 +27,7 @@ import yaml
 from .config import RunConfig
 from .errors import CasrError
 from .registry import StrategyInfo, get_strategy, strategy_options
-from .reporting.compare import RunGroup, comparison_markdown, write_comparison
+from .reporting.compare import RunGroup, base_model_note, comparison_markdown, write_comparison
 from .reporting.intervals import intervals_markdown
 from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
 from .results import usable_cores
@@ -343,6 +343,9 @@ def write_report(out: Path, plan: list[PlannedRun], title: str,
     lines = [f"# {title}", "",
              f"{finished} of {len(plan)} runs finished; mean ± std over seeds. {time_taken(out, groups)}", "",
              comparison_markdown(list(groups.values())), ""]
+    note = base_model_note(list(groups.values()))
+    if note:
+        lines += [note, ""]
     for name in baselines:
         if name in groups:
             lines += [f"## Against {name}", "", intervals_markdown(list(groups.values()), name), ""]

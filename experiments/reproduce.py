@@ -18,7 +18,7 @@ from pathlib import Path
 from continual_asr.cli import sweep_command
 from continual_asr.evaluation.significance import paired_bootstrap
 from continual_asr.reporting.compare import RunGroup
-from continual_asr.reporting.intervals import load_final_edits
+from continual_asr.reporting.intervals import load_final_edits, matched_runs
 
 AAF = "adapter-fusion per-frame"  # the paper's A-AF (experiments/paper.yaml), which claims 1-5 are about
 DEFAULT = "adapter-fusion"  # casr's default: one attention per utterance
@@ -30,13 +30,27 @@ def relative(value: float | None, reference: float | None) -> str:
     return f"{value:.1f} vs {reference:.1f} ({100 * (value - reference) / reference:+.1f} %)"
 
 
-def compared(system: list | None, baseline: list | None, sets: list[str], expect: str) -> str:
-    """'difference [interval]: verdict' of ``system`` minus ``baseline`` (lists of runs' edit
-    counts). ``expect``: "better", "worse" or "on par", what the paper says of the system."""
-    if not system or not baseline or any(e is None for e in [*system, *baseline]):
+def _edits(group: RunGroup, run: int, step: int, split: str):
+    return group.edits[run] if (step, split) == (-1, "test") else load_final_edits(group.dirs[run], step, split)
+
+
+def compared(groups: dict[str, RunGroup], name: str, other: str, sets: list[str], expect: str, *,
+             split: str = "test", step: int = -1, other_step: int = -1) -> str:
+    """'difference [interval]: verdict' of group ``name`` minus group ``other`` (after ``step``
+    and ``other_step``), over the seeds and task orders both ran. ``expect``: "better", "worse"
+    or "on par", what the paper says of the system."""
+    system, baseline = groups.get(name), groups.get(other)
+    if not system or not baseline:
+        return "no interval (a side has no finished runs)"
+    chosen, chosen_other = matched_runs(system, baseline)
+    ours = [_edits(system, i, step, split) for i in chosen]
+    theirs = [_edits(baseline, i, other_step, split) for i in chosen_other]
+    if any(e is None for e in [*ours, *theirs]):
         return "no interval (a side has no finished runs with per-utterance edit counts)"
-    interval = paired_bootstrap(system, baseline, sets)
+    interval = paired_bootstrap(ours, theirs, sets)
     text = f"{interval.difference:+.2f} points [{interval.low:+.2f}, {interval.high:+.2f}]"
+    if len(chosen) < len(system.runs) or len(chosen_other) < len(baseline.runs):
+        text += f" (over the {len(chosen)} seed and order{'s' if len(chosen) > 1 else ''} both ran)"
     if not interval.significant:
         verdict = "holds (no significant difference)" if expect == "on par" else "not significant"
     else:
@@ -52,12 +66,6 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         group = groups.get(name)
         values = group.values(lambda s: s[key]) if group else []
         return sum(values) / len(values) if values else None
-
-    def edits(name: str, step: int = -1, split: str = "test") -> list | None:
-        group = groups.get(name)
-        if not group:
-            return None
-        return group.edits if (step, split) == (-1, "test") else [load_final_edits(d, step, split) for d in group.dirs]
 
     def share(name: str) -> str:
         group = groups.get(name)
@@ -75,40 +83,40 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         base_zero_shot = sum(r["base_wer"][r["zero_shot_task"]] for r in runs) / len(runs)
     return [
         "Each claim: the difference in WER points (A-AF minus the other; negative = A-AF better) with its 95 % "
-        "paired bootstrap interval over the test utterances (runs pooled over seeds and task orders); 'holds' or "
+        "paired bootstrap interval over the test utterances (runs pooled over the seeds and task orders both sides ran); 'holds' or "
         "'does not hold' only where the interval excludes 0.",
         "",
         f"1. A-AF against sequential fine-tuning, final mean WER {relative(aaf, mean('finetune', 'final_mean_wer'))}: "
-        f"{compared(edits(AAF), edits('finetune'), learned, 'better')}; against joint multi-task "
+        f"{compared(groups, AAF, 'finetune', learned, 'better')}; against joint multi-task "
         f"fine-tuning {relative(aaf, mean('joint', 'final_mean_wer'))}: "
-        f"{compared(edits(AAF), edits('joint'), learned, 'better')} "
+        f"{compared(groups, AAF, 'joint', learned, 'better')} "
         "(the paper: 8 % better than full fine-tuning).",
         f"2. A-AF against task-ID oracle routing, final mean WER {relative(aaf, mean('adapter-oracle', 'final_mean_wer'))}: "
-        f"{compared(edits(AAF), edits('adapter-oracle'), learned, 'on par')}; over the stream's tasks "
+        f"{compared(groups, AAF, 'adapter-oracle', learned, 'on par')}; over the stream's tasks "
         f"alone (the oracle gets the base task for free): "
-        f"{compared(edits(AAF), edits('adapter-oracle'), tasks, 'on par')} (the paper: on par).",
+        f"{compared(groups, AAF, 'adapter-oracle', tasks, 'on par')} (the paper: on par).",
         "3. Parameters trained in the last step, as a share of the base model: "
         + ", ".join(share(n) for n in ("adapter-avg", "adapter-wavg", AAF, "finetune"))
         + " (the paper: 17 % for Avg/WAvg).",
         f"4. Zero-shot WER of A-AF after the last task against the base model "
         f"{relative(mean(AAF, 'zero_shot_wer'), base_zero_shot)}: "
-        f"{compared(edits(AAF), edits(AAF, 0), zero_shot, 'better')}; against "
-        f"sequential fine-tuning: {compared(edits(AAF), edits('finetune'), zero_shot, 'better')} "
+        f"{compared(groups, AAF, AAF, zero_shot, 'better', other_step=0)}; against "
+        f"sequential fine-tuning: {compared(groups, AAF, 'finetune', zero_shot, 'better')} "
         "(the paper: 9 % better than the base model).",
         f"5. LayerNorm ablation, A-AF with it against without it, final mean WER "
         f"{relative(mean(f'{AAF} +LN', 'final_mean_wer'), aaf)}: "
-        f"{compared(edits(f'{AAF} +LN'), edits(AAF), learned, 'better')}; with the adapters "
+        f"{compared(groups, f'{AAF} +LN', AAF, learned, 'better')}; with the adapters "
         f"trained during composition too: "
-        f"{compared(edits(f'{AAF} +adapters +LN'), edits(f'{AAF} +adapters'), learned, 'better')}. "
+        f"{compared(groups, f'{AAF} +adapters +LN', f'{AAF} +adapters', learned, 'better')}. "
         "Backward transfer (negative = forgetting): "
         + ", ".join(f"{n} {mean(n, 'backward_transfer'):+.2f}" for n in groups
                     if mean(n, "backward_transfer") is not None) + ".",
         f"6. casr's default, not the paper's method: fusion attention pooled over the utterance "
         f"({DEFAULT}) against per frame (A-AF), final mean WER {relative(mean(DEFAULT, 'final_mean_wer'), aaf)}: "
-        f"{compared(edits(DEFAULT), edits(AAF), learned, 'better')}; on the dev sets, where the default was chosen: "
-        f"{compared(edits(DEFAULT, split='dev'), edits(AAF, split='dev'), learned, 'better')}; against oracle "
-        f"routing over the stream's tasks: {compared(edits(DEFAULT), edits('adapter-oracle'), tasks, 'on par')}; "
-        f"against the learned router: {compared(edits(DEFAULT), edits('adapter-router'), learned, 'on par')}.",
+        f"{compared(groups, DEFAULT, AAF, learned, 'better')}; on the dev sets, where the default was chosen: "
+        f"{compared(groups, DEFAULT, AAF, learned, 'better', split='dev')}; against oracle "
+        f"routing over the stream's tasks: {compared(groups, DEFAULT, 'adapter-oracle', tasks, 'on par')}; "
+        f"against the learned router: {compared(groups, DEFAULT, 'adapter-router', learned, 'on par')}.",
     ]
 
 

@@ -35,7 +35,7 @@ from continual_asr.cli_common import one_line_errors
 from continual_asr.errors import CasrError
 from continual_asr.evaluation.significance import paired_bootstrap
 from continual_asr.reporting import compare_runs
-from continual_asr.reporting.intervals import SPLITS, find_group
+from continual_asr.reporting.intervals import SPLITS, find_group, matched_note, matched_runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from voice_wer import grouping_values  # noqa: E402  (a sibling script)
@@ -93,11 +93,16 @@ def report(run_dirs: list[Path], baseline_name: str, by: str = "variant", split:
     for group in groups:
         if group is baseline:
             continue
-        utterances = paired_bootstrap(group.edits, baseline.edits, sets)
-        clustered = paired_bootstrap(by_speaker[id(group)], by_speaker[id(baseline)], sets, shared_draws=True)
-        differences = per_speaker_differences(by_speaker[id(group)], by_speaker[id(baseline)], sets)
+        chosen, chosen_baseline = matched_runs(group, baseline)  # the seeds and task orders both ran
+        ours, theirs = ([by_speaker[id(g)][i] for i in picked] for g, picked in ((group, chosen),
+                                                                                (baseline, chosen_baseline)))
+        utterances = paired_bootstrap([group.edits[i] for i in chosen], [baseline.edits[i] for i in chosen_baseline],
+                                      sets)
+        clustered = paired_bootstrap(ours, theirs, sets, shared_draws=True)
+        differences = per_speaker_differences(ours, theirs, sets)
         better, worse = int((differences < 0).sum()), int((differences > 0).sum())
-        lines.append(f"| {group.label} | {utterances.difference:+.2f} | [{utterances.low:+.2f}, {utterances.high:+.2f}] "
+        kept = matched_note((len(chosen), len(group.runs), len(chosen_baseline), len(baseline.runs)))
+        lines.append(f"| {group.label}{kept} | {utterances.difference:+.2f} | [{utterances.low:+.2f}, {utterances.high:+.2f}] "
                      f"| [{clustered.low:+.2f}, {clustered.high:+.2f}] | "
                      + " ".join(f"{d:+.1f}" for d in differences)
                      + f" | {better} of {len(differences)} | {sign_test(better, worse):.3f} |")

@@ -158,6 +158,8 @@ def test_four_processes_build_every_kind_of_entry_once_and_agree(raced):
     assert all(r["complete"] for r in results)
     assert len({json.dumps([r["base_wer"], r["wer_matrix"]]) for r in results}) == 1
     assert sorted(r["base_model"]["cached"] for r in results) == [False, True, True, True]  # pretrained once
+    # The one that pretrained recorded the weights it trained, the others those they read back: the same
+    assert len({r["base_model"]["weights"] for r in results}) == 1
     for step in range(2):  # each single-task adapter trained once, reused by the other three runs
         assert sorted(r["steps"][step]["adapter"] for r in results) == ["reused", "reused", "reused", "trained"]
     kinds = {kind: [p for p in (cache / kind).iterdir() if not p.name.startswith(".")]

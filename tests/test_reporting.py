@@ -155,6 +155,31 @@ def test_compare_refuses_runs_on_two_synthesis_versions_only(tmp_path):
         assert result.exit_code == 0, result.output
 
 
+def _with_base(results: dict, base_row=None, weights=None) -> dict:
+    base_model = {**results["base_model"], **({"weights": weights} if weights else {})}
+    return {**results, "base_model": base_model,
+            "base_wer": dict(zip(results["columns"], base_row)) if base_row else results["base_wer"]}
+
+
+def test_compare_says_when_its_runs_start_from_different_base_models(tmp_path):
+    matrix = [[12, 20, 55, 38], [13, 22, 30, 37]]
+    same = [write_run(tmp_path / f"s{seed}", _with_base(fake_results(BASE, matrix, seed=seed))) for seed in (0, 1)]
+    result = _invoke("compare", *same, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0 and "Not one base model" not in result.output
+    # Runs from before weights were recorded: told apart by the base model's WERs.
+    other = write_run(tmp_path / "other", _with_base(fake_results(BASE, matrix, strategy="finetune"), [11.0, 50, 60, 40]))
+    result = _invoke("compare", *same, other, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    assert "start from 2 different base models (told apart by their WERs on every test and dev set" in result.output
+    assert "base test WER 10.00 under 2 runs (adapter-fusion); base test WER 11.00 under 1 run (finetune)" in result.output
+    # Where every run recorded its base model's weights, those decide, whatever the WERs.
+    digests = [write_run(tmp_path / f"d{seed}", _with_base(fake_results(BASE, matrix, seed=seed), weights=w))
+               for seed, w in ((0, "aaaa"), (1, "aaaa"), (2, "bbbb"))]
+    result = _invoke("compare", *digests, "--out", tmp_path / "cmp")
+    assert "start from 2 different base models (told apart by their weights" in result.output
+    assert "Not one base model" not in _invoke("compare", *digests[:2], "--out", tmp_path / "cmp").output
+
+
 def test_plot_of_a_folder_without_results_names_it(tmp_path):
     result = _invoke("plot", tmp_path / "nothing")
     assert result.exit_code == 2 and "nothing: no results.json" in result.output

@@ -146,7 +146,8 @@ def test_results_json_has_the_documented_schema(tiny_run):
         assert params["adapters"] > 0 and params["combiners"] > 0
         assert step["train_seconds"] > 0 and step["eval_seconds"] > 0 and step["peak_rss_mib"] > 50
     assert results["config"]["d_model"] == make_config("tiny").d_model
-    assert results["versions"]["torch"]
+    assert results["versions"]["torch"] and results["versions"]["torch cpu capability"]
+    assert len(results["base_model"]["weights"]) == 16  # what tells two runs' base models apart
     assert "after caribbean" in output and "WER %" in output
     dev = results["dev_wer_matrix"]  # dev is evaluated beside test, every column has a dev set here
     assert len(dev) == 2 and all(v is not None and v >= 0 for row in [results["base_dev_wer"].values(), *dev]

@@ -178,6 +178,32 @@ def comparison_markdown(groups: list[RunGroup]) -> str:
     return markdown_table(["strategy", "seeds", *(m.label for m in fields)], rows)
 
 
+def base_model_note(groups: list[RunGroup]) -> str | None:
+    """One line when the runs do not all start from one base model, else None. Runs are told
+    apart by their base model's weights (``base_model.weights``) where every run recorded them,
+    else by the base model's WER on every test and dev set (runs from before 2026-12-01)."""
+    runs = [(group.label, results) for group in groups for results in group.runs]
+    by_weights = all(results["base_model"].get("weights") for _, results in runs)
+    classes: dict[str, list[tuple[str, dict]]] = {}
+    for label, results in runs:
+        key = (results["base_model"]["weights"] if by_weights
+               else json.dumps([results["base_wer"], results.get("base_dev_wer")], sort_keys=True))
+        classes.setdefault(key, []).append((label, results))
+    if len(classes) < 2:
+        return None
+    parts = []
+    for members in sorted(classes.values(), key=len, reverse=True):
+        first = members[0][1]
+        labels = list(dict.fromkeys(label for label, _ in members))
+        named = ", ".join(labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
+        parts.append(f"{first['base_task']} test WER {fmt(first['base_wer'][first['base_task']], 2)} under "
+                     f"{len(members)} run{'s' if len(members) > 1 else ''} ({named})")
+    return (f"**Not one base model**: these runs start from {len(classes)} different base models "
+            f"(told apart by {'their weights' if by_weights else 'their WERs on every test and dev set'}: "
+            f"{'; '.join(parts)}). Other pretraining settings, or the same ones on another kind of CPU (float "
+            "sums differ), give another base model; differences between rows then carry the base models' too.")
+
+
 def comparison_csv(groups: list[RunGroup]) -> str:
     """One row per group: its runs, then mean and std of every number (std empty for one run)."""
     fields = _fields(groups)

@@ -48,6 +48,31 @@ def find_group(groups: Sequence, name: str, option: str = "--baseline"):
     return matches[0]
 
 
+def run_key(results: dict) -> tuple:
+    """What pairs two runs of different groups: the same seed and the same task order."""
+    return results.get("seed"), tuple(results.get("task_order") or ())
+
+
+def matched_runs(group, baseline) -> tuple[list[int], list[int]]:
+    """The runs of ``group`` and of ``baseline`` to compare: those with a seed and task order the
+    other group ran too, so that unequal sets of runs (one order against two: fine-tuning moves by
+    about 6 points between orders) compare methods, not orders or seeds. Every run of both where
+    they share none."""
+    own, other = [run_key(r) for r in group.runs], [run_key(r) for r in baseline.runs]
+    common = set(own) & set(other)
+    if not common:
+        return list(range(len(own))), list(range(len(other)))
+    return [i for i, k in enumerate(own) if k in common], [i for i, k in enumerate(other) if k in common]
+
+
+def matched_note(counts: tuple[int, int, int, int]) -> str:
+    """'' where a comparison kept every run of both sides, else how many of each it kept."""
+    kept, runs, kept_baseline, baseline_runs = counts
+    if (kept, kept_baseline) == (runs, baseline_runs):
+        return ""
+    return f" (matched seeds and orders: {kept} of {runs} runs, {kept_baseline} of {baseline_runs})"
+
+
 def _cell(interval: Interval | None) -> str:
     if interval is None:
         return "-"
@@ -63,8 +88,9 @@ def _interval(system: list, baseline: list, sets: list[str]) -> Interval | None:
 
 
 def interval_rows(groups: Sequence, baseline_name: str,
-                  split: str = "test") -> tuple[list[str], list[tuple[str, list[Interval | None]]]]:
-    """(column titles, [(group label, intervals)]) of every group against the baseline: the
+                  split: str = "test") -> tuple[list[str], list[tuple[str, tuple, list[Interval | None]]]]:
+    """(column titles, [(group label, (runs compared, its runs, baseline runs compared, the
+    baseline's runs), intervals)]) of every group against the baseline: the
     final mean WER (base task and stream tasks, as the table's), the mean over the stream's
     tasks alone, then each task's final WER, on the ``split`` sets. A group without edit counts
     gets None cells."""
@@ -81,10 +107,13 @@ def interval_rows(groups: Sequence, baseline_name: str,
     for group in groups:
         if group is baseline:
             continue
-        if any(e is None for e in edits[id(group)]):
-            rows.append((group.label, [None] * len(titles)))
+        chosen, chosen_baseline = matched_runs(group, baseline)
+        counts = (len(chosen), len(group.runs), len(chosen_baseline), len(baseline.runs))
+        system, reference = [edits[id(group)][i] for i in chosen], [edits[id(baseline)][i] for i in chosen_baseline]
+        if any(e is None for e in system):
+            rows.append((group.label, counts, [None] * len(titles)))
             continue
-        rows.append((group.label, [_interval(edits[id(group)], edits[id(baseline)], s) for s in sets]))
+        rows.append((group.label, counts, [_interval(system, reference, s) for s in sets]))
     return titles, rows
 
 
@@ -92,21 +121,23 @@ def intervals_markdown(groups: Sequence, baseline_name: str, split: str = "test"
     titles, rows = interval_rows(groups, baseline_name, split)
     note = (f"Difference from **{baseline_name}** in WER points on the {split} sets after the last step (negative: "
             f"better than {baseline_name}), with its {LEVEL:.0%} paired bootstrap interval ({RESAMPLES:,} resamples "
-            f"of each {split} set's utterances, seed {SEED}; each group's runs, seeds and task orders, pooled by their mean). "
+            f"of each {split} set's utterances, seed {SEED}; each side's runs pooled by their mean, over the seeds and task "
+            "orders both sides ran). "
             "`*`: the interval excludes 0, the difference is significant. `-`: no per-utterance edit counts.")
-    table = markdown_table(["vs " + baseline_name, *titles], [[label, *map(_cell, cells)] for label, cells in rows])
+    table = markdown_table(["vs " + baseline_name, *titles],
+                           [[label + matched_note(counts), *map(_cell, cells)] for label, counts, cells in rows])
     return note + "\n\n" + table
 
 
 def intervals_csv(groups: Sequence, baseline_name: str, split: str = "test") -> str:
     titles, rows = interval_rows(groups, baseline_name, split)
-    header = ["group", "baseline"] + [f"{t} {part}" for t in titles for part in ("difference", "low", "high",
-                                                                                 "significant")]
+    header = ["group", "baseline", "runs compared", "baseline runs compared"] + [
+        f"{t} {part}" for t in titles for part in ("difference", "low", "high", "significant")]
     out = []
-    for label, cells in rows:
+    for label, counts, cells in rows:
         values = []
         for interval in cells:
             values += [None] * 4 if interval is None else [interval.difference, interval.low, interval.high,
                                                            interval.significant]
-        out.append([label, baseline_name, *values])
+        out.append([label, baseline_name, counts[0], counts[2], *values])
     return csv_text(header, out)
