@@ -18,7 +18,7 @@ from pathlib import Path
 from continual_asr.cli import sweep_command
 from continual_asr.evaluation.significance import paired_bootstrap
 from continual_asr.reporting.compare import RunGroup
-from continual_asr.reporting.intervals import load_final_edits, matched_runs
+from continual_asr.reporting.intervals import group_edits, matched_runs
 
 AAF = "adapter-fusion per-frame"  # the paper's A-AF (experiments/paper.yaml), which claims 1-5 are about
 DEFAULT = "adapter-fusion"  # casr's default: one attention per utterance
@@ -30,10 +30,6 @@ def relative(value: float | None, reference: float | None) -> str:
     return f"{value:.1f} vs {reference:.1f} ({100 * (value - reference) / reference:+.1f} %)"
 
 
-def _edits(group: RunGroup, run: int, step: int, split: str):
-    return group.edits[run] if (step, split) == (-1, "test") else load_final_edits(group.dirs[run], step, split)
-
-
 def compared(groups: dict[str, RunGroup], name: str, other: str, sets: list[str], expect: str, *,
              split: str = "test", step: int = -1, other_step: int = -1) -> str:
     """'difference [interval]: verdict' of group ``name`` minus group ``other`` (after ``step``
@@ -43,8 +39,8 @@ def compared(groups: dict[str, RunGroup], name: str, other: str, sets: list[str]
     if not system or not baseline:
         return "no interval (a side has no finished runs)"
     chosen, chosen_other = matched_runs(system, baseline)
-    ours = [_edits(system, i, step, split) for i in chosen]
-    theirs = [_edits(baseline, i, other_step, split) for i in chosen_other]
+    system_edits, baseline_edits = group_edits(system, step, split), group_edits(baseline, other_step, split)
+    ours, theirs = [system_edits[i] for i in chosen], [baseline_edits[i] for i in chosen_other]
     if any(e is None for e in [*ours, *theirs]):
         return "no interval (a side has no finished runs with per-utterance edit counts)"
     interval = paired_bootstrap(ours, theirs, sets)

@@ -94,15 +94,14 @@ def report(run_dirs: list[Path], baseline_name: str, by: str = "variant", split:
         if group is baseline:
             continue
         chosen, chosen_baseline = matched_runs(group, baseline)  # the seeds and task orders both ran
-        ours, theirs = ([by_speaker[id(g)][i] for i in picked] for g, picked in ((group, chosen),
-                                                                                (baseline, chosen_baseline)))
+        ours = [by_speaker[id(group)][i] for i in chosen]
+        theirs = [by_speaker[id(baseline)][i] for i in chosen_baseline]
         utterances = paired_bootstrap([group.edits[i] for i in chosen], [baseline.edits[i] for i in chosen_baseline],
                                       sets)
         clustered = paired_bootstrap(ours, theirs, sets, shared_draws=True)
         differences = per_speaker_differences(ours, theirs, sets)
         better, worse = int((differences < 0).sum()), int((differences > 0).sum())
-        kept = matched_note((len(chosen), len(group.runs), len(chosen_baseline), len(baseline.runs)))
-        lines.append(f"| {group.label}{kept} | {utterances.difference:+.2f} | [{utterances.low:+.2f}, {utterances.high:+.2f}] "
+        lines.append(f"| {group.label}{matched_note(group, baseline, chosen, chosen_baseline)} | {utterances.difference:+.2f} | [{utterances.low:+.2f}, {utterances.high:+.2f}] "
                      f"| [{clustered.low:+.2f}, {clustered.high:+.2f}] | "
                      + " ".join(f"{d:+.1f}" for d in differences)
                      + f" | {better} of {len(differences)} | {sign_test(better, worse):.3f} |")

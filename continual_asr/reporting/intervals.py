@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -36,6 +36,14 @@ def load_final_edits(run_dir: Path | str, step: int = -1, split: str = "test") -
         raise ResultsError(f"{path}: not a casr edits.json") from None
     chosen = steps[step] if steps and -len(steps) <= step < len(steps) else None
     return None if chosen is None else {name: np.asarray(rows, dtype=np.int64) for name, rows in chosen.items()}
+
+
+def group_edits(group, step: int = -1, split: str = "test") -> list:
+    """Each of ``group``'s runs' edit counts after ``step`` on the ``split`` sets (None for a run
+    without them): the test sets' final ones are loaded with the group, others read now."""
+    if (step, split) == (-1, "test"):
+        return group.edits
+    return [load_final_edits(d, step, split) for d in group.dirs]
 
 
 def find_group(groups: Sequence, name: str, option: str = "--baseline"):
@@ -65,12 +73,22 @@ def matched_runs(group, baseline) -> tuple[list[int], list[int]]:
     return [i for i, k in enumerate(own) if k in common], [i for i, k in enumerate(other) if k in common]
 
 
-def matched_note(counts: tuple[int, int, int, int]) -> str:
-    """'' where a comparison kept every run of both sides, else how many of each it kept."""
-    kept, runs, kept_baseline, baseline_runs = counts
-    if (kept, kept_baseline) == (runs, baseline_runs):
+def matched_note(group, baseline, chosen: list[int], chosen_baseline: list[int]) -> str:
+    """'' where a comparison kept every run of both sides (``matched_runs``), else how many of each it kept."""
+    if (len(chosen), len(chosen_baseline)) == (len(group.runs), len(baseline.runs)):
         return ""
-    return f" (matched seeds and orders: {kept} of {runs} runs, {kept_baseline} of {baseline_runs})"
+    return (f" (matched seeds and orders: {len(chosen)} of {len(group.runs)} runs, "
+            f"{len(chosen_baseline)} of {len(baseline.runs)})")
+
+
+class IntervalRow(NamedTuple):
+    """One group against the baseline: ``note`` says which runs were left out (``matched_note``)."""
+
+    label: str
+    note: str
+    runs: int  # of the group's runs compared
+    baseline_runs: int  # of the baseline's runs compared
+    intervals: list[Interval | None]
 
 
 def _cell(interval: Interval | None) -> str:
@@ -87,16 +105,13 @@ def _interval(system: list, baseline: list, sets: list[str]) -> Interval | None:
         return None
 
 
-def interval_rows(groups: Sequence, baseline_name: str,
-                  split: str = "test") -> tuple[list[str], list[tuple[str, tuple, list[Interval | None]]]]:
-    """(column titles, [(group label, (runs compared, its runs, baseline runs compared, the
-    baseline's runs), intervals)]) of every group against the baseline: the
-    final mean WER (base task and stream tasks, as the table's), the mean over the stream's
-    tasks alone, then each task's final WER, on the ``split`` sets. A group without edit counts
-    gets None cells."""
+def interval_rows(groups: Sequence, baseline_name: str, split: str = "test") -> tuple[list[str], list[IntervalRow]]:
+    """(column titles, a row per group) of every group against the baseline, over the seeds and
+    task orders both ran: the final mean WER (base task and stream tasks, as the table's), the
+    mean over the stream's tasks alone, then each task's final WER, on the ``split`` sets. A
+    group without edit counts gets None cells."""
     baseline = find_group(groups, baseline_name)
-    edits = {id(g): g.edits if split == "test" else [load_final_edits(d, split=split) for d in g.dirs]
-             for g in groups}
+    edits = {id(g): group_edits(g, split=split) for g in groups}
     columns = baseline.runs[0]["columns"][:-1]  # learned test sets; zero-shot apart, as in the mean
     titles = ["final mean WER", "mean WER, tasks", *columns, "zero-shot"]
     sets = [columns, columns[1:], *([c] for c in columns), [baseline.runs[0]["columns"][-1]]]
@@ -108,12 +123,11 @@ def interval_rows(groups: Sequence, baseline_name: str,
         if group is baseline:
             continue
         chosen, chosen_baseline = matched_runs(group, baseline)
-        counts = (len(chosen), len(group.runs), len(chosen_baseline), len(baseline.runs))
         system, reference = [edits[id(group)][i] for i in chosen], [edits[id(baseline)][i] for i in chosen_baseline]
-        if any(e is None for e in system):
-            rows.append((group.label, counts, [None] * len(titles)))
-            continue
-        rows.append((group.label, counts, [_interval(system, reference, s) for s in sets]))
+        intervals = ([None] * len(titles) if any(e is None for e in system)
+                     else [_interval(system, reference, s) for s in sets])
+        rows.append(IntervalRow(group.label, matched_note(group, baseline, chosen, chosen_baseline), len(chosen),
+                                len(chosen_baseline), intervals))
     return titles, rows
 
 
@@ -125,7 +139,7 @@ def intervals_markdown(groups: Sequence, baseline_name: str, split: str = "test"
             "orders both sides ran). "
             "`*`: the interval excludes 0, the difference is significant. `-`: no per-utterance edit counts.")
     table = markdown_table(["vs " + baseline_name, *titles],
-                           [[label + matched_note(counts), *map(_cell, cells)] for label, counts, cells in rows])
+                           [[row.label + row.note, *map(_cell, row.intervals)] for row in rows])
     return note + "\n\n" + table
 
 
@@ -134,10 +148,10 @@ def intervals_csv(groups: Sequence, baseline_name: str, split: str = "test") -> 
     header = ["group", "baseline", "runs compared", "baseline runs compared"] + [
         f"{t} {part}" for t in titles for part in ("difference", "low", "high", "significant")]
     out = []
-    for label, counts, cells in rows:
+    for row in rows:
         values = []
-        for interval in cells:
+        for interval in row.intervals:
             values += [None] * 4 if interval is None else [interval.difference, interval.low, interval.high,
                                                            interval.significant]
-        out.append([label, baseline_name, counts[0], counts[2], *values])
+        out.append([row.label, baseline_name, row.runs, row.baseline_runs, *values])
     return csv_text(header, out)
