@@ -24,7 +24,23 @@ AAF = "adapter-fusion per-frame"  # the paper's A-AF (experiments/paper.yaml), w
 DEFAULT = "adapter-fusion"  # casr's default: one attention per utterance
 
 
-def relative(value: float | None, reference: float | None) -> str:
+def relative(groups: dict[str, RunGroup], name: str, other: str, key: str = "final_mean_wer") -> str:
+    """'value vs reference (+x %)': the summary metric ``key`` of group ``name`` against ``other``,
+    each a mean over the seeds and task orders both ran, as the interval beside it is."""
+    system, baseline = groups.get(name), groups.get(other)
+    if not system or not baseline:
+        return "not run"
+    chosen, chosen_other = matched_runs(system, baseline)
+
+    def mean(group: RunGroup, indices: list[int]) -> float | None:
+        values = [group.metrics[i]["summary"][key] for i in indices]
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    return versus(mean(system, chosen), mean(baseline, chosen_other))
+
+
+def versus(value: float | None, reference: float | None) -> str:
     if value is None or reference is None:
         return "not run"
     return f"{value:.1f} vs {reference:.1f} ({100 * (value - reference) / reference:+.1f} %)"
@@ -58,7 +74,7 @@ def compared(groups: dict[str, RunGroup], name: str, other: str, sets: list[str]
 def claims(groups: dict[str, RunGroup]) -> list[str]:
     """The paper's five questions, answered from the finished runs: means over seeds and task
     orders, and differences with 95 % paired bootstrap intervals over the test utterances."""
-    def mean(name: str, key: str) -> float | None:
+    def mean(name: str, key: str) -> float | None:  # over all of a group's runs
         group = groups.get(name)
         values = group.values(lambda s: s[key]) if group else []
         return sum(values) / len(values) if values else None
@@ -72,7 +88,6 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
 
     any_run = next(iter(groups.values())).runs[0]
     learned, tasks, zero_shot = any_run["columns"][:-1], any_run["columns"][1:-1], [any_run["columns"][-1]]
-    aaf = mean(AAF, "final_mean_wer")
     base_zero_shot = None
     if AAF in groups:
         runs = groups[AAF].runs
@@ -82,12 +97,12 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         "paired bootstrap interval over the test utterances (runs pooled over the seeds and task orders both sides ran); 'holds' or "
         "'does not hold' only where the interval excludes 0.",
         "",
-        f"1. A-AF against sequential fine-tuning, final mean WER {relative(aaf, mean('finetune', 'final_mean_wer'))}: "
+        f"1. A-AF against sequential fine-tuning, final mean WER {relative(groups, AAF, 'finetune')}: "
         f"{compared(groups, AAF, 'finetune', learned, 'better')}; against joint multi-task "
-        f"fine-tuning {relative(aaf, mean('joint', 'final_mean_wer'))}: "
+        f"fine-tuning {relative(groups, AAF, 'joint')}: "
         f"{compared(groups, AAF, 'joint', learned, 'better')} "
         "(the paper: 8 % better than full fine-tuning).",
-        f"2. A-AF against task-ID oracle routing, final mean WER {relative(aaf, mean('adapter-oracle', 'final_mean_wer'))}: "
+        f"2. A-AF against task-ID oracle routing, final mean WER {relative(groups, AAF, 'adapter-oracle')}: "
         f"{compared(groups, AAF, 'adapter-oracle', learned, 'on par')}; over the stream's tasks "
         f"alone (the oracle gets the base task for free): "
         f"{compared(groups, AAF, 'adapter-oracle', tasks, 'on par')} (the paper: on par).",
@@ -95,12 +110,12 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         + ", ".join(share(n) for n in ("adapter-avg", "adapter-wavg", AAF, "finetune"))
         + " (the paper: 17 % for Avg/WAvg).",
         f"4. Zero-shot WER of A-AF after the last task against the base model "
-        f"{relative(mean(AAF, 'zero_shot_wer'), base_zero_shot)}: "
+        f"{versus(mean(AAF, 'zero_shot_wer'), base_zero_shot)}: "
         f"{compared(groups, AAF, AAF, zero_shot, 'better', other_step=0)}; against "
         f"sequential fine-tuning: {compared(groups, AAF, 'finetune', zero_shot, 'better')} "
         "(the paper: 9 % better than the base model).",
         f"5. LayerNorm ablation, A-AF with it against without it, final mean WER "
-        f"{relative(mean(f'{AAF} +LN', 'final_mean_wer'), aaf)}: "
+        f"{relative(groups, f'{AAF} +LN', AAF)}: "
         f"{compared(groups, f'{AAF} +LN', AAF, learned, 'better')}; with the adapters "
         f"trained during composition too: "
         f"{compared(groups, f'{AAF} +adapters +LN', f'{AAF} +adapters', learned, 'better')}. "
@@ -108,7 +123,7 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         + ", ".join(f"{n} {mean(n, 'backward_transfer'):+.2f}" for n in groups
                     if mean(n, "backward_transfer") is not None) + ".",
         f"6. casr's default, not the paper's method: fusion attention pooled over the utterance "
-        f"({DEFAULT}) against per frame (A-AF), final mean WER {relative(mean(DEFAULT, 'final_mean_wer'), aaf)}: "
+        f"({DEFAULT}) against per frame (A-AF), final mean WER {relative(groups, DEFAULT, AAF)}: "
         f"{compared(groups, DEFAULT, AAF, learned, 'better')}; on the dev sets, where the default was chosen: "
         f"{compared(groups, DEFAULT, AAF, learned, 'better', split='dev')}; against oracle "
         f"routing over the stream's tasks: {compared(groups, DEFAULT, 'adapter-oracle', tasks, 'on par')}; "

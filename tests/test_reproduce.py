@@ -157,3 +157,18 @@ def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):
         result = CliRunner().invoke(main, ["sweep", *args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_claims_relative_figure_averages_the_seeds_and_orders_its_interval_compares():
+    from continual_asr.reporting.compare import RunGroup
+
+    def group(label: str, wers: dict) -> RunGroup:
+        keys = list(wers)
+        return RunGroup(label, runs=[{"seed": s, "task_order": list(o)} for s, o in keys],
+                        metrics=[{"summary": {"final_mean_wer": w}} for w in wers.values()])
+
+    # the system ran seeds 0 and 1 in both orders; the baseline only seed 0 in one order
+    system = group("a", {(0, (1, 2)): 40.0, (0, (2, 1)): 60.0, (1, (1, 2)): 80.0, (1, (2, 1)): 90.0})
+    baseline = group("b", {(0, (1, 2)): 50.0})
+    assert reproduce.relative({"a": system, "b": baseline}, "a", "b") == "40.0 vs 50.0 (-20.0 %)"
+    assert reproduce.relative({"a": system}, "a", "b") == "not run"
