@@ -243,15 +243,23 @@ def plot(run_dir) -> None:
 @click.option("--nproc", default=1, show_default=True, type=int, metavar="N", help=NPROC_HELP)
 @click.option("--quiet", is_flag=True)
 @click.option("--skip-bad", is_flag=True, help=SKIP_BAD_HELP)
+@click.option("--export", "export_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="also write the base model to FILE: runs with --set base_model=casr:FILE then start from "
+                   "these weights on any machine, instead of pretraining their own")
 @one_line_errors
-def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, nproc, quiet, skip_bad) -> None:
+def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, nproc, quiet, skip_bad,
+             export_path) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
     from . import distributed
     from .data.streamdata import prepare_stream_data
     from .runner import default_cache_dir, ensure_writable, setup_logging
-    from .training.pretrain import evaluate_base_model, pretrain_base_model
+    from .errors import ConfigError
+    from .training.base_file import export_base_model
+    from .training.pretrain import evaluate_base_model, pretrain_base_model, weights_digest
 
     config, stream, preset = _common(preset, overrides, stream_name, config_file)
+    if export_path and config.base_model.startswith("hf:"):
+        raise ConfigError("--export: a Hugging Face base model is a folder already; runs name it with base_model=hf:PATH")
     torch_device = _start_processes("pretrain", device, nproc)
     rank0 = distributed.is_main()
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
@@ -262,7 +270,10 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     state = "from disk, not trained here" if info.get("source") else (
         "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s")
     if rank0:
-        click.echo(f"base model for {stream.name} ({state}): {info['path']}")
+        click.echo(f"base model for {stream.name} ({state}): {info['path']} (weights {weights_digest(model)})")
+        if export_path:
+            export_base_model(model, Path(export_path), data, config, info)
+            click.echo(f"written: {export_path} (runs load it with --set base_model=casr:{export_path})")
     wers = evaluate_base_model(model, data, config, torch_device)
     if rank0:
         click.echo("base model WER %: " + ", ".join(f"{name} {wer:.1f}" for name, wer in wers.items()))

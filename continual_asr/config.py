@@ -139,9 +139,11 @@ class RunConfig:
         "run", -1, "seed of base-model pretraining (-1 = the run's seed); a sweep fixes it so that every seed "
                    "starts from one base model, as the paper's runs start from one pretrained model", min=-1)
     base_model: str = option(
-        "run", "", "the frozen base: empty for casr's Conformer pretrained on the base task, or hf:PATH for a local "
-                   "Hugging Face CTC model folder (wav2vec 2.0, HuBERT, WavLM; docs/pretrained.md), used as it is: "
-                   "the model fields, head and pretraining are then unused")
+        "run", "", "the frozen base: empty for casr's Conformer pretrained on the base task (cached); casr:FILE for "
+                   "one written by casr pretrain --export FILE, so that runs on any machine start from the same "
+                   "weights (its model fields and head must match); or hf:PATH for a local Hugging Face CTC model "
+                   "folder (wav2vec 2.0, HuBERT, WavLM; docs/pretrained.md), used as it is: the model fields, head "
+                   "and pretraining are then unused")
     batch_frames: int = option(
         "training", 6000, "feature frames (10 ms) per training batch; batches are length-bucketed", min=100)
     eval_batch_frames: int = option("evaluation", 20000, "feature frames per evaluation batch", min=100)
@@ -179,10 +181,11 @@ class RunConfig:
             raise ConfigError(f"config field 'num_heads' ({self.num_heads}) must divide d_model ({self.d_model})")
         if self.conv_kernel % 2 == 0:
             raise ConfigError(f"config field 'conv_kernel' must be odd, got {self.conv_kernel}")
-        if self.base_model and not (self.base_model.startswith("hf:") and self.base_model[3:].strip()):
-            raise ConfigError(f"config field 'base_model' must be empty or hf:PATH (a local Hugging Face model "
-                              f"folder), got {self.base_model!r}")
-        if self.base_model and self.head != "ctc":
+        if self.base_model and not any(self.base_model.startswith(p) and self.base_model[len(p):].strip()
+                                       for p in ("hf:", "casr:")):
+            raise ConfigError(f"config field 'base_model' must be empty, hf:PATH (a local Hugging Face model "
+                              f"folder) or casr:FILE (casr pretrain --export FILE), got {self.base_model!r}")
+        if self.base_model.startswith("hf:") and self.head != "ctc":
             raise ConfigError(f"config field 'head' must be ctc with base_model={self.base_model} (a Hugging Face "
                               f"CTC model brings its own head), got {self.head!r}")
 

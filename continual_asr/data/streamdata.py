@@ -158,7 +158,7 @@ def _stream_tokenizer(texts: list[str], config: RunConfig, cache_dir: Path):
 def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool) -> dict[str, SplitFeatures]:
     """A task's splits (zero-shot: dev and test) with all their problems, but not yet the tokenizer's."""
     common = dict(n_mels=config.n_mels, max_seconds=config.max_utterance_seconds, cache_dir=cache_dir,
-                  progress=progress, waveform=bool(config.base_model))
+                  progress=progress, waveform=hf_folder(config.base_model) is not None)
     trained = task.train > 0 or bool(task.train_manifest)
     if task.from_manifests:
         caps = {"train": config.max_train_utterances, "dev": config.max_test_utterances,
@@ -199,7 +199,7 @@ def load_stream_splits(stream: StreamSpec, config: RunConfig, cache_dir: Path,
             chars = tokenizer.unknown_characters(text)
             if chars:
                 spelled = " ".join(map(repr, sorted(chars)))
-                why = ("the base model's vocabulary" if config.base_model
+                why = ("the base model's vocabulary" if hf_folder(config.base_model) is not None
                        else "the tokenizer is trained on the base task's training transcripts")
                 message = f"transcript has characters the tokenizer cannot spell: {spelled} ({why})"
                 unknown[index] = Problem(features.source, features.lines[index], message)
@@ -252,7 +252,7 @@ def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, 
     dev = {t: f for (t, s), f in splits.items() if s == "dev"}
     test = {t: f for (t, s), f in splits.items() if s == "test"}
     payload = f"{train[stream.base.name].digest}|{config.n_mels}".encode() + tokenizer.model_bytes
-    if config.base_model:
+    if hf_folder(config.base_model) is not None:  # its audio input and tokenizer are the model's
         payload += f"|{config.base_model}".encode()
     fingerprint = hashlib.sha256(payload).hexdigest()[:16]
     return StreamData(stream, tokenizer, train, test, dev, fingerprint, bad_training)

@@ -23,6 +23,7 @@ from ..model import AdaptableASR, ConformerASR, CTCHead, build_model
 from ..model.encoder import ENCODER_STATE_PREFIXES
 from ..model.hf_encoder import folder_fingerprint, hf_folder, load_hf_model
 from ..results import save_torch_atomic
+from .base_file import base_file, load_base_file
 from .progress import ProgressPlugin
 from .template import SpeechTemplate, TrainingPhase
 
@@ -71,7 +72,10 @@ def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> Conformer
 def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_dir: Path,
                         device: torch.device, progress: bool = True) -> tuple[AdaptableASR, dict]:
     """The base model for this stream's base task: from the cache, or trained now and cached; a
-    pretrained model from disk (``base_model: hf:PATH``) as it is."""
+    pretrained model from disk (``base_model: hf:PATH`` or ``casr:FILE``) as it is."""
+    file = base_file(config.base_model)
+    if file is not None:
+        return load_base_file(file, data, config)
     folder = hf_folder(config.base_model)
     if folder is not None:
         model = load_hf_model(folder)

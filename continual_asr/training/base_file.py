@@ -1,0 +1,79 @@
+"""casr's own base model as a file (``base_model: casr:FILE``), so that runs anywhere start from
+the very same weights.
+
+The same pretraining on another kind of CPU gives another base model (float sums round
+differently: an AVX2 machine's us-clean test WER was 31.7 where AVX-512 machines' was 32.7, under
+one cache key), and so does a cluster node without the shared cache folder. ``casr pretrain
+--export FILE`` writes the base model once; ``--set base_model=casr:FILE`` makes every run load it
+instead of pretraining, after checking that it fits the run's model and tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from ..config import MODEL_FIELDS, RunConfig, fields_of
+from ..data.streamdata import StreamData
+from ..errors import ConfigError
+from ..model import AdaptableASR, build_model
+from ..results import save_torch_atomic
+
+log = logging.getLogger("continual_asr")
+PREFIX = "casr:"
+FORMAT = "casr base model"
+# What must agree for the weights to mean the same thing: every field that shapes the model.
+# Dropout is a training setting of whoever uses the model, not part of its weights.
+SHAPE_FIELDS = [f for f in MODEL_FIELDS if f != "dropout"] + fields_of("head")
+
+
+def base_file(base_model: str) -> Path | None:
+    """The file ``base_model`` (a config value) names with ``casr:``, else None."""
+    return Path(base_model[len(PREFIX):]).expanduser() if base_model.startswith(PREFIX) else None
+
+
+def tokenizer_digest(data: StreamData) -> str:
+    """16 hex digits over the SentencePiece model: the same vocabulary exactly when they agree."""
+    return hashlib.sha256(data.tokenizer.model_bytes).hexdigest()[:16]
+
+
+def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config: RunConfig, info: dict) -> None:
+    """Write ``model`` (the stream's base model, ``info`` from pretrain_base_model) to ``path``
+    atomically, with what loading it checks."""
+    from .pretrain import weights_digest
+
+    payload = {"format": FORMAT, "state_dict": model.state_dict(), "model_config": config.subset(SHAPE_FIELDS),
+               "tokenizer": tokenizer_digest(data), "stream": data.stream.name, "base_task": data.stream.base.name,
+               "cache_key": info.get("cache_key"), "weights": weights_digest(model),
+               "torch cpu capability": torch.backends.cpu.get_cpu_capability()}
+    save_torch_atomic(payload, Path(path))
+
+
+def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[AdaptableASR, dict]:
+    """The base model in ``path`` (written by export_base_model), as a run with ``config`` on
+    ``data`` needs it; ConfigError (one line, naming the file) where it does not fit."""
+    shown = f"base_model {PREFIX}{path}"
+    if not path.is_file():
+        raise ConfigError(f"{shown}: no such file (write one with casr pretrain --export FILE)")
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # a truncated or foreign file: say which, not torch's unpickler
+        raise ConfigError(f"{shown}: not a readable torch file ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise ConfigError(f"{shown}: not a casr base model (write one with casr pretrain --export FILE)")
+    recorded = checkpoint["model_config"]
+    for name in SHAPE_FIELDS:
+        if name in recorded and recorded[name] != getattr(config, name):
+            raise ConfigError(f"{shown}: its model has {name}={recorded[name]!r}, the run's config "
+                              f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
+    if checkpoint["tokenizer"] != tokenizer_digest(data):
+        raise ConfigError(f"{shown}: pretrained with another vocabulary (stream {checkpoint['stream']!r}, this run's "
+                          f"{data.stream.name!r}): the base task's transcripts or vocab_size differ")
+    model = build_model(config, len(data.tokenizer))
+    model.load_state_dict(checkpoint["state_dict"])
+    log.info("base model: %s (pretrained under cache key %s), not trained here", path, checkpoint["cache_key"])
+    return model, {"source": f"{PREFIX}{path}", "path": str(path), "cache_key": checkpoint["cache_key"],
+                   "cached": False, "seconds": 0.0}

@@ -1,0 +1,70 @@
+"""casr's base model as a file (base_model: casr:FILE): exported once, loaded by runs with no cache of it."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from continual_asr.cli import main
+from continual_asr.config import make_config
+from continual_asr.data.streamdata import prepare_stream_data
+from continual_asr.errors import ConfigError
+from continual_asr.stream import load_stream
+from continual_asr.training.base_file import load_base_file
+
+
+def export(cache, path) -> str:
+    result = CliRunner().invoke(main, ["pretrain", "--stream", "tiny", "--preset", "tiny", "--cache-dir", str(cache),
+                                       "--export", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return result.output.split("(weights ")[1][:16]
+
+
+def test_a_run_starts_from_the_exported_base_model_without_pretraining_one(tiny_cache, tmp_path):
+    digest = export(tiny_cache, tmp_path / "base.pt")
+    shutil.rmtree(tiny_cache / "base_models")  # as on a machine that never pretrained it
+    result = CliRunner().invoke(main, [
+        "run", "--stream", "tiny", "--preset", "tiny", "--strategy", "adapter-avg", "--cache-dir", str(tiny_cache),
+        "--out", str(tmp_path / "run"), "--quiet", "--set", f"base_model=casr:{tmp_path / 'base.pt'}",
+        "--set", "adapter_epochs=1", "--set", "fusion_epochs=1"])
+    assert result.exit_code == 0, result.output
+    base = json.loads((tmp_path / "run" / "results.json").read_text())["base_model"]
+    assert (base["weights"], base["source"], base["seconds"]) == (digest, f"casr:{tmp_path / 'base.pt'}", 0.0)
+    assert not (tiny_cache / "base_models").exists()
+
+
+def test_a_base_model_file_that_does_not_fit_the_run_is_one_line_naming_it(tiny_cache, tmp_path):
+    path = tmp_path / "base.pt"
+    export(tiny_cache, path)
+    config = make_config("tiny")
+    data = prepare_stream_data(load_stream("tiny"), config, tiny_cache, progress=False)
+    model, info = load_base_file(path, data, config)
+    assert info["source"] == f"casr:{path}"
+    with pytest.raises(ConfigError, match=r"base\.pt: its model has d_model=32, the run's config 48"):
+        load_base_file(path, data, dataclasses.replace(config, d_model=48))
+    saved = torch.load(path, weights_only=True)
+    torch.save({**saved, "tokenizer": "0" * 16}, tmp_path / "other-vocabulary.pt")
+    with pytest.raises(ConfigError, match="other-vocabulary.pt: pretrained with another vocabulary"):
+        load_base_file(tmp_path / "other-vocabulary.pt", data, config)
+    torch.save({"state_dict": saved["state_dict"]}, tmp_path / "bare.pt")  # a cache entry, a run's checkpoint
+    with pytest.raises(ConfigError, match="bare.pt: not a casr base model"):
+        load_base_file(tmp_path / "bare.pt", data, config)
+    (tmp_path / "junk.pt").write_text("not torch")
+    with pytest.raises(ConfigError, match="junk.pt: not a readable torch file"):
+        load_base_file(tmp_path / "junk.pt", data, config)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("casr:missing.pt", "base_model casr:missing.pt: no such file"),
+    ("casr:", "config field 'base_model' must be empty, hf:PATH"),
+    ("base.pt", "config field 'base_model' must be empty, hf:PATH"),
+])
+def test_a_wrong_base_model_value_stops_before_any_work(tmp_path, value, message):
+    result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--strategy", "finetune",
+                                       "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+                                       "--set", f"base_model={value}"])
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "cache").exists()
