@@ -18,7 +18,7 @@ from pathlib import Path
 from continual_asr.cli import sweep_command
 from continual_asr.evaluation.significance import paired_bootstrap
 from continual_asr.reporting.compare import RunGroup
-from continual_asr.reporting.intervals import group_edits, matched_runs
+from continual_asr.reporting.intervals import group_edits, matched_note, matched_runs
 
 AAF = "adapter-fusion per-frame"  # the paper's A-AF (experiments/paper.yaml), which claims 1-5 are about
 DEFAULT = "adapter-fusion"  # casr's default: one attention per utterance
@@ -61,8 +61,7 @@ def compared(groups: dict[str, RunGroup], name: str, other: str, sets: list[str]
         return "no interval (a side has no finished runs with per-utterance edit counts)"
     interval = paired_bootstrap(ours, theirs, sets)
     text = f"{interval.difference:+.2f} points [{interval.low:+.2f}, {interval.high:+.2f}]"
-    if len(chosen) < len(system.runs) or len(chosen_other) < len(baseline.runs):
-        text += f" (over the {len(chosen)} seed and order{'s' if len(chosen) > 1 else ''} both ran)"
+    text += matched_note(system, baseline, chosen, chosen_other)
     if not interval.significant:
         verdict = "holds (no significant difference)" if expect == "on par" else "not significant"
     else:
