@@ -254,8 +254,8 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     from .data.streamdata import prepare_stream_data
     from .runner import default_cache_dir, ensure_writable, setup_logging
     from .errors import ConfigError
-    from .training.base_file import export_base_model
-    from .training.pretrain import evaluate_base_model, pretrain_base_model, weights_digest
+    from .training.base_file import export_base_model, weights_digest
+    from .training.pretrain import evaluate_base_model, pretrain_base_model
 
     config, stream, preset = _common(preset, overrides, stream_name, config_file)
     if export_path and config.base_model.startswith("hf:"):

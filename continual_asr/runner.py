@@ -41,7 +41,8 @@ from .results import format_wer_table, new_results, step_record
 from .run_state import (clear_stale_events, load_previous, refresh_finished, resume, run_identity,
                         save_step)
 from .stream import StreamSpec
-from .training.pretrain import pretrain_base_model, weights_digest
+from .training.base_file import weights_digest
+from .training.pretrain import pretrain_base_model
 from .training.adapters import ExtractionOptions
 from .training.extraction_cache import ExtractionCache
 from .training.progress import ProgressPlugin

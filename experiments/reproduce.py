@@ -31,13 +31,12 @@ def relative(groups: dict[str, RunGroup], name: str, other: str, key: str = "fin
     if not system or not baseline:
         return "not run"
     chosen, chosen_other = matched_runs(system, baseline)
+    value = _mean(system.values(lambda s: s[key], chosen))
+    return versus(value, _mean(baseline.values(lambda s: s[key], chosen_other)))
 
-    def mean(group: RunGroup, indices: list[int]) -> float | None:
-        values = [group.metrics[i]["summary"][key] for i in indices]
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else None
 
-    return versus(mean(system, chosen), mean(baseline, chosen_other))
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def versus(value: float | None, reference: float | None) -> str:
@@ -75,8 +74,7 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
     orders, and differences with 95 % paired bootstrap intervals over the test utterances."""
     def mean(name: str, key: str) -> float | None:  # over all of a group's runs
         group = groups.get(name)
-        values = group.values(lambda s: s[key]) if group else []
-        return sum(values) / len(values) if values else None
+        return _mean(group.values(lambda s: s[key]) if group else [])
 
     def share(name: str) -> str:
         group = groups.get(name)

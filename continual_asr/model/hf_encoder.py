@@ -62,11 +62,13 @@ def _transformers():
 def check_base_model(base_model: str) -> None:
     """ConfigError (one line) unless ``base_model`` is casr's own, names a usable model folder or
     an existing casr:FILE (whose contents load_base_file checks): before any data or training work."""
-    folder = hf_folder(base_model)
+    from ..training.base_file import base_file, check_base_file  # training imports model: not at the top
+
+    folder, file = hf_folder(base_model), base_file(base_model)
     if folder is not None:
         inspect_folder(folder)
-    elif base_model.startswith("casr:") and not Path(base_model[5:]).expanduser().is_file():
-        raise ConfigError(f"base_model {base_model}: no such file (write one with casr pretrain --export FILE)")
+    elif file is not None:
+        check_base_file(file)
 
 
 @dataclass(frozen=True)

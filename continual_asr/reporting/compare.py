@@ -49,8 +49,10 @@ class RunGroup:
         orders = {tuple(r.get("task_order") or ()) for r in self.runs}
         return seeds + (f" (x {len(orders)} orders)" if len(orders) > 1 else "")
 
-    def values(self, get: Callable[[dict], float | None]) -> list[float]:
-        return [v for v in (get(m["summary"]) for m in self.metrics) if v is not None]
+    def values(self, get: Callable[[dict], float | None], runs: Sequence[int] | None = None) -> list[float]:
+        """``get`` of each run's summary metrics (of the runs numbered ``runs``, else all), Nones left out."""
+        chosen = self.metrics if runs is None else [self.metrics[i] for i in runs]
+        return [v for v in (get(m["summary"]) for m in chosen) if v is not None]
 
 
 def comparable_config(results: dict) -> dict:

@@ -35,6 +35,24 @@ def base_file(base_model: str) -> Path | None:
     return Path(base_model[len(PREFIX):]).expanduser() if base_model.startswith(PREFIX) else None
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """16 hex digits over every tensor of the model's state (names, shapes, dtypes, values): two
+    runs start from one base model exactly when their digests agree. The same pretraining on
+    another kind of CPU gives another model (float sums differ), with the same cache key."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)  # as bytes: 0-d buffers and bf16 too
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_base_file(path: Path) -> None:
+    """ConfigError (one line) where ``path`` is no file: before any data or training work."""
+    if not path.is_file():
+        raise ConfigError(f"base_model {PREFIX}{path}: no such file (write one with casr pretrain --export FILE)")
+
+
 def tokenizer_digest(data: StreamData) -> str:
     """16 hex digits over the SentencePiece model: the same vocabulary exactly when they agree."""
     return hashlib.sha256(data.tokenizer.model_bytes).hexdigest()[:16]
@@ -43,8 +61,6 @@ def tokenizer_digest(data: StreamData) -> str:
 def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config: RunConfig, info: dict) -> None:
     """Write ``model`` (the stream's base model, ``info`` from pretrain_base_model) to ``path``
     atomically, with what loading it checks."""
-    from .pretrain import weights_digest
-
     payload = {"format": FORMAT, "state_dict": model.state_dict(), "model_config": config.subset(SHAPE_FIELDS),
                "tokenizer": tokenizer_digest(data), "stream": data.stream.name, "base_task": data.stream.base.name,
                "cache_key": info.get("cache_key"), "weights": weights_digest(model),
@@ -56,8 +72,7 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
     """The base model in ``path`` (written by export_base_model), as a run with ``config`` on
     ``data`` needs it; ConfigError (one line, naming the file) where it does not fit."""
     shown = f"base_model {PREFIX}{path}"
-    if not path.is_file():
-        raise ConfigError(f"{shown}: no such file (write one with casr pretrain --export FILE)")
+    check_base_file(path)
     try:
         checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # a truncated or foreign file: say which, not torch's unpickler

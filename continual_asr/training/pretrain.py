@@ -50,18 +50,6 @@ def save_checkpoint(model: AdaptableASR, path: Path, **metadata) -> None:
                       path)
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """16 hex digits over every tensor of the model's state (names, shapes, dtypes, values): two
-    runs start from one base model exactly when their digests agree. The same pretraining on
-    another kind of CPU gives another model (float sums differ), with the same cache key."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
-        flat = tensor.detach().cpu().contiguous().reshape(-1)  # as bytes: 0-d buffers and bf16 too
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def load_base_model(path: Path, config: RunConfig, num_tokens: int) -> ConformerASR:
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")
     model = build_model(config, num_tokens)
