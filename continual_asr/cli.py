@@ -253,12 +253,13 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     from . import distributed
     from .data.streamdata import prepare_stream_data
     from .runner import default_cache_dir, ensure_writable, setup_logging
+    from .config import HF_PREFIX
     from .errors import ConfigError
     from .training.base_file import export_base_model, weights_digest
     from .training.pretrain import evaluate_base_model, pretrain_base_model
 
     config, stream, preset = _common(preset, overrides, stream_name, config_file)
-    if export_path and config.base_model.startswith("hf:"):
+    if export_path and config.base_model.startswith(HF_PREFIX):
         raise ConfigError("--export: a Hugging Face base model is a folder already; runs name it with base_model=hf:PATH")
     torch_device = _start_processes("pretrain", device, nproc)
     rank0 = distributed.is_main()
@@ -270,9 +271,10 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     state = "from disk, not trained here" if info.get("source") else (
         "cached" if info["cached"] else f"trained in {info['seconds']:.0f} s")
     if rank0:
-        click.echo(f"base model for {stream.name} ({state}): {info['path']} (weights {weights_digest(model)})")
+        weights = weights_digest(model)
+        click.echo(f"base model for {stream.name} ({state}): {info['path']} (weights {weights})")
         if export_path:
-            export_base_model(model, Path(export_path), data, config, info)
+            export_base_model(model, Path(export_path), data, config, info, weights)
             click.echo(f"written: {export_path} (runs load it with --set base_model=casr:{export_path})")
     wers = evaluate_base_model(model, data, config, torch_device)
     if rank0:

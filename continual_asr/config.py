@@ -19,6 +19,10 @@ from typing import Any
 
 from .errors import ConfigError
 
+# base_model's two kinds of value: a local Hugging Face model folder, or casr's own base model file
+HF_PREFIX = "hf:"
+CASR_PREFIX = "casr:"
+
 
 # Every field belongs to one group. Cache keys and run identity are built from groups and options
 # classes, never from hand-kept lists of names, so a new field joins the keys its group belongs to.
@@ -182,10 +186,10 @@ class RunConfig:
         if self.conv_kernel % 2 == 0:
             raise ConfigError(f"config field 'conv_kernel' must be odd, got {self.conv_kernel}")
         if self.base_model and not any(self.base_model.startswith(p) and self.base_model[len(p):].strip()
-                                       for p in ("hf:", "casr:")):
-            raise ConfigError(f"config field 'base_model' must be empty, hf:PATH (a local Hugging Face model "
-                              f"folder) or casr:FILE (casr pretrain --export FILE), got {self.base_model!r}")
-        if self.base_model.startswith("hf:") and self.head != "ctc":
+                                       for p in (HF_PREFIX, CASR_PREFIX)):
+            raise ConfigError(f"config field 'base_model' must be empty, {HF_PREFIX}PATH (a local Hugging Face "
+                              f"model folder) or {CASR_PREFIX}FILE (casr pretrain --export FILE), got {self.base_model!r}")
+        if self.base_model.startswith(HF_PREFIX) and self.head != "ctc":
             raise ConfigError(f"config field 'head' must be ctc with base_model={self.base_model} (a Hugging Face "
                               f"CTC model brings its own head), got {self.head!r}")
 

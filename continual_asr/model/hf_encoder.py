@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import HF_PREFIX as PREFIX
 from ..errors import ConfigError
 from .adaptable import AdaptableASR
 from .heads import CTCHead
 
-PREFIX = "hf:"
 # model_type -> family: the architectures this wrapper is written and tested for.
 FAMILIES = {"wav2vec2": "wav2vec 2.0", "hubert": "HuBERT", "wavlm": "WavLM"}
 SAMPLE_RATE = 16000

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import MODEL_FIELDS, RunConfig, fields_of
+from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, RunConfig, fields_of
 from ..data.streamdata import StreamData
 from ..errors import ConfigError
 from ..model import AdaptableASR, build_model
 from ..results import save_torch_atomic
 
 log = logging.getLogger("continual_asr")
-PREFIX = "casr:"
 FORMAT = "casr base model"
 # What must agree for the weights to mean the same thing: every field that shapes the model.
 # Dropout is a training setting of whoever uses the model, not part of its weights.
@@ -58,12 +57,13 @@ def tokenizer_digest(data: StreamData) -> str:
     return hashlib.sha256(data.tokenizer.model_bytes).hexdigest()[:16]
 
 
-def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config: RunConfig, info: dict) -> None:
-    """Write ``model`` (the stream's base model, ``info`` from pretrain_base_model) to ``path``
-    atomically, with what loading it checks."""
+def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config: RunConfig, info: dict,
+                      weights: str) -> None:
+    """Write ``model`` (the stream's base model, ``info`` from pretrain_base_model, ``weights`` its
+    weights_digest) to ``path`` atomically, with what loading it checks."""
     payload = {"format": FORMAT, "state_dict": model.state_dict(), "model_config": config.subset(SHAPE_FIELDS),
                "tokenizer": tokenizer_digest(data), "stream": data.stream.name, "base_task": data.stream.base.name,
-               "cache_key": info.get("cache_key"), "weights": weights_digest(model),
+               "cache_key": info.get("cache_key"), "weights": weights,
                "torch cpu capability": torch.backends.cpu.get_cpu_capability()}
     save_torch_atomic(payload, Path(path))
 
