@@ -330,6 +330,25 @@ def test_distillation_consolidation_and_routing_run_with_the_rnnt_head(tmp_path,
     _check_parameters(results, strategy)
 
 
+@pytest.mark.parametrize("strategy", ["adapter-fusion", "lwf"])
+def test_adapter_fusion_and_distillation_run_with_the_hat_head(tmp_path, rnnt_run, rnnt_cache, strategy):
+    """HAT (the paper's decoder) shares the rnnt run's cached CTC base model and trains its own
+    transducer from it; the paths that differ from RNN-T (blank sigmoid, label softmax) reach fusion,
+    the frozen base and LwF's lattice posteriors."""
+    extra = [*RNNT_ARGS[:1], "head=hat", *RNNT_ARGS[2:]]
+    results, _ = _run(tmp_path, rnnt_cache, strategy, strategy=strategy, extra=extra)
+    assert results["complete"] and results["config"]["head"] == "hat" and len(results["wer_matrix"]) == 2
+    assert results["base_model"]["cache_key"] != rnnt_run[0]["base_model"]["cache_key"]
+    _check_parameters(results, strategy)
+    log = (tmp_path / strategy / "run.log").read_text()
+    assert "pretraining on us-clean for 20 epochs" not in log  # the CTC base model came from the cache
+    if strategy == "adapter-fusion":
+        base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]
+        final = torch.load(tmp_path / strategy / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert any(k.startswith("head.predictor.") for k in base)
+        assert all(torch.equal(final[key], value) for key, value in base.items())
+
+
 def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, rnnt_cache, monkeypatch):
     import continual_asr.runner as runner
 
