@@ -251,16 +251,17 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
              export_path) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
     from . import distributed
-    from .data.streamdata import prepare_stream_data
-    from .runner import default_cache_dir, ensure_writable, setup_logging
     from .config import HF_PREFIX
+    from .data.streamdata import prepare_stream_data
     from .errors import ConfigError
+    from .runner import default_cache_dir, ensure_writable, setup_logging
     from .training.base_file import export_base_model, weights_digest
     from .training.pretrain import evaluate_base_model, pretrain_base_model
 
     config, stream, preset = _common(preset, overrides, stream_name, config_file)
     if export_path and config.base_model.startswith(HF_PREFIX):
-        raise ConfigError("--export: a Hugging Face base model is a folder already; runs name it with base_model=hf:PATH")
+        raise ConfigError(f"--export: a Hugging Face base model is a folder already; runs name it with "
+                          f"base_model={HF_PREFIX}PATH")
     torch_device = _start_processes("pretrain", device, nproc)
     rank0 = distributed.is_main()
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
