@@ -125,7 +125,9 @@ def _orders(path: Path, given, stream: str) -> list[tuple[str, str]]:
 def _end_with_parent(parent: int) -> None:
     """End this worker once the sweep that started it is gone (killed, or ended by a signal
     that never reached its pool): a run left going would keep writing into its folder. Its
-    finished steps are safe; their checkpoint is written atomically and the next sweep resumes."""
+    finished steps are safe; their checkpoint is written atomically and the next sweep resumes.
+    The pool's initializer, so a worker still importing or waiting for its run ends too (it
+    holds its task queue's write end, so it would wait for a run forever)."""
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
@@ -134,12 +136,9 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="end-with-sweep", daemon=True).start()
 
 
-def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0,
-            parent: int | None = None) -> str | None:
-    """One run of the sweep (in this process or, with ``parent`` the sweep's pid, a worker);
-    an error message, or None."""
-    if parent is not None:
-        _end_with_parent(parent)
+def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0) -> str | None:
+    """One run of the sweep (in this process, a worker of its pool or a cluster job); an error
+    message, or None."""
     if threads:
         torch.set_num_threads(threads)
     run.out.mkdir(parents=True, exist_ok=True)
@@ -219,13 +218,14 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
     threads = max(1, usable_cores() // jobs)
     ended: set[int] = set()
     started = 0
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
+                             initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
         running = {}
         while order or running:
             while len(running) < jobs and (run := take_ready(order, ended)) is not None:
                 started += 1
                 echo(f"[{started}/{len(plan)}] {run.name}, seed {run.seed}: {run.out}")
-                running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads, os.getpid())] = run
+                running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads)] = run
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 run = running.pop(future)
