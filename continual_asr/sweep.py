@@ -31,6 +31,7 @@ from .reporting.compare import RunGroup, base_model_note, comparison_markdown, w
 from .reporting.intervals import intervals_markdown
 from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
 from .results import usable_cores
+from .run_state import archived_run
 from .runner import run_stream, setup_logging
 from .stream import load_stream
 
@@ -225,7 +226,13 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
             while len(running) < jobs and (run := take_ready(order, ended)) is not None:
                 started += 1
                 echo(f"[{started}/{len(plan)}] {run.name}, seed {run.seed}: {run.out}")
+                if archived_run(run.out) is not None:  # finished: read back here, not in a new process
+                    ended.add(id(run))
+                    ended_with(run, run_one(run, stream_name, preset, cache_dir))
+                    continue
                 running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads)] = run
+            if not running:
+                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 run = running.pop(future)

@@ -68,7 +68,7 @@ def test_a_sweep_file_may_list_task_orders_each_run_in_its_own_folder(tmp_path):
         sweep.load_plan(path, tmp_path / "out", seeds=[0])
 
 
-def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache):
+def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache, monkeypatch):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", "")
                     + "baselines: [avg]\n")
@@ -93,10 +93,15 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache):
     # Archived without checkpoints, the sweep reads its runs back as finished and trains nothing.
     kept = tmp_path / "kept"
     assert CliRunner().invoke(main, ["archive", str(out), str(kept)]).exit_code == 0
+    submitted = []
+    real_submit = sweep.ProcessPoolExecutor.submit
+    monkeypatch.setattr(sweep.ProcessPoolExecutor, "submit",
+                        lambda pool, fn, *args: submitted.append(args[0].name) or real_submit(pool, fn, *args))
     again = CliRunner().invoke(reproduce.main, [str(path), "--out", str(kept), "--jobs", "2",
                                                 "--cache-dir", str(tiny_cache), "--only", "avg,oracle"])
     assert again.exit_code == 0, again.output + repr(again.exception)
     assert not list(kept.rglob("checkpoint.pt"))
+    assert submitted == []  # read back by the sweep itself: no worker process starts for a finished run
     for name in ("avg", "oracle"):
         assert "already holds the finished run" in (kept / name / "seed0" / "run.log").read_text()
         assert json.loads((kept / name / "seed0" / "results.json").read_text())["steps"] == steps[name]
