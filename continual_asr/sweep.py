@@ -192,8 +192,9 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
             echo: Echo = print, log: InvocationLog | None = None, cluster: ClusterOptions | None = None,
             cluster_folder: Path | None = None) -> list[str]:
     """Every run of ``plan``, ``jobs`` at a time (each in a fresh process with its share of the
-    cores, or with ``cluster`` each as a cluster job asking for ``cluster.cpus`` cores, its job
-    files in ``cluster_folder``); the names of those that failed. ``log`` hears of each run as it ends."""
+    cores, a finished one read back in this process; or with ``cluster`` each as a cluster job
+    asking for ``cluster.cpus`` cores, its job files in ``cluster_folder``); the names of those
+    that failed. ``log`` hears of each run as it ends."""
     failed: list[str] = []
 
     def ended_with(run: PlannedRun, error: BaseException | str | None) -> None:
@@ -231,8 +232,6 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
                     ended_with(run, run_one(run, stream_name, preset, cache_dir))
                     continue
                 running[pool.submit(run_one, run, stream_name, preset, cache_dir, threads)] = run
-            if not running:
-                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 run = running.pop(future)
