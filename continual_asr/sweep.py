@@ -165,16 +165,16 @@ def sweep_baselines(path: Path) -> list[str]:
 
 def schedule(plan: list[PlannedRun]) -> list[tuple[PlannedRun, PlannedRun | None]]:
     """The runs in the order they start, each with the run it waits for: the adapter
-    strategies of one seed share their single-task adapters (the extraction cache), so the
-    first of them runs first and the others start once it has trained them."""
+    strategies of one seed share their single-task adapters (the extraction cache), in every
+    task order, so the first of them runs first and the others start once it has trained them."""
     order, extractor = [], {}
     for run in plan:
-        if run.extracts_adapters and (run.seed, run.order) not in extractor:
-            extractor[run.seed, run.order] = run
+        if run.extracts_adapters and run.seed not in extractor:
+            extractor[run.seed] = run
             order.append((run, None))
     for run in plan:
-        if run is not extractor.get((run.seed, run.order)):
-            order.append((run, extractor.get((run.seed, run.order)) if run.extracts_adapters else None))
+        if run is not extractor.get(run.seed):
+            order.append((run, extractor.get(run.seed) if run.extracts_adapters else None))
     return order
 
 

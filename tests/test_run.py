@@ -453,6 +453,8 @@ def test_a_task_order_trains_the_same_tasks_on_the_same_data_in_another_order(tm
     assert reordered["tasks"] == ["us-white-10db", "caribbean"]
     assert reordered["columns"] == ["us-clean", "us-white-10db", "caribbean", "scottish-reverb"]
     assert reordered["data"] == results["data"]  # every split the same, whatever the order
+    # single-task adapters do not depend on the order: the YAML order's (tiny_run's) serve it
+    assert [s["adapter"] for s in reordered["steps"]] == ["reused", "reused"]
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--strategy", "adapter-avg", "--preset", "tiny",
                                        "--out", str(tmp_path / "reordered"), "--cache-dir", str(shared_cache),
                                        "--quiet"])

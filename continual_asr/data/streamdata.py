@@ -88,8 +88,9 @@ class StreamData:
             test=[self.dataset("test", t) for t in self.stream.eval_tasks],
             dev=[self.dataset("dev", t) for t in self.dev_tasks()],
         )
-        for experience, task in zip(bench.train_stream, trainable):
+        for experience, task, position in zip(bench.train_stream, trainable, self.stream.order):
             experience.task_name = task.name
+            experience.stream_position = position - 1  # its place in the stream file, whatever the run's order
         for stream, tasks in ((bench.test_stream, self.stream.eval_tasks), (bench.dev_stream, self.dev_tasks())):
             for experience, task in zip(stream, tasks):
                 experience.task_name = task.name

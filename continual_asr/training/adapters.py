@@ -159,14 +159,17 @@ class AdapterStrategy(SpeechTemplate):
 
     # ---- phases ----------------------------------------------------------------------------
     def training_phases(self, experience) -> list[TrainingPhase]:
-        # Extraction depends on nothing but (seed, task), so that runs can share it (ExtractionCache).
+        # Extraction depends on nothing but (seed, task): the task's place in the stream file, not
+        # in this run's order, so runs in every order share it (ExtractionCache) and an order
+        # changes composition only.
         position = experience.current_experience
-        extraction_seed = phase_seed(self.seed, position, "adapter")
+        task_position = getattr(experience, "stream_position", position)
+        extraction_seed = phase_seed(self.seed, task_position, "adapter")
         torch.manual_seed(extraction_seed)  # the fresh adapter's initial down-projection
         index = self.add_task_adapter(experience)
         phases = []
-        if not self._reuse_adapter(index, position):
-            phases.append(self._extraction_phase(index, position, extraction_seed))
+        if not self._reuse_adapter(index, task_position):
+            phases.append(self._extraction_phase(index, task_position, extraction_seed))
         recipe = self.composition
         if recipe is None:
             return phases

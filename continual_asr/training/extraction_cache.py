@@ -6,7 +6,8 @@ enter it. So every adapter strategy of a sweep (oracle, Avg, WAvg, fusion and it
 the router) can reuse the adapters the first of them trained, which is most of their cost.
 
 Reuse is exact, not approximate: the extraction phase starts from an adapter initialised
-from (seed, task) and is itself seeded from (seed, task) (AdapterStrategy), so a reused
+from (seed, task) and is itself seeded from (seed, task) (AdapterStrategy; the task by its place
+in the stream file, so runs in another task order share it too), so a reused
 adapter holds the weights this run would have trained, bit for bit on the same thread count.
 The key holds everything else the weights depend on: RunConfig's groups in EXTRACTION_GROUPS
 and the extraction options (ExtractionOptions in training/adapters.py).
