@@ -165,6 +165,12 @@ def test_batched_greedy_search_matches_one_utterance_at_a_time():
     expected = _greedy_one_by_one(head, encoded, lengths)
     assert head.decode(encoded, lengths) == expected
     assert any(expected) and sum(map(len, expected)) < 2 * int(lengths.sum())  # neither all blank nor all capped
+    # A blank penalty makes the search emit more; a huge one leaves blank no chance: max_symbols per frame.
+    head.blank_penalty = 0.5
+    penalised = head.decode(encoded, lengths)
+    assert sum(map(len, penalised)) > sum(map(len, expected))
+    head.blank_penalty = 1e3
+    assert [len(h) for h in head.decode(encoded, lengths)] == [2 * int(n) for n in lengths]
 
 
 # ---- adapters and the frozen base ------------------------------------------------------------
@@ -237,6 +243,7 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
     assert base_model_key(data, wider, 0) != base_model_key(data, RNNT, 0)
     # Decoding settings and the other head's fields leave a base model's key alone.
     assert base_model_key(data, make_config("tiny", {"head": "rnnt", "rnnt_max_symbols": "2"}), 0) == \
+        base_model_key(data, make_config("tiny", {"head": "rnnt", "rnnt_blank_penalty": "1.5"}), 0) == \
         base_model_key(data, RNNT, 0)
     assert base_model_key(data, make_config("tiny", {"rnnt_pred_dim": "8"}), 0) == base_model_key(data, ctc, 0)
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed

@@ -101,14 +101,16 @@ class TransducerHead(nn.Module):
     emitted token, at most ``max_symbols`` per frame).
     """
 
-    def __init__(self, d_model: int, num_tokens: int, pred_dim: int, joint_dim: int, max_symbols: int) -> None:
+    def __init__(self, d_model: int, num_tokens: int, pred_dim: int, joint_dim: int, max_symbols: int,
+                 blank_penalty: float = 0.0) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_tokens + 1, pred_dim)
         self.predictor = nn.LSTM(pred_dim, pred_dim, batch_first=True)
         self.enc_proj = nn.Linear(d_model, joint_dim)
         self.pred_proj = nn.Linear(pred_dim, joint_dim, bias=False)  # enc_proj's bias serves both
         self.out = nn.Linear(joint_dim, num_tokens + 1)
-        self.max_symbols = max_symbols  # a decoding setting, not a weight: not in the state dict
+        self.max_symbols = max_symbols  # decoding settings, not weights: not in the state dict
+        self.blank_penalty = blank_penalty
 
     # ---- pieces --------------------------------------------------------------------------------
     def predict(self, classes: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -158,7 +160,10 @@ class TransducerHead(nn.Module):
         for t in range(int(lengths.max()) if batch else 0):
             active = t < lengths  # utterances that may still emit at this frame
             for _ in range(self.max_symbols):
-                best = self.scores(self.joint(enc[:, t], pred)).argmax(dim=-1)
+                scores = self.scores(self.joint(enc[:, t], pred))
+                if self.blank_penalty:  # blank's score, logit or log-probability, falls against every token's
+                    scores = torch.cat([scores[:, :1] - self.blank_penalty, scores[:, 1:]], dim=-1)
+                best = scores.argmax(dim=-1)
                 emit = active & (best != 0)
                 if not bool(emit.any()):
                     break
@@ -201,5 +206,5 @@ def make_head(config: RunConfig, num_tokens: int) -> nn.Module:
     if config.head in ("rnnt", "hat"):
         transducer = HATHead if config.head == "hat" else TransducerHead
         return transducer(config.d_model, num_tokens, config.rnnt_pred_dim, config.rnnt_joint_dim,
-                          config.rnnt_max_symbols)
+                          config.rnnt_max_symbols, config.rnnt_blank_penalty)
     return CTCHead(config.d_model, num_tokens)
