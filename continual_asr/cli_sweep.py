@@ -59,6 +59,10 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
     @one_line_errors
     def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
                 report_only, launcher, time_minutes, cpus, gpus, mem_gb, partition, max_retries) -> None:
+        if jobs > 1 and launcher == "local" and not report_only:
+            from .worker_server import start_early
+
+            start_early()  # the workers' server imports casr while this process does
         from .config import parse_overrides
         from .folders import ensure_writable
         from .stream import load_stream

@@ -12,9 +12,7 @@ of a seed wait for the first of them, whose single-task adapters they then reuse
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from .results import usable_cores
 from .run_state import archived_run
 from .runner import run_stream, setup_logging
 from .stream import load_stream
+from .worker_server import end_with_sweep, worker_context
 
 HISTORY = "sweep_history.jsonl"
 if TYPE_CHECKING:
@@ -123,20 +122,6 @@ def _orders(path: Path, given, stream: str) -> list[tuple[str, str]]:
     return found
 
 
-def _end_with_parent(parent: int) -> None:
-    """End this worker once the sweep that started it is gone (killed, or ended by a signal
-    that never reached its pool): a run left going would keep writing into its folder. Its
-    finished steps are safe; their checkpoint is written atomically and the next sweep resumes.
-    The pool's initializer, so a worker still importing or waiting for its run ends too (it
-    holds its task queue's write end, so it would wait for a run forever)."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(143)
-
-    threading.Thread(target=watch, name="end-with-sweep", daemon=True).start()
-
-
 def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0) -> str | None:
     """One run of the sweep (in this process, a worker of its pool or a cluster job); an error
     message, or None."""
@@ -220,8 +205,8 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
     threads = max(1, usable_cores() // jobs)
     ended: set[int] = set()
     started = 0
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
-                             initializer=_end_with_parent, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=worker_context(), max_tasks_per_child=1,
+                             initializer=end_with_sweep, initargs=(os.getpid(),)) as pool:
         running = {}
         while order or running:
             while len(running) < jobs and (run := take_ready(order, ended)) is not None:

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -118,9 +117,9 @@ def test_workers_end_when_their_sweep_is_killed(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         workers = []
-        for _ in range(600):
-            workers = [p for p in psutil.Process(parent.pid).children()
-                       if any("spawn_main" in part for part in p.cmdline())]
+        for _ in range(600):  # forked by the sweep's forkserver: its children (the server's children)
+            servers = [p for p in psutil.Process(parent.pid).children() if "forkserver" in " ".join(p.cmdline())]
+            workers = [w for server in servers for w in server.children()]
             if len(workers) == 2:
                 break
             time.sleep(0.1)

@@ -7,8 +7,10 @@ import subprocess
 import sys
 import time
 
+from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from continual_asr.cli import main
 from continual_asr.folders import RUN_LOCK, run_folder_lock
 from continual_asr.reporting import RUN_FILES
 
@@ -16,6 +18,14 @@ from continual_asr.reporting import RUN_FILES
 def _command(out, cache):
     return [sys.executable, "-m", "continual_asr", "run", "--stream", "tiny", "--preset", "tiny",
             "--strategy", "adapter-fusion", "--out", str(out), "--cache-dir", str(cache), "--quiet"]
+
+
+def _run_here(out, cache):
+    """The same run in this process: only the killed one needs a process of its own (a process
+    start, mostly importing torch and avalanche, costs several seconds)."""
+    result = CliRunner().invoke(main, _command(out, cache)[3:])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
 
 
 def _rows(out):
@@ -28,7 +38,7 @@ def _rows(out):
 def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache):
     cache = tiny_cache
     reference = tmp_path / "reference"
-    subprocess.run(_command(reference, cache), check=True, timeout=600)
+    _run_here(reference, cache)
     expected = json.loads((reference / "results.json").read_text())
 
     out = tmp_path / "killed"
@@ -44,7 +54,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache)
     interrupted = json.loads((out / "results.json").read_text())
     assert len(interrupted["wer_matrix"]) == 1 and not interrupted["complete"]
 
-    subprocess.run(_command(out, cache), check=True, timeout=600)
+    _run_here(out, cache)
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["complete"]
     assert resumed["wer_matrix"] == expected["wer_matrix"]
@@ -59,13 +69,13 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache)
 
     # Archived without its checkpoint, the finished run is read back, not trained again.
     archived = tmp_path / "archive"
-    subprocess.run([sys.executable, "-m", "continual_asr", "archive", str(out), str(archived)], check=True, timeout=120)
+    assert CliRunner().invoke(main, ["archive", str(out), str(archived)]).exit_code == 0
     assert not (archived / "checkpoint.pt").exists()
-    rerun = subprocess.run(_command(archived, cache), check=True, timeout=120, capture_output=True, text=True)
+    rerun = _run_here(archived, cache)
     assert not (archived / "checkpoint.pt").exists()
     assert "already holds the finished run" in (archived / "run.log").read_text()
     again = json.loads((archived / "results.json").read_text())
-    assert again["wer_matrix"] == expected["wer_matrix"] and again["steps"] == resumed["steps"], rerun.stderr
+    assert again["wer_matrix"] == expected["wer_matrix"] and again["steps"] == resumed["steps"], rerun.output
 
 
 def test_a_second_process_into_a_folder_being_written_is_refused_in_one_line(tmp_path, tiny_cache):
