@@ -287,7 +287,10 @@ def test_adapter_strategies_share_extraction_and_reused_adapters_equal_trained_o
     weights = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["state_dict"]
                for name in ("reused", "trained")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
-    other_seed, _ = _run(tmp_path, shared_cache, "seed1", strategy="adapter-oracle", seed=1)
+    # Another seed on the same base model trains its own adapters (the key holds the run's seed).
+    other_seed, _ = _run(tmp_path, shared_cache, "seed1", strategy="adapter-oracle", seed=1,
+                         extra=["--set", "pretrain_seed=0"])
+    assert other_seed["base_wer"] == reused["base_wer"]  # the same cached base model, not pretrained again
     assert [s["adapter"] for s in other_seed["steps"]] == ["trained", "trained"]
 
 
