@@ -20,6 +20,7 @@ from continual_asr.model.heads import transducer_loss
 from continual_asr.strategies.lwf import SequenceLwFPlugin
 from continual_asr.training.pretrain import base_model_key
 
+from conftest import copy_tiny_cache
 from test_run import _check_parameters, _run
 
 RNNT = make_config("tiny", {"head": "rnnt"})
@@ -295,13 +296,13 @@ def test_pretrain_seed_shares_one_base_model_across_run_seeds():
 
 # ---- end to end -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def rnnt_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("rnnt-cache")
+def rnnt_cache(tmp_path_factory, tiny_cache_template):
+    return copy_tiny_cache(tiny_cache_template, tmp_path_factory.mktemp("rnnt"))
 
 
-# A quarter of tiny's pretraining for the CTC base model, and 8 epochs (transducer_epochs) for the
-# transducer started from it: these tests check the paths, not the WER.
-RNNT_ARGS = ["--set", "head=rnnt", "--set", "pretrain_epochs=20", "--set", "transducer_epochs=8"]
+# The tiny CTC base model of the shared cache, and 8 epochs (transducer_epochs) for the transducer
+# started from it: these tests check the paths, not the WER.
+RNNT_ARGS = ["--set", "head=rnnt", "--set", "transducer_epochs=8"]
 
 
 @pytest.fixture(scope="module")
@@ -315,10 +316,10 @@ def test_adapter_fusion_with_the_rnnt_head_runs_end_to_end(rnnt_run, rnnt_cache)
     assert results["complete"] and results["config"]["head"] == "rnnt" and len(results["wer_matrix"]) == 2
     assert all(0.0 <= v for row in results["wer_matrix"] for v in row)
     _check_parameters(results, "adapter-fusion")
-    # transducer_init=ctc: the CTC base model's 20 epochs, then the transducer's 8, a quarter of
+    # transducer_init=ctc: the cached CTC base model, then the transducer's 8 epochs, a quarter of
     # them (transducer_warmup) on the head alone
     log = (out / "run.log").read_text()
-    assert "pretraining on us-clean for 20 epochs" in log  # the CTC base model
+    assert "base model: reusing" in log and "pretraining on us-clean for 80 epochs" not in log
     assert "for 8 epochs from the CTC base model's encoder, the first 2 training the head alone" in log
     assert "arithmetic: cpu (" in log and "float32" in log
     # The base (predictor and joiner included) is bit for bit the cached base model.
@@ -348,7 +349,7 @@ def test_adapter_fusion_and_distillation_run_with_the_hat_head(tmp_path, rnnt_ru
     assert results["base_model"]["cache_key"] != rnnt_run[0]["base_model"]["cache_key"]
     _check_parameters(results, strategy)
     log = (tmp_path / strategy / "run.log").read_text()
-    assert "pretraining on us-clean for 20 epochs" not in log  # the CTC base model came from the cache
+    assert "base model: reusing" in log and "pretraining on us-clean for 80 epochs" not in log  # CTC's, cached
     if strategy == "adapter-fusion":
         base = torch.load(results["base_model"]["path"], weights_only=True)["state_dict"]
         final = torch.load(tmp_path / strategy / "checkpoint.pt", weights_only=True)["state_dict"]
