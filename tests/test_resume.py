@@ -78,12 +78,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_matrix(tmp_path, tiny_cache)
     assert again["wer_matrix"] == expected["wer_matrix"] and again["steps"] == resumed["steps"], rerun.output
 
 
-def test_a_second_process_into_a_folder_being_written_is_refused_in_one_line(tmp_path, tiny_cache):
+def test_a_second_run_into_a_folder_being_written_is_refused_in_one_line(tmp_path, tiny_cache):
     out = tmp_path / "busy"
-    with run_folder_lock(out):  # as a run in another terminal holds it
-        second = subprocess.run(_command(out, tiny_cache), timeout=120, capture_output=True, text=True)
-    assert second.returncode != 0
-    message = second.stderr.strip()
+    with run_folder_lock(out):  # as a run in another terminal holds it (flock: per open file, so this process too)
+        second = CliRunner().invoke(main, _command(out, tiny_cache)[3:])
+    assert second.exit_code != 0
+    message = second.output.strip()
     assert "another casr process is writing this run folder" in message and str(out) in message
     assert len(message.splitlines()) == 1, message
     assert {p.name for p in out.iterdir()} <= {RUN_LOCK, "run.log"}  # no results, checkpoint or events
