@@ -59,5 +59,5 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process under a reused id: treat as alive
-        return True
+        pass
     return True

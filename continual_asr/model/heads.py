@@ -162,7 +162,7 @@ class TransducerHead(nn.Module):
             for _ in range(self.max_symbols):
                 scores = self.scores(self.joint(enc[:, t], pred))
                 if self.blank_penalty:  # blank's score, logit or log-probability, falls against every token's
-                    scores = torch.cat([scores[:, :1] - self.blank_penalty, scores[:, 1:]], dim=-1)
+                    scores[:, 0] -= self.blank_penalty  # a fresh tensor, and no gradients here
                 best = scores.argmax(dim=-1)
                 emit = active & (best != 0)
                 if not bool(emit.any()):
