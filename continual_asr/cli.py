@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ SKIP_BAD_HELP = "leave bad utterances out (counted in the log) instead of stoppi
 REFERENCE_HELP = ("a reference run folder of the same stream (adapter-oracle: single-task, joint: joint) for "
                   "forward transfer and intransigence; repeatable")
 DEVICE_HELP = "auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N; bf16 mixed precision on a GPU"
-NPROC_HELP = ("run as N data-parallel processes on this machine (relaunches itself with torch.distributed.run; "
+NPROC_HELP = ("run as N data-parallel processes on this machine (runs this command again through torch's launcher; "
               "with cuda, one GPU each); several machines: torchrun ... -m continual_asr")
 
 
@@ -52,9 +53,18 @@ def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: 
     return config, stream, preset
 
 
+def _start_worker_server(nproc: int) -> None:
+    """With ``--nproc N`` outside torchrun, start the server the N processes will fork from now:
+    its import of casr then overlaps this process's (continual_asr/worker_server.py)."""
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from .worker_server import start_early
+
+        start_early()
+
+
 def _start_processes(command: str, device: str, nproc: int):
     """The torch device of this process. With ``--nproc N`` (N > 1) in a plain process, run this
-    command again as N processes through torch.distributed.run and exit with their status;
+    command again as N processes through torch's elastic launcher and exit with their status;
     under torchrun, join its process group (continual_asr/distributed.py)."""
     from click.core import ParameterSource
 
@@ -134,6 +144,7 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
     the same --out continues after the last finished task. Several processes: --nproc N here,
     or torchrun --nproc-per-node N [--nnodes ...] -m continual_asr run ...
     """
+    _start_worker_server(nproc)
     from click.core import ParameterSource
 
     from . import distributed
@@ -250,6 +261,7 @@ def plot(run_dir) -> None:
 def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, nproc, quiet, skip_bad,
              export_path) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
+    _start_worker_server(nproc)
     from . import distributed
     from .config import HF_PREFIX
     from .data.streamdata import prepare_stream_data

@@ -33,7 +33,8 @@ def one_line_errors(command):
                 sys.exit(2)
             raise
         except KeyboardInterrupt:
-            click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
+            if distributed.is_main():  # Ctrl-C reaches every process: one says so
+                click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
             sys.exit(130)
 
     return wrapper

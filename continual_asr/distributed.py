@@ -2,9 +2,9 @@
 
 One process per device (a GPU, or a share of the CPU cores), launched by torchrun
 (``torchrun --nproc-per-node N [--nnodes M ...] -m continual_asr run ...``) or by
-``casr run --nproc N``, which relaunches itself through ``torch.distributed.run`` on this
-machine. Every process (rank) holds the whole model and the whole data; the backend is gloo on
-the CPU and NCCL on GPUs. With one process nothing here does anything.
+``casr run --nproc N``, which runs its own command line again as N processes through torch's
+elastic launcher on this machine. Every process (rank) holds the whole model and the whole data;
+the backend is gloo on the CPU and NCCL on GPUs. With one process nothing here does anything.
 
 How a run stays the single-process run, batch for batch (up to floating-point rounding):
 
@@ -53,6 +53,7 @@ import contextlib
 import datetime
 import logging
 import os
+import signal
 import sys
 import uuid
 from typing import Any, Callable, Sequence
@@ -180,22 +181,48 @@ def init(device: torch.device) -> bool:
 
 
 def launch_local(nproc: int, args: Sequence[str]) -> int:
-    """``python -m continual_asr ARGS`` as ``nproc`` processes on this machine (torchrun's
-    --standalone rendezvous); their exit status. The failing process has said why in one line,
-    so the launcher's own failure report and log lines stay out of the way."""
+    """``casr ARGS`` as ``nproc`` processes on this machine (torchrun's --standalone rendezvous);
+    their exit status. The processes are forked from the worker server, which has imported casr
+    already (continual_asr/worker_server.py), so none of them spends its first seconds importing.
+    The failing process has said why in one line, so the launcher's own failure report and log
+    lines stay out of the way."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    from .worker_server import worker_context
+
+    for name in [*logging.root.manager.loggerDict, "torch.multiprocessing.spawn"]:
+        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing.spawn")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)  # each has its own level
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: one thread a process unless told
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          start_method=worker_context().get_start_method())
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "continual_asr", *args)
+        elastic_launch(config, entrypoint=run_rank)(list(args))
     except ChildFailedError as exc:
         _, root = exc.get_first_failure()
         return root.exitcode if root.exitcode > 0 else 1
+    except SignalException as exc:  # the launcher passed the signal on to the processes
+        if exc.sigval != signal.SIGINT:  # on Ctrl-C process 0 has said so itself
+            print(f"casr: stopped by {exc.sigval.name}; finished steps are kept in results.json", file=sys.stderr)
+        return 128 + exc.sigval
     return 0
+
+
+def run_rank(args: list[str]) -> None:
+    """One process of :func:`launch_local`: the command line ``casr ARGS``, exiting with its status.
+    Forked from a server that imported torch before this process's environment was set, so the
+    thread count torchrun asks for is applied here."""
+    from .cli import main
+    from .worker_server import thread_lock_for_progress_bars
+
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+    thread_lock_for_progress_bars()
+
+    main.main(list(args), prog_name="casr")
 
 
 _FAILED_KEY = "casr/failed"

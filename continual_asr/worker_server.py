@@ -1,11 +1,13 @@
-"""Where a local sweep's worker processes come from: forked from a server that imported casr once.
+"""Where a local sweep's workers and ``--nproc`` processes come from: forked from a server that
+imported casr once.
 
-Each run of a ``--jobs N`` sweep gets a fresh process (its own threads, memory and CUDA state). A
-spawned process spends its first seconds importing torch and avalanche (about 15 s on a 2-core
-laptop), every run again. multiprocessing's "forkserver" start method pays that once: a server
-process imports casr, and every worker is forked from it, ready to run. ``start_early`` starts the
-server while the sweep itself is still importing, so the two imports overlap on two cores.
-Light on purpose: the sweep command imports this module before anything heavy.
+Each run of a ``--jobs N`` sweep gets a fresh process (its own threads, memory and CUDA state), and
+``casr run --nproc N`` starts N of them. A spawned process spends its first seconds importing torch
+and avalanche (about 15 s on a 2-core laptop), every time again. multiprocessing's "forkserver"
+start method pays that once: a server process imports casr, and every worker is forked from it,
+ready to run. ``start_early`` starts the server while the command itself is still importing, so
+the two imports overlap on two cores.
+Light on purpose: the commands import this module before anything heavy.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def end_with_sweep(sweep: int) -> None:
     atomically). As the initializer it covers a worker still waiting for its run, which would
     otherwise wait forever."""
     parent = os.getppid()
+    thread_lock_for_progress_bars()
 
     def watch() -> None:
         while os.getppid() == parent and _running(sweep):
@@ -51,6 +54,15 @@ def end_with_sweep(sweep: int) -> None:
         os._exit(143)
 
     threading.Thread(target=watch, name="end-with-sweep", daemon=True).start()
+
+
+def thread_lock_for_progress_bars() -> None:
+    """tqdm guards its bars with a multiprocessing lock by default: a semaphore that a process
+    ended by a signal leaves behind, and that the resource tracker it shares with the server's
+    other processes then reports as leaked. Each process draws its own bars: a thread lock serves."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def _running(pid: int) -> bool:

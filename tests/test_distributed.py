@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -198,8 +199,11 @@ def test_nproc_relaunches_the_same_command_through_torchrun(tmp_path, monkeypatc
 
     from continual_asr.cli import main
 
+    from continual_asr import worker_server
+
     launched = []
     monkeypatch.setattr(distributed, "launch_local", lambda nproc, args: launched.append((nproc, args)) or 0)
+    monkeypatch.setattr(worker_server, "start_early", lambda: None)  # no processes to fork here
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--device", "cpu", "--nproc", "2",
                                        "--out", str(tmp_path / "o"), "--set", "adapter_epochs=2", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -226,6 +230,25 @@ def test_process_and_device_mistakes_are_one_line(tmp_path, monkeypatch, args, e
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--out", str(tmp_path / "o"),
                                        "--device", "cpu", *args])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("stop, status, said", [
+    (signal.SIGTERM, 143, "casr: stopped by SIGTERM; finished steps are kept in results.json"),
+    (signal.SIGINT, 130, "")])
+def test_a_signal_that_stops_the_processes_ends_nproc_with_its_status(monkeypatch, capsys, stop, status, said):
+    """The launcher passes a signal on to the processes and raises; --nproc ends with 128 + the
+    signal and one line (on Ctrl-C process 0 says it, as in one process), not a traceback."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.launcher import api
+
+    def stopped(config, entrypoint):
+        def launch(*args):
+            raise SignalException(f"got signal {stop}", sigval=stop)
+        return launch
+
+    monkeypatch.setattr(api, "elastic_launch", stopped)
+    assert distributed.launch_local(2, ["run", "--stream", "tiny"]) == status
+    assert capsys.readouterr().err.strip() == said
 
 
 @pytest.mark.slow
