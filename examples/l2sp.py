@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from avalanche.core import SupervisedPlugin
 
-from continual_asr.config import option
+from continual_asr.config import RunConfig, option
+from continual_asr.model.adaptable import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate
 
@@ -37,7 +38,7 @@ class PullToStart(SupervisedPlugin):
 
 @register_strategy("l2sp", "L2-SP: whole-model fine-tuning with an L2 pull towards each task's starting weights",
                    options=L2SPOptions)
-def l2sp(model, config, options: L2SPOptions, plugins=None, **common):
+def l2sp(model: AdaptableASR, config: RunConfig, options: L2SPOptions, plugins=None, **common) -> SpeechTemplate:
     plugins = [*(plugins or []), PullToStart(options.l2sp_strength, options.l2sp_free_head)]
     return SpeechTemplate(model=model, config=config, plugins=plugins, epochs=options.finetune_epochs,
                           learning_rate=options.finetune_lr, **common)

@@ -34,12 +34,15 @@ FROM_CTC = {"transducer_init": "ctc"}
 
 def _transducer_variants(head: str) -> dict[str, dict]:
     """One head's rows: from scratch or from the CTC base model, with or without the auxiliary
-    CTC loss, then the head warm-up on top of both aids."""
+    CTC loss, then the head warm-up on top of both aids, then other weights of the CTC loss."""
     rows = {head: SCRATCH, f"{head} + aux ctc 0.3": {**SCRATCH, "transducer_ctc_weight": 0.3},
             f"{head}, init ctc": {**FROM_CTC, "transducer_ctc_weight": 0.0, "transducer_warmup": 0.0}}
     for warmup in (0.0, 0.25, 0.5):
         name = f"{head}, init ctc + aux ctc 0.3" + (f" + warm-up {warmup:g}" if warmup else "")
         rows[name] = {**FROM_CTC, "transducer_ctc_weight": 0.3, "transducer_warmup": warmup}
+    for weight in (0.1, 0.5, 0.7):
+        rows[f"{head}, init ctc + aux ctc {weight:g} + warm-up 0.25"] = {
+            **FROM_CTC, "transducer_ctc_weight": weight, "transducer_warmup": 0.25}
     return {name: {"head": head, **settings} for name, settings in rows.items()}
 
 

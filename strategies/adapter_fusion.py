@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass
 
-from continual_asr.config import option
+from continual_asr.config import RunConfig, option
 from continual_asr.model import AdapterFusion
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import (AdapterStrategy, CompositionOptions, ExtractionOptions,
                                              FusedOutputOptions)
 from continual_asr.training.memory import MemoryOptions
+from continual_asr.model.adaptable import AdaptableASR
 
 
 @dataclass
@@ -37,7 +38,7 @@ class FusionOptions(ExtractionOptions, CompositionOptions, FusedOutputOptions, M
 @register_strategy("adapter-fusion", "Audio-AdapterFusion: attention over every task's adapter, no task ID (one per "
                                      "utterance; fusion_scope=frame: the paper's, per frame)",
                    options=FusionOptions, extracts_adapters=True)
-def adapter_fusion(model, config, options: FusionOptions, **common) -> AdapterStrategy:
+def adapter_fusion(model: AdaptableASR, config: RunConfig, options: FusionOptions, **common) -> AdapterStrategy:
     return AdapterStrategy(
         model=model, config=config, extraction=options, composition=options, memory_per_task=options.memory_per_task,
         make_combiner=lambda layer: AdapterFusion(model.d_model, layernorm=options.fusion_layernorm,

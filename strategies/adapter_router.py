@@ -18,8 +18,9 @@ from avalanche.benchmarks.utils import AvalancheDataset
 from avalanche.core import SupervisedPlugin
 
 from continual_asr import distributed
-from continual_asr.config import option
+from continual_asr.config import RunConfig, option
 from continual_asr.model import OracleRouting, TaskRouter
+from continual_asr.model.adaptable import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import AdapterStrategy, ExtractionOptions
 from continual_asr.training.memory import MemoryOptions
@@ -110,7 +111,8 @@ class RoutingLog(SupervisedPlugin, supports_distributed=True):  # gathers every 
 
 @register_strategy("adapter-router", "learned routing: a task classifier on pooled base-encoder features picks one adapter per utterance",
                    options=RouterOptions, extracts_adapters=True)
-def adapter_router(model, config, options: RouterOptions, plugins=None, **common) -> AdapterStrategy:
+def adapter_router(model: AdaptableASR, config: RunConfig, options: RouterOptions, plugins=None,
+                   **common) -> AdapterStrategy:
     return AdapterStrategy(model=model, config=config, make_combiner=lambda layer: OracleRouting(),
                            extraction=options, memory_per_task=options.memory_per_task,
                            router=TaskRouter(2 * model.d_model * model.num_layers, options.router_hidden),

@@ -8,7 +8,8 @@ import torch
 from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, copy_params_dict, zerolike_params_dict
 
-from continual_asr.config import option
+from continual_asr.config import RunConfig, option
+from continual_asr.model.adaptable import AdaptableASR
 from continual_asr.model.heads import head_of
 from continual_asr.registry import register_strategy
 from continual_asr.training.memory import MemoryOptions
@@ -110,7 +111,7 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
 
 @register_strategy("ewc", "elastic weight consolidation: fine-tuning, weights pulled back by their importance to earlier tasks",
                    options=EWCOptions)
-def ewc(model, config, options: EWCOptions, plugins=None, **common) -> SpeechTemplate:
+def ewc(model: AdaptableASR, config: RunConfig, options: EWCOptions, plugins=None, **common) -> SpeechTemplate:
     plugins = [*(plugins or []), SpeechEWCPlugin(options.ewc_lambda, config.batch_frames)]
     return SpeechTemplate(model=model, config=config, plugins=plugins, epochs=options.finetune_epochs,
                           learning_rate=options.finetune_lr, memory_per_task=options.memory_per_task, **common)

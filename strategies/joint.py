@@ -8,6 +8,8 @@ utterances, the same number of updates as finetune, however many tasks have been
 
 from dataclasses import dataclass
 
+from continual_asr.config import RunConfig
+from continual_asr.model.adaptable import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate, TrainingPhase, whole_model_lr
 
@@ -32,6 +34,6 @@ class JointTraining(SpeechTemplate):
 
 @register_strategy("joint", "joint multi-task fine-tuning on all data of every task so far, base included (upper bound)",
                    options=JointOptions)
-def joint(model, config, options: JointOptions, **common) -> SpeechTemplate:
+def joint(model: AdaptableASR, config: RunConfig, options: JointOptions, **common) -> SpeechTemplate:
     return JointTraining(model=model, config=config, epochs=options.finetune_epochs, learning_rate=options.finetune_lr,
                          **common)

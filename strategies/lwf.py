@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
-from continual_asr.config import option
+from continual_asr.config import RunConfig, option
+from continual_asr.model.adaptable import AdaptableASR
 from continual_asr.model.heads import head_of
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate
@@ -80,7 +81,7 @@ class LwFOptions(FinetuneOptions):
 
 @register_strategy("lwf", "learning without forgetting: fine-tuning while distilling the previous model's per-frame posteriors",
                    options=LwFOptions)
-def lwf(model, config, options: LwFOptions, plugins=None, **common) -> SpeechTemplate:
+def lwf(model: AdaptableASR, config: RunConfig, options: LwFOptions, plugins=None, **common) -> SpeechTemplate:
     plugins = [*(plugins or []), SequenceLwFPlugin(options.lwf_alpha, options.lwf_temperature)]
     return SpeechTemplate(model=model, config=config, plugins=plugins, epochs=options.finetune_epochs,
                           learning_rate=options.finetune_lr, **common)

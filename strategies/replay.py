@@ -9,6 +9,8 @@ import torch
 from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ExperienceBalancedBuffer
 
+from continual_asr.config import RunConfig
+from continual_asr.model.adaptable import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.memory import MemoryOptions
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate
@@ -83,7 +85,8 @@ class ReplayOptions(FinetuneOptions, MemoryOptions):
 
 @register_strategy("replay", "experience replay: fine-tuning on the new task mixed evenly with a memory of every earlier task",
                    options=ReplayOptions)
-def replay(model, config, options: ReplayOptions, plugins=None, seed=0, **common) -> SpeechTemplate:
+def replay(model: AdaptableASR, config: RunConfig, options: ReplayOptions, plugins=None, seed=0,
+           **common) -> SpeechTemplate:
     plugins = [*(plugins or []), SpeechReplayPlugin(options.memory_per_task, seed)]
     return SpeechTemplate(model=model, config=config, plugins=plugins, seed=seed, epochs=options.finetune_epochs,
                           learning_rate=options.finetune_lr, memory_per_task=options.memory_per_task, **common)
