@@ -220,6 +220,8 @@ SHARED_GROUPS = ("model", "head", "transducer", "pretraining", "training", "data
                  "runtime")
 GENERAL_FIELDS = frozenset(f.name for f in fields(RunConfig))
 RUNTIME_FIELDS = tuple(fields_of("runtime"))
+# What only a transducer head reads (its network, its pretraining, its search): a CTC run ignores them.
+TRANSDUCER_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name.startswith(("rnnt_", "transducer_")))
 
 
 # Fields added with one default that later changed: the value every run from before the field
@@ -231,10 +233,12 @@ BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame"}
 def config_as_run(recorded: dict, defaults: dict) -> dict:
     """The config a run ran with, as resuming and comparing read it: a field it did not record
     (newer than the run) at the value runs had before the field (BEFORE_THE_FIELD, else its
-    default), and without the fields of how it ran (threads, workers), which never make two runs
-    different."""
+    default), and without the fields that never make two runs different: how it ran (threads,
+    workers) and, with the CTC head, the transducer's (a new default of one leaves CTC runs alone)."""
     before = {k: v for k, v in BEFORE_THE_FIELD.items() if k in defaults}
-    return {k: v for k, v in {**defaults, **before, **recorded}.items() if k not in RUNTIME_FIELDS}
+    config = {**defaults, **before, **recorded}
+    unread = RUNTIME_FIELDS + (TRANSDUCER_FIELDS if config.get("head", "ctc") == "ctc" else ())
+    return {k: v for k, v in config.items() if k not in unread}
 MODEL_FIELDS = fields_of("model")
 # The head's fields, keyed by head: part of the base model's identity. CTC adds none, so the
 # keys of base models cached before heads were selectable stay valid. The transducer group is

@@ -103,6 +103,23 @@ def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default
     assert _same_run_value("config", make_config("tiny").to_dict(), changed_threads, read)  # how it runs, not what
 
 
+def test_a_transducer_setting_changes_transducer_runs_only():
+    """A CTC run never reads the transducer's fields: a new default of one (the blank penalty's,
+    2026-12-02) neither stops it resuming nor splits it from newer runs in a comparison."""
+    from continual_asr.config import make_config
+    from continual_asr.registry import get_strategy
+    from continual_asr.reporting.compare import comparable_config
+    from continual_asr.run_state import same_run_value
+
+    read = get_strategy("finetune").defaults()
+    for head in ("ctc", "hat"):
+        before = make_config("tiny", {"head": head, "rnnt_blank_penalty": 0.0}).to_dict()
+        now = make_config("tiny", {"head": head, "rnnt_blank_penalty": 0.5}).to_dict()
+        assert same_run_value("config", before, now, read) == (head == "ctc")
+        compared = [comparable_config({"strategy": "finetune", "config": c}) for c in (before, now)]
+        assert (compared[0] == compared[1]) == (head == "ctc")
+
+
 def test_another_strategys_option_does_not_make_a_run_another_run():
     from continual_asr.registry import get_strategy
     from continual_asr.run_state import same_run_value
