@@ -144,6 +144,9 @@ def test_task_orders_are_pooled_like_seeds(tmp_path):
     groups = compare_runs([write_run(tmp_path / "a", first), write_run(tmp_path / "b", second)])
     assert len(groups) == 1 and len(groups[0].runs) == 2
     assert "| 0 (x 2 orders) |" in comparison_markdown(groups).replace("  ", " ")
+    third = fake_results([10, 50, 60, 40], [[12, 20, 55, 38], [11, 25, 30, 44]], seed=1)
+    groups = compare_runs([write_run(tmp_path / d, r) for d, r in (("a", first), ("b", second), ("c", third))])
+    assert "| 0, 1 (x 2 orders, 3 runs) |" in comparison_markdown(groups).replace("  ", " ")  # seed 1 in one order
 
 
 def test_intervals_compare_only_the_seeds_and_orders_both_sides_ran(tmp_path):

@@ -44,10 +44,14 @@ class RunGroup:
         return [r.get("seed") for r in self.runs]
 
     def described_runs(self) -> str:
-        """Its seeds, and how many task orders when more than one: '0, 1, 2 (x 2 orders)'."""
-        seeds = ", ".join(map(str, sorted({s for s in self.seeds if s is not None})))
+        """Its seeds, and how many task orders when more than one: '0, 1, 2 (x 2 orders)', or
+        '0, 1 (x 2 orders, 3 runs)' while some seed has not run in every order."""
+        seeds = sorted({s for s in self.seeds if s is not None})
         orders = {tuple(r.get("task_order") or ()) for r in self.runs}
-        return seeds + (f" (x {len(orders)} orders)" if len(orders) > 1 else "")
+        if len(orders) <= 1:
+            return ", ".join(map(str, seeds))
+        every = len(self.runs) == len(seeds) * len(orders)
+        return ", ".join(map(str, seeds)) + f" (x {len(orders)} orders{'' if every else f', {len(self.runs)} runs'})"
 
     def values(self, get: Callable[[dict], float | None], runs: Sequence[int] | None = None) -> list[float]:
         """``get`` of each run's summary metrics (of the runs numbered ``runs``, else all), Nones left out."""
