@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from avalanche.core import SupervisedPlugin
 
 from continual_asr.config import RunConfig, option
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate
 

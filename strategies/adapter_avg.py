@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 
 from continual_asr.config import RunConfig
-from continual_asr.model import AdapterMean
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR, AdapterMean
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import AdapterStrategy, CompositionOptions, ExtractionOptions
 from continual_asr.training.memory import MemoryOptions

@@ -3,12 +3,11 @@
 from dataclasses import dataclass
 
 from continual_asr.config import RunConfig, option
-from continual_asr.model import AdapterFusion
+from continual_asr.model import AdaptableASR, AdapterFusion
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import (AdapterStrategy, CompositionOptions, ExtractionOptions,
                                              FusedOutputOptions)
 from continual_asr.training.memory import MemoryOptions
-from continual_asr.model.adaptable import AdaptableASR
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """Task-ID routing: each utterance through its own task's adapter (the paper's upper reference)."""
 
 from continual_asr.config import RunConfig
-from continual_asr.model import OracleRouting
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR, OracleRouting
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import AdapterStrategy, ExtractionOptions
 

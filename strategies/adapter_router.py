@@ -19,8 +19,7 @@ from avalanche.core import SupervisedPlugin
 
 from continual_asr import distributed
 from continual_asr.config import RunConfig, option
-from continual_asr.model import OracleRouting, TaskRouter
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR, OracleRouting, TaskRouter
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import AdapterStrategy, ExtractionOptions
 from continual_asr.training.memory import MemoryOptions

@@ -3,12 +3,11 @@
 from dataclasses import dataclass
 
 from continual_asr.config import RunConfig
-from continual_asr.model import AdapterWeightedMean
+from continual_asr.model import AdaptableASR, AdapterWeightedMean
 from continual_asr.registry import register_strategy
 from continual_asr.training.adapters import (AdapterStrategy, CompositionOptions, ExtractionOptions,
                                              FusedOutputOptions)
 from continual_asr.training.memory import MemoryOptions
-from continual_asr.model.adaptable import AdaptableASR
 
 
 @dataclass

@@ -9,7 +9,7 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import ParamData, copy_params_dict, zerolike_params_dict
 
 from continual_asr.config import RunConfig, option
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR
 from continual_asr.model.heads import head_of
 from continual_asr.registry import register_strategy
 from continual_asr.training.memory import MemoryOptions

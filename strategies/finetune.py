@@ -1,7 +1,7 @@
 """Full fine-tuning on each task in turn: the forgetting baseline."""
 
 from continual_asr.config import RunConfig
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate
 

@@ -9,7 +9,7 @@ utterances, the same number of updates as finetune, however many tasks have been
 from dataclasses import dataclass
 
 from continual_asr.config import RunConfig
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate, TrainingPhase, whole_model_lr
 

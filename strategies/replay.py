@@ -10,7 +10,7 @@ from avalanche.training.plugins import ReplayPlugin
 from avalanche.training.storage_policy import ExperienceBalancedBuffer
 
 from continual_asr.config import RunConfig
-from continual_asr.model.adaptable import AdaptableASR
+from continual_asr.model import AdaptableASR
 from continual_asr.registry import register_strategy
 from continual_asr.training.memory import MemoryOptions
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate

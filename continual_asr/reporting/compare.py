@@ -48,10 +48,11 @@ class RunGroup:
         '0, 1 (x 2 orders, 3 runs)' while some seed has not run in every order."""
         seeds = sorted({s for s in self.seeds if s is not None})
         orders = {tuple(r.get("task_order") or ()) for r in self.runs}
+        described = ", ".join(map(str, seeds))
         if len(orders) <= 1:
-            return ", ".join(map(str, seeds))
+            return described
         every = len(self.runs) == len(seeds) * len(orders)
-        return ", ".join(map(str, seeds)) + f" (x {len(orders)} orders{'' if every else f', {len(self.runs)} runs'})"
+        return described + f" (x {len(orders)} orders{'' if every else f', {len(self.runs)} runs'})"
 
     def values(self, get: Callable[[dict], float | None], runs: Sequence[int] | None = None) -> list[float]:
         """``get`` of each run's summary metrics (of the runs numbered ``runs``, else all), Nones left out."""
