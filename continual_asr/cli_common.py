@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import CasrError
+from .errors import STOPPED_HINT, CasrError
 
 
 def one_line_errors(command):
@@ -34,7 +34,7 @@ def one_line_errors(command):
             raise
         except KeyboardInterrupt:
             if distributed.is_main():  # Ctrl-C reaches every process: one says so
-                click.echo("casr: interrupted; finished steps are kept in results.json", err=True)
+                click.echo(f"casr: interrupted; {STOPPED_HINT}", err=True)
             sys.exit(130)
 
     return wrapper

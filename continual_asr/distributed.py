@@ -62,7 +62,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import CasrError
+from .errors import STOPPED_HINT, CasrError
 
 # Rank 0 may synthesize a stream or pretrain while the others wait at a barrier.
 TIMEOUT = datetime.timedelta(hours=6)
@@ -206,7 +206,7 @@ def launch_local(nproc: int, args: Sequence[str]) -> int:
         return root.exitcode if root.exitcode > 0 else 1
     except SignalException as exc:  # the launcher passed the signal on to the processes
         if exc.sigval != signal.SIGINT:  # on Ctrl-C process 0 has said so itself
-            print(f"casr: stopped by {exc.sigval.name}; finished steps are kept in results.json", file=sys.stderr)
+            print(f"casr: stopped by {exc.sigval.name}; {STOPPED_HINT}", file=sys.stderr)
         return 128 + exc.sigval
     return 0
 

@@ -1,5 +1,8 @@
 """Errors that the command line reports as one line, without a traceback."""
 
+# What a stopped command says after "interrupted" or "stopped by SIGTERM".
+STOPPED_HINT = "what finished is kept (steps, pretraining epochs, sweep runs): the same command resumes"
+
 
 class CasrError(Exception):
     """A problem with the user's input: reported as one line, exit status 2."""

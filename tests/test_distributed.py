@@ -32,7 +32,7 @@ from continual_asr.config import GENERAL_FIELDS, make_config
 from continual_asr.data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, make_dataset
 from continual_asr.data.features import SplitFeatures
 from continual_asr.data.tokenizer import Tokenizer
-from continual_asr.errors import CasrError
+from continual_asr.errors import STOPPED_HINT, CasrError
 from continual_asr.evaluation.wer import WordErrorRate
 from continual_asr.model import build_model
 from continual_asr.registry import get_strategy
@@ -233,7 +233,7 @@ def test_process_and_device_mistakes_are_one_line(tmp_path, monkeypatch, args, e
 
 
 @pytest.mark.parametrize("stop, status, said", [
-    (signal.SIGTERM, 143, "casr: stopped by SIGTERM; finished steps are kept in results.json"),
+    (signal.SIGTERM, 143, f"casr: stopped by SIGTERM; {STOPPED_HINT}"),
     (signal.SIGINT, 130, "")])
 def test_a_signal_that_stops_the_processes_ends_nproc_with_its_status(monkeypatch, capsys, stop, status, said):
     """The launcher passes a signal on to the processes and raises; --nproc ends with 128 + the

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -135,3 +137,53 @@ def test_another_strategys_option_does_not_make_a_run_another_run():
     assert same_run_value("config", before, now, get_strategy("adapter-oracle").defaults())
     assert same_run_value("config", before, now, get_strategy("finetune").defaults())
     assert not same_run_value("config", before, now, fusion.defaults())
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_base_model(tmp_path, tiny_cache_template,
+                                                                           monkeypatch, caplog):
+    """Killed after its Nth epoch (CTC's 4, then HAT's warm-up epoch and 3 more), pretraining
+    resumes from that epoch's file and ends with the weights of a pretraining never stopped."""
+    import torch
+
+    from continual_asr.config import make_config
+    from continual_asr.data.streamdata import prepare_stream_data
+    from continual_asr.stream import load_stream
+    from continual_asr.training import pretrain
+    from conftest import copy_tiny_cache
+
+    config = make_config("tiny", {"pretrain_epochs": 4, "head": "hat", "transducer_epochs": 4})
+
+    def pretrain_in(folder, stop_after=None):
+        cache = copy_tiny_cache(tiny_cache_template, folder)
+        data = prepare_stream_data(load_stream("tiny"), config, cache, progress=False)
+        if stop_after is not None:
+            calls, save = [], pretrain.EpochCheckpoints.after_training_epoch
+
+            def save_then_stop(self, strategy, **kwargs):
+                save(self, strategy, **kwargs)
+                calls.append(1)
+                if len(calls) == stop_after:
+                    raise _Interrupted
+
+            with monkeypatch.context() as patch:
+                patch.setattr(pretrain.EpochCheckpoints, "after_training_epoch", save_then_stop)
+                with pytest.raises(_Interrupted):
+                    pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
+            assert list((cache / "base_models").glob("*.partial"))
+        model, info = pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
+        assert not list((cache / "base_models").glob("*.partial"))  # gone once the entry is published
+        return model.state_dict(), info
+
+    reference, _ = pretrain_in(tmp_path / "reference")
+    for stop_after in (5, 6):  # at the end of HAT's warm-up phase, and inside its second phase
+        caplog.clear()
+        with caplog.at_level("INFO", logger="continual_asr"):
+            resumed, info = pretrain_in(tmp_path / f"stopped-{stop_after}", stop_after)
+        assert f"resuming after epoch {stop_after - 4} of 4" in caplog.text
+        assert not info["cached"] and info["seconds"] > 0
+        assert resumed.keys() == reference.keys()
+        assert all(torch.equal(resumed[name], reference[name]) for name in reference), stop_after

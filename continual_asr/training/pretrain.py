@@ -89,11 +89,12 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
         if config.head != "ctc" and config.transducer_init == "ctc":
             start, ctc_info = pretrain_base_model(data, dataclasses.replace(config, head="ctc"), seed, cache_dir,
                                                   device, progress)
-        model, seconds = _pretrain(data, config, seed, device, progress, start)
+        model, seconds = _pretrain(data, config, seed, device, progress, start, partial_path(path))
         if start is not None:
             seconds += ctc_info["seconds"]  # what this base model cost, the CTC one included
         if lock:
             lock.build(lambda built: save_checkpoint(model, built, key=key, seconds=seconds))
+            partial_path(path).unlink(missing_ok=True)
     finally:
         if lock:
             lock.release()
@@ -104,11 +105,29 @@ class PretrainTemplate(SpeechTemplate):
     """Whole-model pretraining, after ``warmup_epochs`` of the head alone: a transducer that
     starts from the CTC base model's encoder first learns its prediction network and joiner
     against that encoder, then trains with it. (The frozen encoder's BatchNorm statistics still
-    follow the base task's batches, on which they were learned.)"""
+    follow the base task's batches, on which they were learned.)
 
-    def __init__(self, *, warmup_epochs: int = 0, **kwargs) -> None:
+    ``resume``: an :class:`EpochCheckpoints` file's contents; training continues after the epoch
+    it was written at, with that epoch's weights, optimizer, schedule, batch order and random
+    state, so the model is the one an uninterrupted pretraining gives."""
+
+    def __init__(self, *, warmup_epochs: int = 0, resume: dict | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.warmup_epochs = warmup_epochs
+        self.resume = resume
+
+    def first_epoch(self) -> int:
+        if self.resume is None or self.phase_index > self.resume["phase"]:
+            return 0
+        if self.phase_index < self.resume["phase"]:
+            return self.phase.epochs  # finished before the interruption: the checkpoint holds its weights
+        getattr(self.model, "module", self.model).load_state_dict(self.resume["model"])
+        self.optimizer.load_state_dict(self.resume["optimizer"])
+        self.scheduler.load_state_dict(self.resume["scheduler"])
+        sampler = self.dataloader.batch_sampler
+        getattr(sampler, "batches", sampler).epoch = self.resume["epoch"]  # the batch order it would have had
+        torch.set_rng_state(self.resume["torch_rng"])
+        return self.resume["epoch"]
 
     def training_phases(self, experience) -> list[TrainingPhase]:
         whole = super().training_phases(experience)[0]
@@ -123,6 +142,48 @@ def _head_only(model: AdaptableASR) -> None:
     for name, parameter in model.named_parameters():
         if name.startswith(ENCODER_STATE_PREFIXES):
             parameter.requires_grad_(False)
+
+
+class EpochCheckpoints(SupervisedPlugin, supports_distributed=True):
+    """After every pretraining epoch, process 0 writes what :class:`PretrainTemplate` needs to
+    resume after it to ``path`` (atomically): an interrupted pretraining loses at most one epoch.
+    The file sits beside the cache entry, under the entry's lock, and goes once it is published."""
+
+    def __init__(self, path: Path, seconds_before: float) -> None:
+        super().__init__()
+        self.path = path
+        self.started = time.perf_counter() - seconds_before
+
+    def seconds(self) -> float:
+        """Training time so far, the interrupted attempts' included."""
+        return time.perf_counter() - self.started
+
+    def after_training_epoch(self, strategy: PretrainTemplate, **kwargs) -> None:
+        if not distributed.is_main():
+            return
+        state = {"phase": strategy.phase_index, "epoch": strategy.phase_epoch + 1,
+                 "model": getattr(strategy.model, "module", strategy.model).state_dict(),
+                 "optimizer": strategy.optimizer.state_dict(), "scheduler": strategy.scheduler.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "seconds": self.seconds()}
+        save_torch_atomic(state, self.path)
+
+
+def partial_path(entry: Path) -> Path:
+    """Where an unfinished pretraining of cache entry ``entry`` keeps its last epoch."""
+    return entry.with_name(entry.name + ".partial")
+
+
+def read_partial(path: Path) -> dict | None:
+    """Process 0's unfinished pretraining at ``path`` (every process gets it), or None: none there,
+    or unreadable (then pretraining starts over, saying so)."""
+    state = None
+    if distributed.is_main() and path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated or foreign file costs the epochs it held, nothing more
+            log.warning("base model: %s unreadable (%s); pretraining starts over", path, error)
+            state = None
+    return distributed.broadcast_object(state)
 
 
 class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it adds is weighted like the main one
@@ -141,9 +202,10 @@ class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it 
 
 
 def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.device, progress: bool,
-              start: ConformerASR | None = None) -> tuple[ConformerASR, float]:
+              start: ConformerASR | None = None, partial: Path | None = None) -> tuple[ConformerASR, float]:
     """Data-parallel over every process, like all training. ``start``: a CTC base model whose
-    encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from."""
+    encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from. ``partial``:
+    the file of :class:`EpochCheckpoints` (resumed from when there)."""
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
@@ -163,15 +225,23 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
     if start is not None:  # a transducer from the CTC base model: its own epochs, the first on the head alone
         epochs = config.transducer_epochs or config.pretrain_epochs
         warmup = round(config.transducer_warmup * epochs)
+    resume, checkpoints = None, None
+    if partial is not None:
+        resume = read_partial(partial)
+        checkpoints = EpochCheckpoints(partial, resume["seconds"] if resume else 0.0)
+        plugins.append(checkpoints)
     strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=epochs,
-                                learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup)
+                                learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup, resume=resume)
     experience = next(iter(data.benchmark_for_base().train_stream))
     started = time.perf_counter()
     log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, epochs,
              f" from the CTC base model's encoder, the first {warmup} training the head alone" if start is not None
              else "")
+    if resume:
+        done = resume["epoch"] + (warmup if resume["phase"] else 0)  # phase 1 comes after the warm-up
+        log.info("base model: resuming after epoch %d of %d (%s)", done, epochs, partial)
     strategy.train(experience, eval_streams=[])
-    seconds = time.perf_counter() - started
+    seconds = checkpoints.seconds() if checkpoints else time.perf_counter() - started
     if hybrid:
         del model.aux_ctc  # not part of the base model
     return model.cpu(), seconds

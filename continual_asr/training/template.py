@@ -110,6 +110,7 @@ class SpeechTemplate(SupervisedTemplate):
         self.trained_parameters: dict[int, int] = {}  # id -> numel of every parameter trained this experience
         self.step_details: dict = {}  # what a strategy adds to this experience's record in results.json
         self._phase_counter = 0
+        self.phase_index = 0
         self.phase_epoch = 0
         self.spec_augment = torch.nn.Sequential(
             torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, config.n_mels // 6)),
@@ -122,6 +123,12 @@ class SpeechTemplate(SupervisedTemplate):
     def training_phases(self, experience) -> list[TrainingPhase]:
         return [TrainingPhase("finetune", self.epochs, self.learning_rate,
                               configure=lambda model: model.set_trainable(base=True))]
+
+    def first_epoch(self) -> int:
+        """The epoch ``self.phase`` (number ``self.phase_index`` of the experience) starts at, its
+        optimizer and data loader just built: 0, unless an interrupted experience resumes inside
+        it (pretraining does, training/pretrain.py)."""
+        return 0
 
     def after_phases(self, experience) -> None:
         """Called once the experience's phases are done (e.g. to install the eval combiner)."""
@@ -165,7 +172,7 @@ class SpeechTemplate(SupervisedTemplate):
         # plugins' after_train_dataset_adaptation, e.g. replay adding its buffer): phases without
         # data of their own train on that.
         experience_data = self.adapted_dataset
-        for phase in self.training_phases(experience):
+        for self.phase_index, phase in enumerate(self.training_phases(experience)):
             if phase.epochs <= 0:
                 continue
             self.phase = phase
@@ -178,7 +185,7 @@ class SpeechTemplate(SupervisedTemplate):
             self.make_train_dataloader()
             self.make_optimizer()
             self.model.train()
-            for self.phase_epoch in range(phase.epochs):
+            for self.phase_epoch in range(self.first_epoch(), phase.epochs):
                 self._before_training_epoch(**kwargs)
                 self.training_epoch(**kwargs)
                 self._after_training_epoch(**kwargs)
