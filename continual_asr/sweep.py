@@ -302,6 +302,26 @@ def invocations(out: Path) -> list[dict]:
     return list(found.values())
 
 
+def _grouped(runs: list[dict]) -> list[list[dict]]:
+    """The invocations by how they ran (launcher and --jobs), in order of first appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["launcher"], run["jobs"]), []).append(run)
+    return list(groups.values())
+
+
+def _invocations_alike(runs: list[dict]) -> str:
+    """'2.58 h with --jobs 2' or '6.10 h over 9 invocations with --jobs 1, 7 of them stopped
+    before their end (counted to their last finished run)'."""
+    how = ("" if runs[0]["launcher"] == "local" else f"--launcher {runs[0]['launcher']}, ") + f"--jobs {runs[0]['jobs']}"
+    hours = sum(i["seconds"] for i in runs) / 3600
+    stopped = sum(not i["ended"] for i in runs)
+    if len(runs) == 1:
+        return f"{hours:.2f} h with {how}" + (" (stopped before its end; counted to its last finished run)" * stopped)
+    return (f"{hours:.2f} h over {len(runs)} invocations with {how}"
+            + (f", {stopped} of them stopped before their end (counted to their last finished run)" if stopped else ""))
+
+
 def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
     """A sentence on the time the finished runs and the sweep's invocations took."""
     hours = sum(r["wall_seconds"] for g in groups.values() for r in g.runs) / 3600
@@ -312,12 +332,9 @@ def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
     runs = invocations(out)
     if runs:
         total = sum(i["seconds"] for i in runs) / 3600
-        text += (f" The sweep ran in {len(runs)} invocation(s), {'' if all(i['ended'] for i in runs) else 'at least '}"
-                 f"{total:.2f} h of wall clock: "
-                 + ", ".join(f"{i['seconds'] / 3600:.2f} h with "
-                             + ("" if i["launcher"] == "local" else f"--launcher {i['launcher']}, ") + f"--jobs {i['jobs']}"
-                             + ("" if i["ended"] else " (stopped before its end; counted to its last finished run)")
-                             for i in runs) + ".")
+        text += (f" The sweep ran in {len(runs)} invocation{'s' * (len(runs) > 1)}, "
+                 f"{'' if all(i['ended'] for i in runs) else 'at least '}{total:.2f} h of wall clock: "
+                 + ", ".join(_invocations_alike(alike) for alike in _grouped(runs)) + ".")
     return text
 
 

@@ -150,6 +150,18 @@ def test_a_killed_invocation_counts_up_to_its_last_finished_run(tmp_path, monkey
                                            {"jobs": 1, "seconds": 30.0, "ended": True, "launcher": "local"}]
 
 
+
+def test_the_report_sums_invocations_that_ran_alike(tmp_path):
+    from continual_asr import sweep
+
+    history = [{"began": "a", "jobs": 1, "wall_seconds": 3600.0}, {"began": "b", "jobs": 2, "at_seconds": 1800.0},
+               {"began": "c", "jobs": 1, "at_seconds": 7200.0}]
+    (tmp_path / "sweep_history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in history))
+    assert sweep.time_taken(tmp_path, {}).endswith(
+        "The sweep ran in 3 invocations, at least 3.50 h of wall clock: 3.00 h over 2 invocations with --jobs 1, "
+        "1 of them stopped before their end (counted to their last finished run), 0.50 h with --jobs 2 (stopped "
+        "before its end; counted to its last finished run).")
+
 def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):
     from continual_asr.cli import main
 
