@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from continual_asr.cli import main
 from continual_asr.folders import RUN_LOCK, run_folder_lock
 from continual_asr.reporting import RUN_FILES
+from conftest import copy_tiny_cache
 
 
 def _command(out, cache):
@@ -145,45 +146,51 @@ class _Interrupted(Exception):
 
 def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_base_model(tmp_path, tiny_cache_template,
                                                                            monkeypatch, caplog):
-    """Killed after its Nth epoch (CTC's 4, then HAT's warm-up epoch and 3 more), pretraining
-    resumes from that epoch's file and ends with the weights of a pretraining never stopped."""
+    """HAT pretraining (CTC's 4 epochs, then HAT's warm-up epoch and 3 more) stopped at the end of
+    its warm-up phase, then again inside its second phase, resumes each time from the last
+    epoch's file and ends with the weights of a pretraining never stopped."""
     import torch
 
     from continual_asr.config import make_config
     from continual_asr.data.streamdata import prepare_stream_data
     from continual_asr.stream import load_stream
     from continual_asr.training import pretrain
-    from conftest import copy_tiny_cache
 
     config = make_config("tiny", {"pretrain_epochs": 4, "head": "hat", "transducer_epochs": 4})
 
-    def pretrain_in(folder, stop_after=None):
+    def data_in(folder):
         cache = copy_tiny_cache(tiny_cache_template, folder)
-        data = prepare_stream_data(load_stream("tiny"), config, cache, progress=False)
-        if stop_after is not None:
-            calls, save = [], pretrain.EpochCheckpoints.after_training_epoch
+        return prepare_stream_data(load_stream("tiny"), config, cache, progress=False), cache
 
-            def save_then_stop(self, strategy, **kwargs):
-                save(self, strategy, **kwargs)
-                calls.append(1)
-                if len(calls) == stop_after:
-                    raise _Interrupted
+    def pretrain_stopping(data, cache, after_epochs):
+        calls, save = [], pretrain.EpochCheckpoints.after_training_epoch
 
-            with monkeypatch.context() as patch:
-                patch.setattr(pretrain.EpochCheckpoints, "after_training_epoch", save_then_stop)
-                with pytest.raises(_Interrupted):
-                    pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
-            assert list((cache / "base_models").glob("*.partial"))
-        model, info = pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
-        assert not list((cache / "base_models").glob("*.partial"))  # gone once the entry is published
-        return model.state_dict(), info
+        def save_then_stop(self, strategy, **kwargs):
+            save(self, strategy, **kwargs)
+            calls.append(1)
+            if len(calls) == after_epochs:
+                raise _Interrupted
 
-    reference, _ = pretrain_in(tmp_path / "reference")
-    for stop_after in (5, 6):  # at the end of HAT's warm-up phase, and inside its second phase
+        with monkeypatch.context() as patch:
+            patch.setattr(pretrain.EpochCheckpoints, "after_training_epoch", save_then_stop)
+            with pytest.raises(_Interrupted):
+                pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
+        assert len(list((cache / "base_models").glob("*.partial"))) == 1
+
+    def pretrain_all(data, cache):
+        return pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
+
+    reference, _ = pretrain_all(*data_in(tmp_path / "reference"))
+    data, cache = data_in(tmp_path / "stopped")
+    pretrain_stopping(data, cache, 5)  # CTC's 4 epochs and HAT's warm-up: the CTC model is cached, HAT's partial
+    with caplog.at_level("INFO", logger="continual_asr"):
+        pretrain_stopping(data, cache, 1)  # the first epoch of HAT's second phase
+        assert "resuming after epoch 1 of 4" in caplog.text
         caplog.clear()
-        with caplog.at_level("INFO", logger="continual_asr"):
-            resumed, info = pretrain_in(tmp_path / f"stopped-{stop_after}", stop_after)
-        assert f"resuming after epoch {stop_after - 4} of 4" in caplog.text
-        assert not info["cached"] and info["seconds"] > 0
-        assert resumed.keys() == reference.keys()
-        assert all(torch.equal(resumed[name], reference[name]) for name in reference), stop_after
+        resumed, info = pretrain_all(data, cache)
+        assert "resuming after epoch 2 of 4" in caplog.text
+    assert not list((cache / "base_models").glob("*.partial"))  # gone once the entry is published
+    assert not info["cached"] and info["seconds"] > 0
+    resumed, reference = resumed.state_dict(), reference.state_dict()
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[name], reference[name]) for name in reference)
