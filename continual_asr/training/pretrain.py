@@ -202,7 +202,7 @@ class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it 
 
 
 def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.device, progress: bool,
-              start: ConformerASR | None = None, partial: Path | None = None) -> tuple[ConformerASR, float]:
+              start: ConformerASR | None, partial: Path) -> tuple[ConformerASR, float]:
     """Data-parallel over every process, like all training. ``start``: a CTC base model whose
     encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from. ``partial``:
     the file of :class:`EpochCheckpoints` (resumed from when there)."""
@@ -225,15 +225,12 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
     if start is not None:  # a transducer from the CTC base model: its own epochs, the first on the head alone
         epochs = config.transducer_epochs or config.pretrain_epochs
         warmup = round(config.transducer_warmup * epochs)
-    resume, checkpoints = None, None
-    if partial is not None:
-        resume = read_partial(partial)
-        checkpoints = EpochCheckpoints(partial, resume["seconds"] if resume else 0.0)
-        plugins.append(checkpoints)
+    resume = read_partial(partial)
+    checkpoints = EpochCheckpoints(partial, resume["seconds"] if resume else 0.0)
+    plugins.append(checkpoints)
     strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=epochs,
                                 learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup, resume=resume)
     experience = next(iter(data.benchmark_for_base().train_stream))
-    started = time.perf_counter()
     log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, epochs,
              f" from the CTC base model's encoder, the first {warmup} training the head alone" if start is not None
              else "")
@@ -241,7 +238,7 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
         done = resume["epoch"] + (warmup if resume["phase"] else 0)  # phase 1 comes after the warm-up
         log.info("base model: resuming after epoch %d of %d (%s)", done, epochs, partial)
     strategy.train(experience, eval_streams=[])
-    seconds = checkpoints.seconds() if checkpoints else time.perf_counter() - started
+    seconds = checkpoints.seconds()
     if hybrid:
         del model.aux_ctc  # not part of the base model
     return model.cpu(), seconds
