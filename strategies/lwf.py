@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
 from continual_asr.config import RunConfig, option
-from continual_asr.model.heads import head_of
 from continual_asr.model import AdaptableASR
+from continual_asr.model.heads import head_of
 from continual_asr.registry import register_strategy
 from continual_asr.training.template import FinetuneOptions, SpeechTemplate
 

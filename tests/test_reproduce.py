@@ -150,7 +150,6 @@ def test_a_killed_invocation_counts_up_to_its_last_finished_run(tmp_path, monkey
                                            {"jobs": 1, "seconds": 30.0, "ended": True, "launcher": "local"}]
 
 
-
 def test_the_report_sums_invocations_that_ran_alike(tmp_path):
     from continual_asr import sweep
 
@@ -161,6 +160,7 @@ def test_the_report_sums_invocations_that_ran_alike(tmp_path):
         "The sweep ran in 3 invocations, at least 3.50 h of wall clock: 3.00 h over 2 invocations with --jobs 1, "
         "1 of them stopped before their end (counted to their last finished run), 0.50 h with --jobs 2 (stopped "
         "before its end; counted to its last finished run).")
+
 
 def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):
     from continual_asr.cli import main

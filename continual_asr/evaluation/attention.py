@@ -20,10 +20,6 @@ from ..reporting.plots import attention_figure
 NULL_SLOT = "no adapter"  # the column of fusion's null slot
 
 
-def _model(strategy) -> torch.nn.Module:
-    return getattr(strategy.model, "module", strategy.model)  # DistributedDataParallel holds it as module
-
-
 class AdapterAttention(PluginMetric[dict]):
     """``results`` maps test-set index -> per layer, the mean attention of each slot."""
 
@@ -53,7 +49,7 @@ class AdapterAttention(PluginMetric[dict]):
     def before_eval_exp(self, strategy) -> None:
         if strategy.experience.origin_stream.name == "test":
             self._recorder = AttentionRecorder()
-            _model(strategy).record_attention(self._recorder)
+            strategy.bare_model.record_attention(self._recorder)
 
     def before_eval_forward(self, strategy) -> None:
         if self._recorder is not None and strategy.mbatch.positions is not None:
@@ -63,7 +59,7 @@ class AdapterAttention(PluginMetric[dict]):
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             return
-        model = _model(strategy)
+        model = strategy.bare_model
         model.record_attention(None)
         if not recorder.sums:  # nothing attends
             return

@@ -74,6 +74,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     seed = pretrain_seed(config, seed)
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
+    partial = partial_path(path)
     info = {"cache_key": key, "path": str(path)}
     # Rank 0 alone uses the cache (other nodes need no shared cache folder) and holds the entry's
     # lock until the model is published: another run needing this base model waits, then reads it.
@@ -89,12 +90,12 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
         if config.head != "ctc" and config.transducer_init == "ctc":
             start, ctc_info = pretrain_base_model(data, dataclasses.replace(config, head="ctc"), seed, cache_dir,
                                                   device, progress)
-        model, seconds = _pretrain(data, config, seed, device, progress, start, partial_path(path))
+        model, seconds = _pretrain(data, config, seed, device, progress, start, partial)
         if start is not None:
             seconds += ctc_info["seconds"]  # what this base model cost, the CTC one included
         if lock:
             lock.build(lambda built: save_checkpoint(model, built, key=key, seconds=seconds))
-            partial_path(path).unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
     finally:
         if lock:
             lock.release()
@@ -121,7 +122,7 @@ class PretrainTemplate(SpeechTemplate):
             return 0
         if self.phase_index < self.resume["phase"]:
             return self.phase.epochs  # finished before the interruption: the checkpoint holds its weights
-        getattr(self.model, "module", self.model).load_state_dict(self.resume["model"])
+        self.bare_model.load_state_dict(self.resume["model"])
         self.optimizer.load_state_dict(self.resume["optimizer"])
         self.scheduler.load_state_dict(self.resume["scheduler"])
         sampler = self.dataloader.batch_sampler
@@ -162,7 +163,7 @@ class EpochCheckpoints(SupervisedPlugin, supports_distributed=True):
         if not distributed.is_main():
             return
         state = {"phase": strategy.phase_index, "epoch": strategy.phase_epoch + 1,
-                 "model": getattr(strategy.model, "module", strategy.model).state_dict(),
+                 "model": strategy.bare_model.state_dict(),
                  "optimizer": strategy.optimizer.state_dict(), "scheduler": strategy.scheduler.state_dict(),
                  "torch_rng": torch.get_rng_state(), "seconds": self.seconds()}
         save_torch_atomic(state, self.path)
@@ -182,7 +183,6 @@ def read_partial(path: Path) -> dict | None:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a truncated or foreign file costs the epochs it held, nothing more
             log.warning("base model: %s unreadable (%s); pretraining starts over", path, error)
-            state = None
     return distributed.broadcast_object(state)
 
 

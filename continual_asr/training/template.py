@@ -119,6 +119,11 @@ class SpeechTemplate(SupervisedTemplate):
             torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
         ) if config.specaugment and not model.takes_waveform else None  # audio has no mel bins to mask
 
+    @property
+    def bare_model(self) -> AdaptableASR:
+        """The model itself, not a DistributedDataParallel wrapper around it (which holds it as ``module``)."""
+        return getattr(self.model, "module", self.model)
+
     # ---- what a strategy overrides ------------------------------------------------------------
     def training_phases(self, experience) -> list[TrainingPhase]:
         return [TrainingPhase("finetune", self.epochs, self.learning_rate,
