@@ -1,7 +1,7 @@
 """Errors that the command line reports as one line, without a traceback."""
 
 # What a stopped command says after "interrupted" or "stopped by SIGTERM".
-STOPPED_HINT = "what finished is kept (steps, pretraining epochs, sweep runs): the same command resumes"
+STOPPED_HINT = "what finished is kept (steps, pretraining and adapter epochs, sweep runs): the same command resumes"
 
 
 class CasrError(Exception):

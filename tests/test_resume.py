@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from continual_asr.cli import main
 from continual_asr.folders import RUN_LOCK, run_folder_lock
 from continual_asr.reporting import RUN_FILES
+from continual_asr.training.epoch_file import EpochFile
 from conftest import copy_tiny_cache
 
 
@@ -163,16 +164,8 @@ def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_base_model(tmp_
         return prepare_stream_data(load_stream("tiny"), config, cache, progress=False), cache
 
     def pretrain_stopping(data, cache, after_epochs):
-        calls, save = [], pretrain.EpochCheckpoints.after_training_epoch
-
-        def save_then_stop(self, strategy, **kwargs):
-            save(self, strategy, **kwargs)
-            calls.append(1)
-            if len(calls) == after_epochs:
-                raise _Interrupted
-
         with monkeypatch.context() as patch:
-            patch.setattr(pretrain.EpochCheckpoints, "after_training_epoch", save_then_stop)
+            patch.setattr(EpochFile, "write", _stopping_after(after_epochs, _Interrupted))
             with pytest.raises(_Interrupted):
                 pretrain.pretrain_base_model(data, config, 0, cache, torch.device("cpu"), progress=False)
         assert len(list((cache / "base_models").glob("*.partial"))) == 1
@@ -194,3 +187,49 @@ def test_an_interrupted_pretraining_resumes_to_the_uninterrupted_base_model(tmp_
     resumed, reference = resumed.state_dict(), reference.state_dict()
     assert resumed.keys() == reference.keys()
     assert all(torch.equal(resumed[name], reference[name]) for name in reference)
+
+
+def _stopping_after(epochs: int, error: type[BaseException]):
+    """EpochFile.write that raises ``error`` once it has written ``epochs`` epoch files."""
+    calls, write = [], EpochFile.write
+
+    def write_then_stop(self, strategy):
+        write(self, strategy)
+        calls.append(1)
+        if len(calls) == epochs:
+            raise error
+    return write_then_stop
+
+
+def test_an_interrupted_adapter_extraction_resumes_after_its_last_epoch(tmp_path, tiny_cache_template, monkeypatch):
+    """Ctrl-C after epoch 4 of the second task's adapter (10 epochs each at the tiny preset): the
+    rerun resumes after it and ends with the adapters and WER matrix of a run never stopped."""
+    import torch
+
+    def run(name, cache):
+        out = tmp_path / name / "run"
+        return CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--strategy", "adapter-oracle",
+                                         "--out", str(out), "--cache-dir", str(cache), "--quiet"]), out
+
+    def adapters(cache):
+        return {path.name: torch.load(path, weights_only=True)["layers"] for path in (cache / "adapters").glob("*.pt")}
+
+    reference_cache = copy_tiny_cache(tiny_cache_template, tmp_path / "reference")
+    result, reference = run("reference", reference_cache)
+    assert result.exit_code == 0, result.output
+    cache = copy_tiny_cache(tiny_cache_template, tmp_path / "stopped")
+    with monkeypatch.context() as patch:
+        patch.setattr(EpochFile, "write", _stopping_after(14, KeyboardInterrupt))
+        result, out = run("stopped", cache)
+    assert result.exit_code == 130, result.output
+    [partial] = (cache / "adapters").glob("*.partial")
+    assert torch.load(partial, weights_only=True)["epoch"] == 4
+    result, out = run("stopped", cache)
+    assert result.exit_code == 0, result.output
+    assert "resuming after epoch 4 of 10" in (out / "run.log").read_text()
+    assert not list((cache / "adapters").glob("*.partial"))  # gone once the adapter is cached
+    assert _rows(out) == _rows(reference)
+    resumed, expected = adapters(cache), adapters(reference_cache)
+    assert resumed.keys() == expected.keys() and len(expected) >= 2
+    for name, layers in expected.items():
+        assert all(torch.equal(resumed[name][i][key], layer[key]) for i, layer in enumerate(layers) for key in layer)

@@ -15,7 +15,6 @@ uses lives in its module (fusion's attention options, the router's training: str
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +27,7 @@ from ..config import Options, option
 from ..model import AdaptableASR, Resizable, SingleAdapter, TaskRouter
 from .. import distributed
 from ..errors import ConfigError
+from .epoch_file import EpochFile, partial_path
 from .extraction_cache import ExtractionCache
 from .template import SpeechTemplate, TrainingPhase, phase_seed
 
@@ -235,24 +235,32 @@ class AdapterStrategy(SpeechTemplate):
         return self.phase is not None and self.phase.name == "fusion"
 
     def _extraction_phase(self, index: int, position: int, seed: int) -> TrainingPhase:
-        began = 0.0
+        task = self.model.adapter_tasks[index]
+        cached = self.extraction_cache is not None
+        # Beside its cache entry (whose lock this run holds, see _reuse_adapter), the adapter's last
+        # finished epoch: an interrupted run resumes inside extraction, not at its start.
+        epoch_file = EpochFile(partial_path(self.extraction_cache.path(task, position)) if cached else None,
+                               weights=lambda model: nn.ModuleList(bank.adapters[index] for bank in model.banks))
+        done = epoch_file.epochs_done([self.extraction.adapter_epochs])
+        if done is not None:
+            log.info("adapter for %s: resuming after epoch %d of %d (%s)", task, done,
+                     self.extraction.adapter_epochs, epoch_file.path)
 
         def extract(model: AdaptableASR) -> None:
-            nonlocal began
-            began = time.perf_counter()
             model.set_router(None)
             model.set_combiners(lambda _: SingleAdapter(index))
             model.set_trainable(base=False, adapters=[index])
 
         def keep(model: AdaptableASR) -> None:
-            seconds = time.perf_counter() - began
+            seconds = epoch_file.seconds()
             self.step_details.update(adapter="trained", adapter_seconds=round(seconds, 2))
-            if self.extraction_cache is not None and distributed.is_main():
-                self.extraction_cache.save(model.adapter_tasks[index], position,
-                                           [bank.adapters[index].state_dict() for bank in model.banks], seconds)
+            if cached and distributed.is_main():
+                self.extraction_cache.save(task, position, [bank.adapters[index].state_dict() for bank in model.banks],
+                                           seconds)
+                epoch_file.discard()
 
         return TrainingPhase("adapter", self.extraction.adapter_epochs, self.extraction.adapter_lr, extract, seed=seed,
-                             finish=keep)
+                             finish=keep, epoch_file=epoch_file)
 
     def _reuse_adapter(self, index: int, position: int) -> bool:
         """Load this task's adapter from the extraction cache, if an earlier run trained it."""

@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from ..model.encoder import ENCODER_STATE_PREFIXES
 from ..model.hf_encoder import folder_fingerprint, hf_folder, load_hf_model
 from ..results import save_torch_atomic
 from .base_file import base_file, load_base_file
+from .epoch_file import EpochFile, partial_path
 from .progress import ProgressPlugin
 from .template import SpeechTemplate, TrainingPhase
 
@@ -95,7 +95,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
             seconds += ctc_info["seconds"]  # what this base model cost, the CTC one included
         if lock:
             lock.build(lambda built: save_checkpoint(model, built, key=key, seconds=seconds))
-            partial.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)  # its epoch file
     finally:
         if lock:
             lock.release()
@@ -106,35 +106,20 @@ class PretrainTemplate(SpeechTemplate):
     """Whole-model pretraining, after ``warmup_epochs`` of the head alone: a transducer that
     starts from the CTC base model's encoder first learns its prediction network and joiner
     against that encoder, then trains with it. (The frozen encoder's BatchNorm statistics still
-    follow the base task's batches, on which they were learned.)
+    follow the base task's batches, on which they were learned.) ``epoch_file``: kept after every
+    epoch of both phases, and resumed from."""
 
-    ``resume``: an :class:`EpochCheckpoints` file's contents; training continues after the epoch
-    it was written at, with that epoch's weights, optimizer, schedule, batch order and random
-    state, so the model is the one an uninterrupted pretraining gives."""
-
-    def __init__(self, *, warmup_epochs: int = 0, resume: dict | None = None, **kwargs) -> None:
+    def __init__(self, *, warmup_epochs: int = 0, epoch_file: EpochFile | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.warmup_epochs = warmup_epochs
-        self.resume = resume
-
-    def first_epoch(self) -> int:
-        if self.resume is None or self.phase_index > self.resume["phase"]:
-            return 0
-        if self.phase_index < self.resume["phase"]:
-            return self.phase.epochs  # finished before the interruption: the checkpoint holds its weights
-        self.bare_model.load_state_dict(self.resume["model"])
-        self.optimizer.load_state_dict(self.resume["optimizer"])
-        self.scheduler.load_state_dict(self.resume["scheduler"])
-        sampler = self.dataloader.batch_sampler
-        getattr(sampler, "batches", sampler).epoch = self.resume["epoch"]  # the batch order it would have had
-        torch.set_rng_state(self.resume["torch_rng"])
-        return self.resume["epoch"]
+        self.epoch_file = epoch_file
 
     def training_phases(self, experience) -> list[TrainingPhase]:
-        whole = super().training_phases(experience)[0]
+        whole = dataclasses.replace(super().training_phases(experience)[0], epoch_file=self.epoch_file)
         if not self.warmup_epochs:
             return [whole]
-        return [TrainingPhase("head warm-up", self.warmup_epochs, self.learning_rate, configure=_head_only),
+        return [TrainingPhase("head warm-up", self.warmup_epochs, self.learning_rate, configure=_head_only,
+                              epoch_file=self.epoch_file),
                 dataclasses.replace(whole, epochs=whole.epochs - self.warmup_epochs)]
 
 
@@ -143,47 +128,6 @@ def _head_only(model: AdaptableASR) -> None:
     for name, parameter in model.named_parameters():
         if name.startswith(ENCODER_STATE_PREFIXES):
             parameter.requires_grad_(False)
-
-
-class EpochCheckpoints(SupervisedPlugin, supports_distributed=True):
-    """After every pretraining epoch, process 0 writes what :class:`PretrainTemplate` needs to
-    resume after it to ``path`` (atomically): an interrupted pretraining loses at most one epoch.
-    The file sits beside the cache entry, under the entry's lock, and goes once it is published."""
-
-    def __init__(self, path: Path, seconds_before: float) -> None:
-        super().__init__()
-        self.path = path
-        self.started = time.perf_counter() - seconds_before
-
-    def seconds(self) -> float:
-        """Training time so far, the interrupted attempts' included."""
-        return time.perf_counter() - self.started
-
-    def after_training_epoch(self, strategy: PretrainTemplate, **kwargs) -> None:
-        if not distributed.is_main():
-            return
-        state = {"phase": strategy.phase_index, "epoch": strategy.phase_epoch + 1,
-                 "model": strategy.bare_model.state_dict(),
-                 "optimizer": strategy.optimizer.state_dict(), "scheduler": strategy.scheduler.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "seconds": self.seconds()}
-        save_torch_atomic(state, self.path)
-
-
-def partial_path(entry: Path) -> Path:
-    """Where an unfinished pretraining of cache entry ``entry`` keeps its last epoch."""
-    return entry.with_name(entry.name + ".partial")
-
-
-def read_partial(path: Path) -> dict | None:
-    """Process 0's unfinished pretraining at ``path`` (every process gets it), or None: none there,
-    or unreadable (then pretraining starts over, saying so)."""
-    state = None
-    if distributed.is_main() and path.exists():
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a truncated or foreign file costs the epochs it held, nothing more
-            log.warning("base model: %s unreadable (%s); pretraining starts over", path, error)
-    return distributed.broadcast_object(state)
 
 
 class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it adds is weighted like the main one
@@ -205,7 +149,7 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
               start: ConformerASR | None, partial: Path) -> tuple[ConformerASR, float]:
     """Data-parallel over every process, like all training. ``start``: a CTC base model whose
     encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from. ``partial``:
-    the file of :class:`EpochCheckpoints` (resumed from when there)."""
+    the epoch file (training/epoch_file.py), resumed from when there."""
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
@@ -225,20 +169,19 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
     if start is not None:  # a transducer from the CTC base model: its own epochs, the first on the head alone
         epochs = config.transducer_epochs or config.pretrain_epochs
         warmup = round(config.transducer_warmup * epochs)
-    resume = read_partial(partial)
-    checkpoints = EpochCheckpoints(partial, resume["seconds"] if resume else 0.0)
-    plugins.append(checkpoints)
+    epoch_file = EpochFile(partial)
     strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=epochs,
-                                learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup, resume=resume)
+                                learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup,
+                                epoch_file=epoch_file)
     experience = next(iter(data.benchmark_for_base().train_stream))
     log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, epochs,
              f" from the CTC base model's encoder, the first {warmup} training the head alone" if start is not None
              else "")
-    if resume:
-        done = resume["epoch"] + (warmup if resume["phase"] else 0)  # phase 1 comes after the warm-up
+    done = epoch_file.epochs_done([warmup, epochs - warmup] if warmup else [epochs])
+    if done is not None:
         log.info("base model: resuming after epoch %d of %d (%s)", done, epochs, partial)
     strategy.train(experience, eval_streams=[])
-    seconds = checkpoints.seconds()
+    seconds = epoch_file.seconds()
     if hybrid:
         del model.aux_ctc  # not part of the base model
     return model.cpu(), seconds

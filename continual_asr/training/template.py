@@ -29,6 +29,7 @@ from ..data.dataset import FrameBudgetBatchSampler, ShardedBatchSampler, ShardVi
 from ..errors import TrainingError
 from ..model import AdaptableASR, head_of
 from . import avalanche_overrides
+from .epoch_file import EpochFile
 from .memory import TaskMemory
 
 
@@ -45,6 +46,9 @@ class TrainingPhase:
     # before it, so its result can be reused (adapter extraction); None: the run's RNG flows on.
     seed: int | None = None
     finish: Callable[[AdaptableASR], None] | None = None  # called once the phase's epochs are done
+    # Where the state after each finished epoch is kept, so an interrupted phase resumes after it
+    # (training/epoch_file.py); None: an interrupted phase starts over.
+    epoch_file: EpochFile | None = None
 
 
 def phase_seed(run_seed: int, experience: int, phase: str) -> int:
@@ -129,12 +133,6 @@ class SpeechTemplate(SupervisedTemplate):
         return [TrainingPhase("finetune", self.epochs, self.learning_rate,
                               configure=lambda model: model.set_trainable(base=True))]
 
-    def first_epoch(self) -> int:
-        """The epoch ``self.phase`` (number ``self.phase_index`` of the experience) starts at, its
-        optimizer and data loader just built: 0, unless an interrupted experience resumes inside
-        it (pretraining does, training/pretrain.py)."""
-        return 0
-
     def after_phases(self, experience) -> None:
         """Called once the experience's phases are done (e.g. to install the eval combiner)."""
 
@@ -190,10 +188,13 @@ class SpeechTemplate(SupervisedTemplate):
             self.make_train_dataloader()
             self.make_optimizer()
             self.model.train()
-            for self.phase_epoch in range(self.first_epoch(), phase.epochs):
+            first = phase.epoch_file.first_epoch(self) if phase.epoch_file is not None else 0
+            for self.phase_epoch in range(first, phase.epochs):
                 self._before_training_epoch(**kwargs)
                 self.training_epoch(**kwargs)
                 self._after_training_epoch(**kwargs)
+                if phase.epoch_file is not None:
+                    phase.epoch_file.write(self)
             if phase.finish is not None:
                 phase.finish(self.model)
         self.phase = None
