@@ -60,8 +60,8 @@ def test_adapter_mean_of_identical_adapters_equals_one_adapter():
     model, features, lengths = _model_with_random_adapters(4)
     with torch.no_grad():
         for bank in model.banks:
-            for copy in bank.adapters[1:]:
-                for target, source in zip(copy.parameters(), bank.adapters[0].parameters()):
+            for duplicate in bank.adapters[1:]:
+                for target, source in zip(duplicate.parameters(), bank.adapters[0].parameters()):
                     target.copy_(source)
     mean = _encoded(model, lambda _: AdapterMean(), features, lengths)
     single = _encoded(model, lambda _: SingleAdapter(0), features, lengths)
