@@ -310,30 +310,37 @@ def _grouped(runs: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
+def duration(seconds: float) -> str:
+    """'3.50 h' from an hour on, '38 min' or '37 s' below it (a tiny sweep is not '0.00 h')."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def _invocations_alike(runs: list[dict]) -> str:
     """'2.58 h with --jobs 2' or '6.10 h over 9 invocations with --jobs 1, 7 of them stopped
     before their end (counted to their last finished run)'."""
     how = ("" if runs[0]["launcher"] == "local" else f"--launcher {runs[0]['launcher']}, ") + f"--jobs {runs[0]['jobs']}"
-    hours = sum(i["seconds"] for i in runs) / 3600
+    took = duration(sum(i["seconds"] for i in runs))
     stopped = sum(not i["ended"] for i in runs)
     if len(runs) == 1:
-        return f"{hours:.2f} h with {how}" + (" (stopped before its end; counted to its last finished run)" * stopped)
-    return (f"{hours:.2f} h over {len(runs)} invocations with {how}"
+        return f"{took} with {how}" + (" (stopped before its end; counted to its last finished run)" * stopped)
+    return (f"{took} over {len(runs)} invocations with {how}"
             + (f", {stopped} of them stopped before their end (counted to their last finished run)" if stopped else ""))
 
 
 def time_taken(out: Path, groups: dict[str, RunGroup]) -> str:
     """A sentence on the time the finished runs and the sweep's invocations took."""
-    hours = sum(r["wall_seconds"] for g in groups.values() for r in g.runs) / 3600
-    reused = sum(m["summary"]["cost"]["reused_training_seconds"] for g in groups.values() for m in g.metrics) / 3600
-    text = (f"Their wall times add up to {hours:.2f} h: base pretraining counts where a run did it; single-task "
+    spent = sum(r["wall_seconds"] for g in groups.values() for r in g.runs)
+    reused = sum(m["summary"]["cost"]["reused_training_seconds"] for g in groups.values() for m in g.metrics)
+    text = (f"Their wall times add up to {duration(spent)}: base pretraining counts where a run did it; single-task "
             f"adapters a run reused from another run of the sweep count once, in the run that trained them "
-            f"(reusing saved {reused:.2f} h).")
+            f"(reusing saved {duration(reused)}).")
     runs = invocations(out)
     if runs:
-        total = sum(i["seconds"] for i in runs) / 3600
+        total = sum(i["seconds"] for i in runs)
         text += (f" The sweep ran in {len(runs)} invocation{'s' * (len(runs) > 1)}, "
-                 f"{'' if all(i['ended'] for i in runs) else 'at least '}{total:.2f} h of wall clock: "
+                 f"{'' if all(i['ended'] for i in runs) else 'at least '}{duration(total)} of wall clock: "
                  + ", ".join(_invocations_alike(alike) for alike in _grouped(runs)) + ".")
     return text
 

@@ -158,8 +158,14 @@ def test_the_report_sums_invocations_that_ran_alike(tmp_path):
     (tmp_path / "sweep_history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in history))
     assert sweep.time_taken(tmp_path, {}).endswith(
         "The sweep ran in 3 invocations, at least 3.50 h of wall clock: 3.00 h over 2 invocations with --jobs 1, "
-        "1 of them stopped before their end (counted to their last finished run), 0.50 h with --jobs 2 (stopped "
+        "1 of them stopped before their end (counted to their last finished run), 30 min with --jobs 2 (stopped "
         "before its end; counted to its last finished run).")
+
+
+def test_durations_read_in_the_unit_that_suits_them():
+    from continual_asr.sweep import duration
+
+    assert [duration(s) for s in (37.4, 60.0, 2280.0, 3600.0, 12600.0)] == ["37 s", "1 min", "38 min", "1.00 h", "3.50 h"]
 
 
 def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):
