@@ -177,7 +177,7 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
     log.info("base model: pretraining on %s for %d epochs%s", data.stream.base.name, epochs,
              f" from the CTC base model's encoder, the first {warmup} training the head alone" if start is not None
              else "")
-    done = epoch_file.epochs_done([warmup, epochs - warmup] if warmup else [epochs])
+    done = epoch_file.epochs_done([phase.epochs for phase in strategy.training_phases(experience)])
     if done is not None:
         log.info("base model: resuming after epoch %d of %d (%s)", done, epochs, partial)
     strategy.train(experience, eval_streams=[])
