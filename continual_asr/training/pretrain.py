@@ -74,7 +74,6 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     seed = pretrain_seed(config, seed)
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
-    partial = partial_path(path)
     info = {"cache_key": key, "path": str(path)}
     # Rank 0 alone uses the cache (other nodes need no shared cache folder) and holds the entry's
     # lock until the model is published: another run needing this base model waits, then reads it.
@@ -90,12 +89,13 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
         if config.head != "ctc" and config.transducer_init == "ctc":
             start, ctc_info = pretrain_base_model(data, dataclasses.replace(config, head="ctc"), seed, cache_dir,
                                                   device, progress)
-        model, seconds = _pretrain(data, config, seed, device, progress, start, partial)
+        epoch_file = EpochFile(partial_path(path))  # read under the entry's lock
+        model, seconds = _pretrain(data, config, seed, device, progress, start, epoch_file)
         if start is not None:
             seconds += ctc_info["seconds"]  # what this base model cost, the CTC one included
         if lock:
             lock.build(lambda built: save_checkpoint(model, built, key=key, seconds=seconds))
-            partial.unlink(missing_ok=True)  # its epoch file
+            epoch_file.discard()
     finally:
         if lock:
             lock.release()
@@ -146,10 +146,10 @@ class AuxiliaryCTC(SupervisedPlugin, supports_distributed=True):  # the loss it 
 
 
 def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.device, progress: bool,
-              start: ConformerASR | None, partial: Path) -> tuple[ConformerASR, float]:
+              start: ConformerASR | None, epoch_file: EpochFile) -> tuple[ConformerASR, float]:
     """Data-parallel over every process, like all training. ``start``: a CTC base model whose
-    encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from. ``partial``:
-    the epoch file (training/epoch_file.py), resumed from when there."""
+    encoder (and CTC layer, as the auxiliary CTC layer) a transducer starts from. ``epoch_file``:
+    kept after every epoch, and resumed from when it holds one."""
     torch.manual_seed(seed)
     model = build_model(config, len(data.tokenizer))
     mean, std = data.feature_stats()
@@ -169,7 +169,6 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
     if start is not None:  # a transducer from the CTC base model: its own epochs, the first on the head alone
         epochs = config.transducer_epochs or config.pretrain_epochs
         warmup = round(config.transducer_warmup * epochs)
-    epoch_file = EpochFile(partial)
     strategy = PretrainTemplate(model=model, config=config, device=device, seed=seed, epochs=epochs,
                                 learning_rate=config.pretrain_lr, plugins=plugins, warmup_epochs=warmup,
                                 epoch_file=epoch_file)
@@ -179,7 +178,7 @@ def _pretrain(data: StreamData, config: RunConfig, seed: int, device: torch.devi
              else "")
     done = epoch_file.epochs_done([phase.epochs for phase in strategy.training_phases(experience)])
     if done is not None:
-        log.info("base model: resuming after epoch %d of %d (%s)", done, epochs, partial)
+        log.info("base model: resuming after epoch %d of %d (%s)", done, epochs, epoch_file.path)
     strategy.train(experience, eval_streams=[])
     seconds = epoch_file.seconds()
     if hybrid:
