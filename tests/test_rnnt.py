@@ -1,6 +1,7 @@
 """The transducer head (--set head=rnnt): loss, greedy search, adapters, the frozen base, LwF,
 config and cache keys, and end to end on tiny with a resume."""
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +14,7 @@ from continual_asr.cli import main
 from continual_asr.config import HEAD_FIELDS, PRETRAIN_FIELDS, make_config
 from continual_asr.data.dataset import collate
 from continual_asr.errors import ConfigError
-from continual_asr.model import (AdapterFusion, AdapterMean, SingleAdapter, TransducerHead, build_model,
+from continual_asr.model import (AdapterFusion, AdapterMean, HATHead, SingleAdapter, TransducerHead, build_model,
                                  head_of)
 from continual_asr.model.encoder import BASE_STATE_PREFIXES
 from continual_asr.model.heads import transducer_loss
@@ -84,7 +85,6 @@ def test_the_two_class_lattice_gives_torchaudios_full_rnnt_loss_and_gradients():
 
 
 def test_hat_factors_blank_out_of_the_label_softmax_and_its_loss_is_the_lattice_loss():
-    from continual_asr.model import HATHead
 
     torch.manual_seed(5)
     head = HATHead(d_model=8, num_tokens=NUM_TOKENS, pred_dim=6, joint_dim=6, max_symbols=3)
@@ -172,6 +172,26 @@ def test_batched_greedy_search_matches_one_utterance_at_a_time():
     assert sum(map(len, penalised)) > sum(map(len, expected))
     head.blank_penalty = 1e3
     assert [len(h) for h in head.decode(encoded, lengths)] == [2 * int(n) for n in lengths]
+
+
+@torch.no_grad()
+def test_the_error_scripts_greedy_path_emits_what_the_search_decodes():
+    """experiments/transducer_errors.py writes out the search's path frame by frame: its emissions
+    must be the batched search's tokens, blank penalty included, or the trace explains another search."""
+    from experiment_scripts import load_experiment
+
+    script = load_experiment("transducer_errors")
+    torch.manual_seed(4)
+    head = HATHead(d_model=8, num_tokens=NUM_TOKENS, pred_dim=6, joint_dim=12, max_symbols=2, blank_penalty=0.5)
+    head.out.bias[0] -= 1.0  # blank's sigmoid about even with the tokens: a mix of emissions and skips
+    encoded = torch.randn(3, 9, 8) * 2
+    lengths = torch.tensor([9, 6, 3])
+    names = SimpleNamespace(decode=lambda ids: f"t{ids[0]}")
+    decoded = head.decode(encoded, lengths)
+    traced = [[int(t) for t in re.findall(r"EMIT t(\d+)", script.greedy_path(head, encoded[b, : int(n)], names))]
+              for b, n in enumerate(lengths)]
+    assert traced == decoded
+    assert any(decoded) and sum(map(len, decoded)) < 2 * int(lengths.sum())
 
 
 # ---- adapters and the frozen base ------------------------------------------------------------
