@@ -30,13 +30,25 @@ STRATEGIES = ["adapter-fusion", "adapter-oracle", "adapter-avg", "adapter-wavg",
 PINNED_FILE = Path(__file__).parent / "data" / "pinned_wer.json"
 
 
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id ('GenuineIntel', 'AuthenticAMD'), or '' where there is none."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), "")
+
+
 def this_platform() -> dict:
-    """What a platform's pins are keyed by: float sums differ between torch versions and CPU kinds."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What a platform's pins are keyed by: float sums differ between torch versions and CPU kinds,
+    and between vendors of one capability (an AMD and an Intel AVX-512 CPU give other tiny WERs)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_vendor": cpu_vendor()}
 
 
 def is_this_platform(entry: dict) -> bool:
-    return all(entry[key] == value for key, value in this_platform().items())
+    """Pins recorded before the vendor was part of the key match no platform (their vendor is not known)."""
+    return all(entry.get(key) == value for key, value in this_platform().items())
 
 
 def pinned_runs(work: Path, strategies: list[str], cache: Path) -> dict:

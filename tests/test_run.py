@@ -94,7 +94,7 @@ def _check_pinned(results: dict, strategy: str) -> None:
     here = this_platform()
     platform = next((p for p in PINNED["platforms"] if is_this_platform(p)), None)
     if platform is None:
-        pinned_on = [{k: p[k] for k in here} for p in PINNED["platforms"]]
+        pinned_on = [{k: p.get(k) for k in here} for p in PINNED["platforms"]]
         pytest.skip(f"WER pinned on {pinned_on}, this is {here}")
     if strategy not in platform["runs"]:
         pytest.skip(f"{strategy}'s WER is not pinned on {here} (python tests/pinned_wer.py {strategy})")
@@ -439,7 +439,8 @@ def test_the_papers_per_frame_fusion_runs_on_the_same_adapters_and_composes_othe
     assert [s["adapter"] for s in results["steps"]] == ["reused", "reused"]  # tiny_run's
     assert results["base_wer"] == tiny_run[0]["base_wer"]
     for layers in results["steps"][-1]["attention"]["test_sets"].values():
-        assert all(abs(sum(row) - 1.0) < 1e-4 for row in layers)
+        # results.json rounds each weight to 4 decimals: a row's sum is 1 within half a unit per weight
+        assert all(abs(sum(row) - 1.0) <= 0.5e-4 * len(row) + 1e-9 for row in layers)
     assert results["steps"][-1]["attention"] != tiny_run[0]["steps"][-1]["attention"]
 
 
