@@ -23,6 +23,7 @@ from continual_asr.config import make_config, parse_overrides
 from continual_asr.data.dataset import collate
 from continual_asr.data.streamdata import prepare_stream_data
 from continual_asr.data.text import normalize_text
+from continual_asr.evaluation.wer import greedy_decode
 from continual_asr.model.heads import TransducerHead, head_of
 from continual_asr.reporting.tables import markdown_table
 from continual_asr.runner import default_cache_dir, setup_logging
@@ -40,7 +41,7 @@ def transcribe(model, data, split: str, task, batch: int = 16) -> tuple[list[str
     for start in range(0, len(dataset), batch):
         samples = collate([dataset[i] for i in range(start, min(len(dataset), start + batch))])
         encoded, lengths = model(samples.features, samples.feature_lengths)
-        hyps += [data.tokenizer.decode(t) for t in head_of(model).decode(encoded, lengths)]
+        hyps += greedy_decode(model, encoded, lengths, data.tokenizer)
         refs += samples.texts
     return [normalize_text(r) for r in refs], [normalize_text(h) for h in hyps]
 
@@ -82,12 +83,13 @@ def main(stream_name, preset, seeds, overrides, trace, cache_dir) -> None:
     config = make_config(preset, parse_overrides(overrides))
     if config.threads:  # as a run does: float sums, so WERs, depend on the thread count
         torch.set_num_threads(config.threads)
-    data = prepare_stream_data(stream, config, cache_dir or default_cache_dir(), progress=False)
+    cache = cache_dir or default_cache_dir()
+    data = prepare_stream_data(stream, config, cache, progress=False)
     base = stream.base
     measures = {split: [] for split in SPLITS}
     traces = []
     for seed in [int(s) for s in seeds.split(",")]:
-        model, _ = pretrain_base_model(data, config, seed, cache_dir or default_cache_dir(), "cpu", progress=False)
+        model, _ = pretrain_base_model(data, config, seed, cache, "cpu", progress=False)
         model.eval()
         for split in SPLITS:
             refs, hyps = transcribe(model, data, split, base)
