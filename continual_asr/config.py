@@ -184,7 +184,11 @@ class RunConfig:
         "runtime", -1, "DataLoader worker processes per process (-1 = auto: none on the CPU, up to 4 per GPU, "
                        "collating into pinned memory)", min=-1)
     mixed_precision: bool = option(
-        "numerics", True, "bf16 autocast of forward pass and loss on a GPU (no effect on the CPU)")
+        "numerics", True, "bf16 autocast of forward pass and loss on a GPU (the CPU: cpu_precision)")
+    cpu_precision: str = option(
+        "numerics", "auto", "arithmetic on the CPU: float32; bf16 (autocast of forward pass and loss, attention and "
+                            "weights in float32); auto: bf16 where the CPU has AMX (faster there), float32 elsewhere "
+                            "(bf16 is slower without AMX, AVX-512 BF16 included)", choices=("auto", "float32", "bf16"))
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -226,8 +230,9 @@ TRANSDUCER_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name.startswith
 
 # Fields added with one default that later changed: the value every run from before the field
 # existed ran with (such a run does not record it). fusion_scope came in per frame, the only
-# behaviour there had been, and became 'utterance' by default on 2026-11-30.
-BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame"}
+# behaviour there had been, and became 'utterance' by default on 2026-11-30. Runs before
+# cpu_precision computed in float32 on the CPU.
+BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame", "cpu_precision": "float32"}
 
 
 def config_as_run(recorded: dict, defaults: dict) -> dict:

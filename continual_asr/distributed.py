@@ -134,22 +134,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on a GPU (forward and loss; the losses compute in float32 themselves);
-    nothing on the CPU, where bf16 is slower than float32 for these models, even with AVX-512 BF16
-    (experiments/bench_training.py: 1.5 to 1.7x slower per training step)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+def has_amx() -> bool:
+    """Whether the CPU has AMX tiles (Intel Sapphire Rapids and later), where oneDNN runs bf16
+    matrix products on matrix units."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe is not None and probe())
+
+
+def cpu_bf16(cpu_precision: str) -> bool:
+    """Whether a CPU run computes under bf16 autocast: ``bf16`` always, ``auto`` where the CPU
+    has AMX (the only CPUs where it measured faster: docs/performance.md), ``float32`` never."""
+    return cpu_precision == "bf16" or (cpu_precision == "auto" and has_amx())
+
+
+def resolve_cpu_precision(device: torch.device, cpu_precision: str) -> str:
+    """``auto`` made concrete for a run on ``device``, so results, resume and caches record what
+    ran: bf16 on a CPU with AMX, float32 on other CPUs and on a GPU (which reads ``mixed_precision``)."""
+    if cpu_precision != "auto":
+        return cpu_precision
+    return "bf16" if device.type == "cpu" and has_amx() else "float32"
+
+
+def autocast(device: torch.device, enabled: bool = True, cpu_precision: str = "float32"):
+    """bf16 autocast of forward and loss (the losses compute in float32 themselves): on a GPU
+    when ``enabled`` (``mixed_precision``), on the CPU as ``cpu_precision`` says."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+    if device.type == "cpu" and cpu_bf16(cpu_precision):
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def arithmetic(device: torch.device, enabled: bool = True) -> str:
+def arithmetic(device: torch.device, enabled: bool = True, cpu_precision: str = "float32") -> str:
     """What a run computes in, for its log: the precision ``autocast`` gives, and on the CPU its
     vector extensions and threads (float sums, so WERs, depend on both)."""
     if device.type == "cuda":
         return f"{device}, " + ("bf16 autocast (forward and loss), float32 weights" if enabled else "float32")
-    return (f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), float32 (bf16 "
-            "autocast measured slower on the CPU, AVX-512 BF16 included: docs/performance.md)")
+    units = " with AMX" if has_amx() else ""
+    where = f"cpu ({torch.backends.cpu.get_cpu_capability()}{units}, {torch.get_num_threads()} threads)"
+    if cpu_bf16(cpu_precision):
+        return f"{where}, bf16 autocast (forward and loss; attention and weights in float32), cpu_precision={cpu_precision}"
+    return f"{where}, float32, cpu_precision={cpu_precision}"
 
 
 def loader_workers(configured: int, device: torch.device) -> int:

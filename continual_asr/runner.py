@@ -203,6 +203,8 @@ def _run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, o
     main = distributed.is_main()
     progress = progress and main
     imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
+    config = dataclasses.replace(
+        config, cpu_precision=distributed.resolve_cpu_precision(torch.device(device), config.cpu_precision))
     identity = run_identity(stream, strategy.name, seed, config, options, imported)
     columns = [t.name for t in stream.eval_tasks]
     references = distributed.broadcast_object(
@@ -218,7 +220,7 @@ def _run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, o
     torch_device = torch.device(device)
     data, model, base_info = _data_and_base_model(stream, strategy, config, seed, cache_dir, torch_device, progress,
                                                   skip_bad)
-    log.info("arithmetic: %s", distributed.arithmetic(torch_device, config.mixed_precision))
+    log.info("arithmetic: %s", distributed.arithmetic(torch_device, config.mixed_precision, config.cpu_precision))
     tensorboard = TensorboardLogger(out_dir) if main else None
     evaluator = make_evaluator(data.tokenizer, columns, loggers=[tensorboard] if main else [])
     cl_strategy, extraction_cache = _build_strategy(strategy, model, data, config, options, seed=seed,

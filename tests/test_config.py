@@ -65,5 +65,6 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
     assert key() == key(threads=1, eval_batch_frames=999)  # runtime and evaluation never enter
     # The keys adapters were cached under before options moved beside their strategies (2026-11-30), at
     # the adapter_lr of then (3e-3; 1.2e-2 since 2026-12-01).
-    assert key(adapter_lr=3e-3) == "c898f609ab37df6f"
+    assert key(adapter_lr=3e-3) == "c898f609ab37df6f" == key(adapter_lr=3e-3, cpu_precision="float32")
+    assert key(cpu_precision="bf16") != key(cpu_precision="float32")  # other arithmetic, other adapters
     assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3) == "d2c61a89f5fb8a0c"

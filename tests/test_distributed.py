@@ -39,7 +39,9 @@ from continual_asr.registry import get_strategy
 from continual_asr.training.template import SpeechTemplate
 
 WORDS = "zero one two three four five six seven eight nine".split()
-SETTINGS = {"batch_frames": 100000, "eval_batch_frames": 420, "adapter_epochs": 1, "fusion_epochs": 1, "num_workers": 0}
+# float32: split and whole batches agree to float32's rounding, not bf16's (auto is bf16 on AMX CPUs)
+SETTINGS = {"batch_frames": 100000, "eval_batch_frames": 420, "adapter_epochs": 1, "fusion_epochs": 1, "num_workers": 0,
+            "cpu_precision": "float32"}
 CONFIG = make_config("tiny", {k: v for k, v in SETTINGS.items() if k in GENERAL_FIELDS})
 
 
@@ -305,9 +307,30 @@ def test_attention_sums_over_ranks_give_every_rank_the_whole_test_set(tmp_path):
 def test_the_log_says_which_arithmetic_runs():
     import torch
 
-    from continual_asr.distributed import arithmetic
+    from continual_asr.distributed import arithmetic, has_amx
 
-    cpu = arithmetic(torch.device("cpu"))
-    assert cpu.startswith(f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads), float32")
+    where = f"cpu ({torch.backends.cpu.get_cpu_capability()}{' with AMX' if has_amx() else ''}, "
+    assert arithmetic(torch.device("cpu")) == where + f"{torch.get_num_threads()} threads), float32, cpu_precision=float32"
+    assert arithmetic(torch.device("cpu"), cpu_precision="bf16").startswith(where)
+    assert "bf16 autocast (forward and loss; attention and weights in float32), cpu_precision=bf16" in arithmetic(
+        torch.device("cpu"), cpu_precision="bf16")
     assert arithmetic(torch.device("cuda", 0)) == "cuda:0, bf16 autocast (forward and loss), float32 weights"
     assert arithmetic(torch.device("cuda", 0), enabled=False) == "cuda:0, float32"
+
+
+def test_cpu_precision_auto_means_bf16_only_on_a_cpu_with_amx(monkeypatch):
+    import torch
+
+    from continual_asr import distributed
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    for amx in (True, False):
+        monkeypatch.setattr(distributed, "has_amx", lambda: amx)
+        assert distributed.resolve_cpu_precision(cpu, "auto") == ("bf16" if amx else "float32")
+        assert distributed.resolve_cpu_precision(gpu, "auto") == "float32"  # a GPU reads mixed_precision
+        assert distributed.resolve_cpu_precision(cpu, "float32") == "float32"
+        assert distributed.resolve_cpu_precision(cpu, "bf16") == "bf16"
+    with distributed.autocast(cpu, cpu_precision="bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with distributed.autocast(cpu, cpu_precision="float32"):
+        assert not torch.is_autocast_enabled("cpu")

@@ -267,3 +267,30 @@ def test_attention_recorder_averages_valid_frames_only():
     first_only = _recorded(model, features, lengths, utterances=torch.tensor([True, False, False]))
     torch.testing.assert_close(torch.tensor(first_only.means()), torch.tensor(alone[0].means()), atol=1e-4, rtol=0)
     assert all(c.last_attention is None and not c.keep_attention for c in model.combiners)
+
+
+def test_cpu_autocast_self_attention_matches_torch_attention_with_padding():
+    """SelfAttention.attend (float32 attention under CPU autocast) is torch's attention."""
+    from continual_asr.model.encoder import SelfAttention
+
+    torch.manual_seed(0)
+    attention = SelfAttention(16, 2).eval()
+    x = torch.randn(7, 3, 16)
+    padding = torch.arange(7)[None, :] >= torch.tensor([7, 5, 2])[:, None]
+    expected, _ = torch.nn.MultiheadAttention.forward(attention, x, x, x, key_padding_mask=padding,
+                                                      need_weights=False)
+    got = attention.attend(x, padding)
+    valid = ~padding.T[..., None]
+    assert torch.allclose(got * valid, expected * valid, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = attention(x, x, x, key_padding_mask=padding, need_weights=False)
+    assert mixed.dtype == torch.bfloat16 and torch.allclose(mixed.float() * valid, expected * valid, atol=0.05)
+
+
+def test_conformer_attention_is_the_cpu_autocast_class_with_unchanged_parameters(model):
+    from continual_asr.model.encoder import SelfAttention
+
+    attention = model.layers[0].self_attn
+    assert type(attention) is SelfAttention
+    assert {name for name, _ in attention.named_parameters()} == {
+        "in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"}

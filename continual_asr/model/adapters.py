@@ -83,5 +83,5 @@ class AdapterBank(nn.Module):
             if index < 0:
                 continue
             rows = (adapter_index == index).nonzero(as_tuple=True)[0]
-            out[rows] = self.forward(hidden[rows], [index])[:, :, 0]
+            out[rows] = self.forward(hidden[rows], [index])[:, :, 0].to(out.dtype)  # autocast may differ
         return out

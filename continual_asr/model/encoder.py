@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchaudio.models.conformer import ConformerLayer
 
 from .adaptable import AdaptableASR
@@ -41,6 +42,38 @@ class Conv2dSubsampling(nn.Module):
         return x, self.output_lengths(lengths)
 
 
+class SelfAttention(nn.MultiheadAttention):
+    """torch's multi-head self-attention, with the attention itself in float32 under CPU autocast.
+
+    Under bf16 autocast on a CPU the projections run in bf16 (AMX's matrix units make them 4 to 5x
+    faster), but torch's CPU flash-attention backward in bf16 is 6 to 8x slower than in float32
+    and ate the whole gain (docs/performance.md). Everywhere else this is nn.MultiheadAttention's
+    own forward, bit for bit. The Conformer layers' attention modules are switched to this class
+    after they are built, so parameters, their names and a seed's initial weights do not change.
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if (query.is_cpu and torch.is_autocast_enabled("cpu") and not need_weights and not kwargs
+                and query is key is value):
+            return self.attend(query, key_padding_mask), None
+        return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                               **kwargs)
+
+    def attend(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """Self-attention over x (T, B, D); key_padding_mask (B, T) is True at padding. The
+        projections run in whatever autocast gives; the scaled dot product in float32."""
+        steps, batch, width = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(steps, batch, 3, self.num_heads, width // self.num_heads).permute(2, 1, 3, 0, 4)
+        mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.permute(2, 0, 1, 3).reshape(steps, batch, width))
+
+
 class ConformerASR(AdaptableASR):
     """Log-mel in, encoder frames out; ``head`` (heads.py) turns them into a loss and transcripts.
 
@@ -61,6 +94,8 @@ class ConformerASR(AdaptableASR):
         self.layers = nn.ModuleList(
             ConformerLayer(d_model, ffn_dim, num_heads, conv_kernel, dropout=dropout) for _ in range(num_layers)
         )
+        for layer in self.layers:
+            layer.self_attn.__class__ = SelfAttention  # same parameters and initial weights (see the class)
         # The head is built here, after the layers, so a seed gives the same initial weights
         # as it did when the CTC layer was hard-wired.
         self.head = CTCHead(d_model, num_tokens) if head is None else head()

@@ -48,10 +48,13 @@ class ExtractionCache:
     _building: dict = field(default_factory=dict, compare=False, repr=False)  # (task, position) -> EntryLock
 
     def key(self, task: str, position: int) -> str:
+        config = self.config.subset(fields_of(*EXTRACTION_GROUPS))
+        if config.pop("cpu_precision") == "bf16":  # float32 keys stay those cached before the field
+            config["precision"] = "bf16-cpu"
         payload = {
             "version": VERSION, "base": self.base_fingerprint, "task": task, "position": position,
             "data": self.train_digests.get(task), "tokens": self.tokenizer_fingerprint, "seed": self.seed,
-            "config": {**self.config.subset(fields_of(*EXTRACTION_GROUPS)), **self.extraction},
+            "config": {**config, **self.extraction},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

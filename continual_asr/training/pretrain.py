@@ -41,6 +41,8 @@ def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
     fields = PRETRAIN_FIELDS + HEAD_FIELDS[config.head]  # the head is part of the base model
     payload = {"data": data.fingerprint, "config": config.subset(fields), "seed": seed,
                "version": PRETRAIN_VERSION}
+    if config.cpu_precision == "bf16":  # other weights; float32 keys stay those cached before the field
+        payload["precision"] = "bf16-cpu"
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

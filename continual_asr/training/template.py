@@ -231,13 +231,13 @@ class SpeechTemplate(SupervisedTemplate):
 
     # ---- the loops: mixed precision, several processes -----------------------------------------
     def autocast(self):
-        """bf16 autocast on a GPU (``mixed_precision``), nothing on the CPU."""
-        return distributed.autocast(self.device, self.config.mixed_precision)
+        """bf16 autocast on a GPU (``mixed_precision``) and on the CPU as ``cpu_precision`` says."""
+        return distributed.autocast(self.device, self.config.mixed_precision, self.config.cpu_precision)
 
     def _float32(self, output):
         """The model's outputs in float32 after an autocast forward: losses and decoding (which
         runs outside autocast, in the metrics) then see the dtype of the weights."""
-        if self.device.type != "cuda" or not isinstance(output, (tuple, list)):
+        if not isinstance(output, (tuple, list)):
             return output
         return type(output)(t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in output)
 
