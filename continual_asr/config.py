@@ -186,9 +186,9 @@ class RunConfig:
     mixed_precision: bool = option(
         "numerics", True, "bf16 autocast of forward pass and loss on a GPU (the CPU: cpu_precision)")
     cpu_precision: str = option(
-        "numerics", "auto", "arithmetic on the CPU: float32; bf16 (autocast of forward pass and loss, attention and "
-                            "weights in float32); auto: bf16 where the CPU has AMX (faster there), float32 elsewhere "
-                            "(bf16 is slower without AMX, AVX-512 BF16 included)", choices=("auto", "float32", "bf16"))
+        "numerics", "float32", "arithmetic on the CPU: float32; bf16 (autocast of forward pass and loss, attention and "
+                               "weights in float32); auto: bf16 where the CPU has AMX (the only CPUs where it is faster), "
+                               "float32 elsewhere. Why float32 is the default: docs/performance.md", choices=("auto", "float32", "bf16"))
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -230,9 +230,8 @@ TRANSDUCER_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name.startswith
 
 # Fields added with one default that later changed: the value every run from before the field
 # existed ran with (such a run does not record it). fusion_scope came in per frame, the only
-# behaviour there had been, and became 'utterance' by default on 2026-11-30. Runs before
-# cpu_precision computed in float32 on the CPU.
-BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame", "cpu_precision": "float32"}
+# behaviour there had been, and became 'utterance' by default on 2026-11-30.
+BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame"}
 
 
 def config_as_run(recorded: dict, defaults: dict) -> dict:

@@ -25,7 +25,6 @@ batches) adds little on top: run.log prints the utterances/s of every real epoch
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from continual_asr.config import build_fields, make_config
 from continual_asr.data.dataset import SpeechBatch
-from continual_asr.distributed import resolve_device
+from continual_asr.distributed import autocast, resolve_device
 from continual_asr.errors import CasrError
 from continual_asr.training.adapters import ExtractionOptions
 from continual_asr.model import AdapterFusion, SingleAdapter, build_model, head_of
@@ -92,8 +91,10 @@ def configure(model, kind: str, adapters: int) -> None:
 
 
 def precision_context(precision: str, device: torch.device):
-    """bf16: torch.autocast around forward and loss (backward outside it), as a GPU run does."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    """bf16: autocast around forward and loss (backward outside it), as a run does: on the CPU
+    with the attention in float32 (cpu_precision=bf16), on a GPU mixed_precision's."""
+    bf16 = precision == "bf16"
+    return autocast(device, enabled=bf16, cpu_precision="bf16" if bf16 else "float32")
 
 
 def train_step(model, batch: SpeechBatch, optimizer, precision: str = "fp32") -> None:
@@ -135,7 +136,7 @@ def profiled(kind: str, step, into: list[str]) -> None:
 @click.option("--head", type=click.Choice(["ctc", "rnnt", "hat"]), default="ctc", show_default=True,
               help="output head (a transducer's pretraining step here has no auxiliary CTC loss)")
 @click.option("--precision", "precisions", default="fp32,bf16", show_default=True,
-              help="comma-separated: fp32, bf16 (autocast on the CPU; fast only where the CPU has AVX-512 BF16 or AMX)")
+              help="comma-separated: fp32, bf16 (autocast; on the CPU faster only where it has AMX)")
 @click.option("--device", "device_name", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
 @click.option("--batch-frames", default=0, show_default=True,
               help="frames per training batch (0: the preset's; a GPU wants several times more)")

@@ -21,6 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from continual_asr.cli import main
+from continual_asr.config import make_config
 from continual_asr.distributed import resolve_cpu_precision
 
 THREADS = 2  # what tests/test_run.py's runs use (float sums depend on it)
@@ -43,9 +44,9 @@ def cpu_vendor() -> str:
 def this_platform() -> dict:
     """What a platform's pins are keyed by: float sums differ between torch versions and CPU kinds,
     and between vendors of one capability (an AMD and an Intel AVX-512 CPU give other tiny WERs);
-    and the precision a default run computes in here (bf16 where the CPU has AMX)."""
+    and the precision a default run computes in here."""
     return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_vendor": cpu_vendor(), "cpu_precision": resolve_cpu_precision(torch.device("cpu"), "auto")}
+            "cpu_vendor": cpu_vendor(), "cpu_precision": resolve_cpu_precision(torch.device("cpu"), make_config("tiny").cpu_precision)}
 
 
 def is_this_platform(entry: dict) -> bool:

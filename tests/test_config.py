@@ -67,4 +67,14 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
     # the adapter_lr of then (3e-3; 1.2e-2 since 2026-12-01).
     assert key(adapter_lr=3e-3) == "c898f609ab37df6f" == key(adapter_lr=3e-3, cpu_precision="float32")
     assert key(cpu_precision="bf16") != key(cpu_precision="float32")  # other arithmetic, other adapters
+
+    from types import SimpleNamespace
+
+    from continual_asr.training.pretrain import base_model_key
+
+    def base_key(**changes) -> str:
+        return base_model_key(SimpleNamespace(fingerprint="data"), make_config("tiny", changes), 0)
+
+    # a bf16 base model is another entry; float32's key is the one from before the field
+    assert base_key(cpu_precision="bf16") != base_key() == base_key(cpu_precision="float32") == "7e7c977354752968"
     assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3) == "d2c61a89f5fb8a0c"

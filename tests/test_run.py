@@ -457,3 +457,12 @@ def test_a_task_order_trains_the_same_tasks_on_the_same_data_in_another_order(tm
                                        "--out", str(tmp_path / "reordered"), "--cache-dir", str(shared_cache),
                                        "--quiet"])
     assert result.exit_code == 2 and "holds a run with a different task_order" in result.output
+
+
+def test_a_run_in_bf16_on_the_cpu_trains_caches_apart_and_says_so(tmp_path, tiny_cache):
+    """cpu_precision=bf16 (what auto gives on AMX CPUs) on any CPU: oracle routing (whose adapter
+    outputs meet bf16 hidden states) runs and the log names the arithmetic."""
+    results, _ = _run(tmp_path, tiny_cache, "bf16", strategy="adapter-oracle",
+                      extra=["--set", "cpu_precision=bf16", "--set", "pretrain_epochs=2", "--set", "adapter_epochs=1"])
+    assert results["complete"] and results["config"]["cpu_precision"] == "bf16"
+    assert "bf16 autocast (forward and loss; attention and weights in float32)" in (tmp_path / "bf16" / "run.log").read_text()

@@ -74,6 +74,8 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
         return model, {"source": config.base_model, "path": str(folder), "cache_key": folder_fingerprint(folder),
                        "cached": False, "seconds": 0.0}
     seed = pretrain_seed(config, seed)
+    # auto made concrete here too (casr pretrain), so the key says the arithmetic that trains
+    config = dataclasses.replace(config, cpu_precision=distributed.resolve_cpu_precision(device, config.cpu_precision))
     key = base_model_key(data, config, seed)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
     info = {"cache_key": key, "path": str(path)}
