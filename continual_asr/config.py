@@ -211,6 +211,12 @@ class RunConfig:
         return {n: getattr(self, n) for n in names}
 
 
+def precision_key(cpu_precision: str) -> dict[str, str]:
+    """How ``cpu_precision`` enters a cache key: bf16 weights are other weights; float32 adds
+    nothing, so float32 keys stay those cached before the field existed."""
+    return {"precision": "bf16-cpu"} if cpu_precision == "bf16" else {}
+
+
 def fields_of(*groups: str) -> list[str]:
     """RunConfig's fields of ``groups``, in declaration order."""
     unknown = set(groups) - set(SHARED_GROUPS)

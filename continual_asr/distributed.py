@@ -144,7 +144,7 @@ def has_amx() -> bool:
 def cpu_bf16(cpu_precision: str) -> bool:
     """Whether a CPU run computes under bf16 autocast: ``bf16`` always, ``auto`` where the CPU
     has AMX (the only CPUs where it measured faster: docs/performance.md), ``float32`` never."""
-    return cpu_precision == "bf16" or (cpu_precision == "auto" and has_amx())
+    return resolve_cpu_precision(torch.device("cpu"), cpu_precision) == "bf16"
 
 
 def resolve_cpu_precision(device: torch.device, cpu_precision: str) -> str:

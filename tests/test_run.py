@@ -459,7 +459,7 @@ def test_a_task_order_trains_the_same_tasks_on_the_same_data_in_another_order(tm
     assert result.exit_code == 2 and "holds a run with a different task_order" in result.output
 
 
-def test_a_run_in_bf16_on_the_cpu_trains_caches_apart_and_says_so(tmp_path, tiny_cache):
+def test_a_run_in_bf16_on_the_cpu_trains_and_says_so(tmp_path, tiny_cache):
     """cpu_precision=bf16 (what auto gives on AMX CPUs) on any CPU: oracle routing (whose adapter
     outputs meet bf16 hidden states) runs and the log names the arithmetic."""
     results, _ = _run(tmp_path, tiny_cache, "bf16", strategy="adapter-oracle",

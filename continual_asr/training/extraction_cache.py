@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, fields_of
+from ..config import RunConfig, fields_of, precision_key
 from ..cache import EntryLock
 
 VERSION = 1
@@ -49,8 +49,7 @@ class ExtractionCache:
 
     def key(self, task: str, position: int) -> str:
         config = self.config.subset(fields_of(*EXTRACTION_GROUPS))
-        if config.pop("cpu_precision") == "bf16":  # float32 keys stay those cached before the field
-            config["precision"] = "bf16-cpu"
+        config.update(precision_key(config.pop("cpu_precision")))
         payload = {
             "version": VERSION, "base": self.base_fingerprint, "task": task, "position": position,
             "data": self.train_digests.get(task), "tokens": self.tokenizer_fingerprint, "seed": self.seed,

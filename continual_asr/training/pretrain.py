@@ -14,7 +14,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin
 
 from ..cache import EntryLock
-from ..config import HEAD_FIELDS, PRETRAIN_FIELDS, RunConfig
+from ..config import HEAD_FIELDS, PRETRAIN_FIELDS, RunConfig, precision_key
 from .. import distributed
 from ..data.streamdata import StreamData
 from ..evaluation.wer import WordErrorRate
@@ -40,9 +40,7 @@ def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
     seed = pretrain_seed(config, seed)
     fields = PRETRAIN_FIELDS + HEAD_FIELDS[config.head]  # the head is part of the base model
     payload = {"data": data.fingerprint, "config": config.subset(fields), "seed": seed,
-               "version": PRETRAIN_VERSION}
-    if config.cpu_precision == "bf16":  # other weights; float32 keys stay those cached before the field
-        payload["precision"] = "bf16-cpu"
+               "version": PRETRAIN_VERSION, **precision_key(config.cpu_precision)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
