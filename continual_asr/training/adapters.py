@@ -66,6 +66,10 @@ class CompositionOptions(Options):
         "what composition trains on besides the new task: 'memory' (memory_per_task utterances of each earlier task) "
         "or 'all' (every earlier task's full training data), each task repeated to about the new task's size",
         choices=("memory", "all"))
+    composition_utterances: int = option(
+        "composition", 0,
+        "utterances per composition epoch, drawn evenly from the new task and each earlier one (0: the new task "
+        "whole and each earlier task repeated to its size, so an epoch grows with the number of tasks)", min=0)
     composition_schedule: str = option(
         "composition", "every-task",
         "'every-task' (the continual protocol: compose after each task) or 'once' (the paper's: extract every "
@@ -181,7 +185,9 @@ class AdapterStrategy(SpeechTemplate):
         if (has_parameters or recipe.train_adapters) and (last or not once):
             if once or not recipe.fusion_warm_start:
                 self._fresh_combiners(phase_seed(self.seed, position, "fusion-init"))
-            data = self.memory.balanced_with(experience.dataset, everything=recipe.composition_data == "all")
+            everything = recipe.composition_data == "all"
+            data = (self.memory.sample_seen(experience.dataset, recipe.composition_utterances, everything)
+                    if recipe.composition_utterances else self.memory.balanced_with(experience.dataset, everything))
             phases.append(TrainingPhase("fusion", recipe.fusion_epochs, recipe.fusion_lr,
                                         self._compose, dataset=data, seed=phase_seed(self.seed, position, "fusion")))
         return phases

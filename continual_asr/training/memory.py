@@ -64,14 +64,15 @@ class TaskMemory:
             merged = merged.concat(part.subset(list(range(len(part))) * repeats))
         return merged
 
-    def sample_seen(self, dataset: AvalancheDataset, size: int) -> AvalancheDataset:
-        """``size`` utterances drawn evenly from every task seen and ``dataset`` (the new task).
+    def sample_seen(self, dataset: AvalancheDataset, size: int, everything: bool = True) -> AvalancheDataset:
+        """``size`` utterances drawn evenly from ``dataset`` (the new task) and every earlier task:
+        its full training data, or with ``everything=False`` its remembered utterances.
 
         Each task contributes size / tasks utterances, a seeded random permutation of its data,
         cycled when the task is smaller than its share: balanced, so the larger base task does
         not drown the newest one, and of a fixed size, so the cost does not grow with the tasks.
         """
-        tasks = [*self.seen, dataset]
+        tasks = [*(self.seen if everything else self.parts), dataset]
         generator = torch.Generator().manual_seed(self.seed * 104729 + len(self.seen))
         merged: AvalancheDataset | None = None
         for i, task in enumerate(tasks):
