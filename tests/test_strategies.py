@@ -205,7 +205,7 @@ def test_joint_samples_every_task_so_far_evenly_at_a_fixed_size():
     sample = memory.sample_seen(toy_dataset(10, task_id=2), size=30)
     tasks = [int(sample[i][3]) for i in range(len(sample))]
     assert len(sample) == 30 and [tasks.count(t) for t in range(3)] == [10, 10, 10]
-    remembered = memory.sample_seen(toy_dataset(10, task_id=2), size=30, everything=False)  # composition_utterances
+    remembered = memory.sample_seen(toy_dataset(10, task_id=2), size=30, everything=False)  # composition_size
     drawn = [remembered[i] for i in range(len(remembered))]
     assert [[int(d[3]) for d in drawn].count(t) for t in range(3)] == [10, 10, 10]
     kept = [{tuple(memory.parts[t][i][0].flatten()[:4].tolist()) for i in range(2)} for t in range(2)]

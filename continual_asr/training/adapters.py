@@ -66,10 +66,13 @@ class CompositionOptions(Options):
         "what composition trains on besides the new task: 'memory' (memory_per_task utterances of each earlier task) "
         "or 'all' (every earlier task's full training data), each task repeated to about the new task's size",
         choices=("memory", "all"))
-    composition_utterances: int = option(
-        "composition", 0,
-        "utterances per composition epoch, drawn evenly from the new task and each earlier one (0: the new task "
-        "whole and each earlier task repeated to its size, so an epoch grows with the number of tasks)", min=0)
+    # 2 matched the growing default on dev at half its composition time; 1 was worse (docs/results.md,
+    # "A composition epoch of a fixed size", 2026-12-03).
+    composition_size: float = option(
+        "composition", 0.0,
+        "utterances per composition epoch as a multiple of the new task's, drawn evenly from the new task and each "
+        "earlier one, so the cost stays flat as tasks arrive (0: the new task whole and each earlier task repeated "
+        "to its size, so an epoch grows with every task)", min=0.0)
     composition_schedule: str = option(
         "composition", "every-task",
         "'every-task' (the continual protocol: compose after each task) or 'once' (the paper's: extract every "
@@ -186,8 +189,9 @@ class AdapterStrategy(SpeechTemplate):
             if once or not recipe.fusion_warm_start:
                 self._fresh_combiners(phase_seed(self.seed, position, "fusion-init"))
             everything = recipe.composition_data == "all"
-            data = (self.memory.sample_seen(experience.dataset, recipe.composition_utterances, everything)
-                    if recipe.composition_utterances else self.memory.balanced_with(experience.dataset, everything))
+            size = round(recipe.composition_size * len(experience.dataset))
+            data = (self.memory.sample_seen(experience.dataset, size, everything) if recipe.composition_size
+                    else self.memory.balanced_with(experience.dataset, everything))
             phases.append(TrainingPhase("fusion", recipe.fusion_epochs, recipe.fusion_lr,
                                         self._compose, dataset=data, seed=phase_seed(self.seed, position, "fusion")))
         return phases
