@@ -1,10 +1,13 @@
 """Presets, --set overrides and their one-line errors."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from continual_asr.config import PRESETS, build_fields, make_config, parse_overrides
 from continual_asr.errors import ConfigError
 from continual_asr.registry import get_strategy
+from continual_asr.training.pretrain import base_model_key
 
 
 def test_presets_build_and_tiny_is_smaller():
@@ -67,10 +70,6 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
     # the adapter_lr of then (3e-3; 1.2e-2 since 2026-12-01).
     assert key(adapter_lr=3e-3) == "c898f609ab37df6f" == key(adapter_lr=3e-3, cpu_precision="float32")
     assert key(cpu_precision="bf16") != key(cpu_precision="float32")  # other arithmetic, other adapters
-
-    from types import SimpleNamespace
-
-    from continual_asr.training.pretrain import base_model_key
 
     def base_key(**changes) -> str:
         return base_model_key(SimpleNamespace(fingerprint="data"), make_config("tiny", changes), 0)

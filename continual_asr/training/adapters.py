@@ -189,9 +189,11 @@ class AdapterStrategy(SpeechTemplate):
             if once or not recipe.fusion_warm_start:
                 self._fresh_combiners(phase_seed(self.seed, position, "fusion-init"))
             everything = recipe.composition_data == "all"
-            size = max(1, round(recipe.composition_size * len(experience.dataset)))
-            data = (self.memory.sample_seen(experience.dataset, size, everything) if recipe.composition_size
-                    else self.memory.balanced_with(experience.dataset, everything))
+            if recipe.composition_size:
+                size = max(1, round(recipe.composition_size * len(experience.dataset)))
+                data = self.memory.sample_seen(experience.dataset, size, everything)
+            else:
+                data = self.memory.balanced_with(experience.dataset, everything)
             phases.append(TrainingPhase("fusion", recipe.fusion_epochs, recipe.fusion_lr,
                                         self._compose, dataset=data, seed=phase_seed(self.seed, position, "fusion")))
         return phases

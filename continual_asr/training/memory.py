@@ -23,7 +23,8 @@ class TaskMemory:
 
     ``seen`` also lists every task's full training data, in the order given (the base task
     first): only the joint baseline and composition on all data (the paper's protocol) read it,
-    both ignoring the memory limit by design. Holding it costs nothing, the datasets are in memory for the run anyway.
+    both ignoring the memory limit by design. Holding it costs nothing, the datasets are in
+    memory for the run anyway.
     """
 
     def __init__(self, per_task: int, seed: int = 0) -> None:
