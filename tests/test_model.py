@@ -1,5 +1,9 @@
 """Behaviour of the adapter bank, the combiners and the frozen base."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -294,3 +298,18 @@ def test_conformer_attention_is_the_cpu_autocast_class_with_unchanged_parameters
     assert type(attention) is SelfAttention
     assert {name for name, _ in attention.named_parameters()} == {
         "in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"}
+
+
+@pytest.mark.parametrize("user_setting, expected", [
+    ({}, "64"),
+    ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}, "1024"),
+    ({"DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}, None),  # oneDNN's older name for it: left to oneDNN
+])
+def test_importing_casr_bounds_onednns_primitive_cache_unless_the_user_set_it(user_setting, expected):
+    """oneDNN keeps a primitive (with its memory) per convolution shape; casr caps how many before
+    torch builds the first one, and never overrides what the user asked for."""
+    env = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k} | user_setting
+    printed = subprocess.run(
+        [sys.executable, "-c", "import os, continual_asr; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"],
+        env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert printed == str(expected)
