@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 # oneDNN's own default cache capacity for the suite (casr caps it at 64 to save a run's memory):
-# the tests' tiny models build primitives for many shapes and little arithmetic, so rebuilding
-# evicted ones made the suite about 30 % slower. The sums are the same at any capacity.
+# the tests' tiny models build primitives for many shapes and do little arithmetic with each, so
+# rebuilding evicted ones made test_strategy_contracts.py about 20 % slower. The sums are the same
+# at any capacity.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
 
 import pytest
