@@ -16,8 +16,9 @@ warnings.filterwarnings("ignore", message="no QP solver found")
 warnings.filterwarnings("ignore", message="No loggers specified")
 
 # oneDNN (torch's CPU convolutions) keeps up to 1,024 primitives, one per input shape, each holding
-# memory; batches of varying length make hundreds of shapes, and that cache held about 300 MiB of a
-# short run's peak. 64 keeps the speed (docs/performance.md). oneDNN reads the variable when it
-# builds its first primitive, so this must run before any model does; a value the user set wins.
+# memory; batches of varying length make hundreds of shapes, and that cache held 1.4 GiB of the
+# default run's peak. 64 kept a run's speed (not tiny models': docs/performance.md). oneDNN reads
+# the variable when it builds its first primitive, so this runs before any model does; a value the
+# user set wins.
 if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ and "DNNL_PRIMITIVE_CACHE_CAPACITY" not in os.environ:
     os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "64"
