@@ -14,7 +14,6 @@ first row's first step); run it once beforehand, or read the rows after the firs
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 import click
+
+from continual_asr.reporting.runs import load_results
 
 
 def short_run(capacity: str, out: Path, stream: str, preset: str | None, threads: int, train_utterances: int,
@@ -37,7 +38,7 @@ def short_run(capacity: str, out: Path, stream: str, preset: str | None, threads
     finished = subprocess.run(command, env=env, capture_output=True, text=True)
     if finished.returncode != 0:
         raise click.ClickException(f"capacity {capacity}: casr run failed: {finished.stderr.strip()[-500:]}")
-    return json.loads((out / "results.json").read_text())
+    return load_results(out)
 
 
 @click.command()
@@ -52,9 +53,9 @@ def main(capacities: str, stream: str, preset: str | None, threads: int, train_u
     print("| oneDNN primitive cache | peak RSS after each step, MiB | training s per step | final mean WER |")
     print("| --- | --- | --- | ---: |")
     with tempfile.TemporaryDirectory() as work:
-        for capacity in capacities.split(","):
-            results = short_run(capacity.strip(), Path(work) / f"cap{capacity.strip()}", stream, preset, threads,
-                                train_utterances, cache_dir)
+        for capacity in (value.strip() for value in capacities.split(",")):
+            results = short_run(capacity, Path(work) / f"cap{capacity}", stream, preset, threads, train_utterances,
+                                cache_dir)
             peaks = ", ".join(f"{step['peak_rss_mib']:,.0f}" for step in results["steps"])
             seconds = ", ".join(f"{step['train_seconds']:.1f}" for step in results["steps"])
             print(f"| {capacity} | {peaks} | {seconds} | {results['summary']['final_mean_wer']:.2f} |", flush=True)
