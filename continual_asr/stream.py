@@ -23,6 +23,7 @@ import yaml
 from .config import PRESETS
 from .data.conditions import Condition
 from .data.manifest import MANIFEST_SUFFIXES, is_manifest_name
+from .data.text import sentence_pool
 from .errors import StreamError
 
 HELD_OUT_PERCENT = 10  # of a manifest task's train, held out as its dev split when it names no dev manifest
@@ -311,4 +312,10 @@ def _share_sentences(tasks: tuple[TaskSpec, ...], seed: int) -> list[TaskSpec]:
             used[task.text] = start + 2 * BABBLE_POOL_SIZE
             voices = tuple(v for v in BABBLE_VOICES if v not in zero_shot_voices)
             shared[index] = replace(task, babble_start=start, babble_voices=voices)
+    for text, needed in used.items():  # said now, in one line, not when synthesis reaches the task
+        if text != "generator":
+            try:
+                sentence_pool(text, needed, seed=0)
+            except ValueError as err:
+                raise StreamError(str(err)) from None
     return shared

@@ -157,3 +157,17 @@ def test_a_task_order_reorders_the_tasks_and_keeps_their_data():
                          ("shuffle:x", "shuffle:SEED needs an integer seed")):
         with pytest.raises(StreamError, match=message):
             stream.in_order(bad)
+
+
+def test_a_text_file_too_small_or_unreadable_for_the_stream_is_a_one_line_stream_error(tmp_path):
+    """Every task and split takes sentences of its own: a file with too few is said when the
+    stream loads, naming the file and the count, not when synthesis reaches the task that runs out."""
+    (tmp_path / "few.txt").write_text("\n".join(f"sentence number {i}" for i in range(17)), encoding="utf-8")
+    small = {**VALID, "text": "few.txt", "defaults": {"dev": 1}}  # needs 4 + 1 + 2 (base), 4 + 1 + 2 (task), 1 + 2 (zero-shot)
+    assert load_stream(_write(tmp_path, small)).base.text.endswith("few.txt")
+    (tmp_path / "few.txt").write_text("\n".join(f"sentence number {i}" for i in range(16)), encoding="utf-8")
+    with pytest.raises(StreamError, match=r"few\.txt: only 16 distinct usable sentences, the stream needs 17"):
+        load_stream(_write(tmp_path, small))
+    (tmp_path / "few.txt").write_bytes(b"fine line\nbroken \xff line\n")
+    with pytest.raises(StreamError, match=r"few\.txt: line 2: not valid UTF-8"):
+        load_stream(_write(tmp_path, small))
