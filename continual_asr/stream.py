@@ -23,7 +23,7 @@ import yaml
 from .config import PRESETS
 from .data.conditions import Condition
 from .data.manifest import MANIFEST_SUFFIXES, is_manifest_name
-from .data.text import sentence_pool
+from .data.text import distinct_sentences
 from .errors import StreamError
 
 HELD_OUT_PERCENT = 10  # of a manifest task's train, held out as its dev split when it names no dev manifest
@@ -315,7 +315,7 @@ def _share_sentences(tasks: tuple[TaskSpec, ...], seed: int) -> list[TaskSpec]:
     for text, needed in used.items():  # said now, in one line, not when synthesis reaches the task
         if text != "generator":
             try:
-                sentence_pool(text, needed, seed=0)
+                distinct_sentences(text, needed)
             except ValueError as err:
                 raise StreamError(str(err)) from None
     return shared

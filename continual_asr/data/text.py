@@ -294,15 +294,22 @@ def read_sentences(path: str | Path) -> list[str]:
     return sentences
 
 
+def distinct_sentences(path: str | Path, count: int) -> list[str]:
+    """The distinct usable sentences of the text file ``path``, in file order; ValueError (one
+    line, naming the file) when there are fewer than ``count``."""
+    pool = list(dict.fromkeys(read_sentences(path)))
+    if len(pool) < count:
+        raise ValueError(f"{path}: only {len(pool)} distinct usable sentences, the stream needs {count} "
+                         "(every task, split and babble pool gets sentences of its own)")
+    return pool
+
+
 def sentence_pool(source: str | Path, count: int, seed: int) -> list[str]:
     """The first ``count`` sentences of a stream's pool for ``source`` ("generator" or a text
     file): a seeded order of distinct sentences whose prefixes agree, so a task that takes
     sentences ``[start, start + n)`` gets the same ones whatever else is drawn after them."""
     if str(source) == "generator":
         return generate_sentences(count, seed)
-    pool = list(dict.fromkeys(read_sentences(source)))
-    if len(pool) < count:
-        raise ValueError(f"{source}: only {len(pool)} distinct usable sentences, the stream needs {count} "
-                         "(every task, split and babble pool gets sentences of its own)")
+    pool = distinct_sentences(source, count)
     random.Random(seed).shuffle(pool)
     return pool[:count]
