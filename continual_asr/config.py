@@ -126,7 +126,7 @@ class RunConfig:
     rnnt_blank_penalty: float = option(
         "evaluation", 0.5, "rnnt/hat: subtracted from blank's log-probability in greedy search (0: none)", min=0.0)
     # Both chosen on dev (tiny preset, 3 seeds): base-task dev WER of rnnt 64.8 from scratch,
-    # 18.9 with both (CTC: 15.1); hat 64.2 -> 36.5. docs/results.md, "Transducer pretraining".
+    # 18.9 with both (CTC: 15.1); hat 64.2 -> 36.5. docs/results-transducer.md.
     transducer_ctc_weight: float = option(
         "transducer", 0.3, "rnnt/hat: weight of an auxiliary CTC loss on the encoder during pretraining (hybrid "
                            "CTC/transducer training; its linear layer is dropped afterwards): loss = transducer + "
@@ -136,7 +136,7 @@ class RunConfig:
                                  "this stream's CTC base model of the same config and seed (ctc; pretrained first "
                                  "if not cached)", choices=("scratch", "ctc"))
     # 0.25 chosen on dev (tiny preset, seeds 0-2): hat's base-task dev WER 37.7 -> 29.6; rnnt's
-    # within its seed spread (22.0 -> 22.7), 0.5 worse (26.4). docs/results.md, "Transducer pretraining".
+    # within its seed spread (22.0 -> 22.7), 0.5 worse (26.4). docs/results-transducer.md.
     transducer_warmup: float = option(
         "transducer", 0.25, "rnnt/hat with transducer_init=ctc: share of pretrain_epochs that train only the "
                             "prediction network and joiner, the encoder held at the CTC base model's weights (a random "
