@@ -22,6 +22,7 @@ from .reporting.intervals import EDITS
 from .reporting.runs import load_results
 from .results import save_torch_atomic, write_json_atomic
 from .stream import StreamSpec
+from .training.base_file import base_file, recorded_weights
 from .training.pretrain import save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -69,11 +70,31 @@ def load_previous(out_dir: Path, identity: dict, read: dict[str, Any]) -> dict |
         checkpoint = archived_run(out_dir)
         if checkpoint is None:
             return None
-    previous = checkpoint["results"]
+    previous = checkpoint["results"] = same_base_file(checkpoint["results"], identity, out_dir)
     for key, value in identity.items():
         if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value, read):
             raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
     return checkpoint
+
+
+def same_base_file(previous: dict, identity: dict, out_dir: Path) -> dict:
+    """``previous`` (an earlier run's results) as if it had named this run's casr:FILE base model,
+    where the file this run names holds the weights that run started from: where a base model file
+    lies is not the run's identity (moved or copied into a repository or onto a cluster node, it is
+    the same base model, as a stream's YAML file elsewhere is the same stream), its weights are. A
+    file of other weights, under any path, is another run: CasrError. Runs from before weights were
+    recorded, and a file that cannot be read here, are judged by the path as before."""
+    old, new = (previous.get("config") or {}).get("base_model", ""), identity["config"].get("base_model", "")
+    started_from = (previous.get("base_model") or {}).get("weights")
+    if base_file(old) is None or base_file(new) is None or started_from is None:
+        return previous
+    holds = recorded_weights(new)
+    if holds is None:
+        return previous
+    if holds != started_from:
+        raise CasrError(f"--out {out_dir} holds a run that started from base model weights {started_from}; "
+                        f"{base_file(new)} holds {holds}: use another --out or pass --overwrite")
+    return {**previous, "config": {**previous["config"], "base_model": new}}
 
 
 def archived_run(out_dir: Path) -> dict | None:

@@ -35,6 +35,21 @@ def test_a_run_starts_from_the_exported_base_model_without_pretraining_one(tiny_
     assert (base["weights"], base["source"], base["seconds"]) == (digest, f"casr:{tmp_path / 'base.pt'}", 0.0)
     assert not (tiny_cache / "base_models").exists()
 
+    # The file moved (into a repository, onto another machine): the same weights, so the same run,
+    # read back rather than trained again; a file of other weights under that path is another run.
+    moved = tmp_path / "elsewhere" / "base.pt"
+    moved.parent.mkdir()
+    shutil.move(tmp_path / "base.pt", moved)
+    again = ["run", "--stream", "tiny", "--preset", "tiny", "--strategy", "adapter-avg", "--cache-dir",
+             str(tiny_cache), "--out", str(tmp_path / "run"), "--set", f"base_model=casr:{moved}",
+             "--set", "adapter_epochs=1", "--set", "fusion_epochs=1"]
+    result = CliRunner().invoke(main, again)
+    assert result.exit_code == 0, result.output
+    assert "already holds the finished run" in (tmp_path / "run" / "run.log").read_text()
+    torch.save({**torch.load(moved, weights_only=True), "weights": "0" * 16}, moved)
+    result = CliRunner().invoke(main, again)
+    assert result.exit_code != 0 and f"started from base model weights {digest}; {moved} holds 0000" in result.output
+
 
 def test_a_base_model_file_that_does_not_fit_the_run_is_one_line_naming_it(tiny_cache, tmp_path):
     path = tmp_path / "base.pt"

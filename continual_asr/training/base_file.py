@@ -34,6 +34,19 @@ def base_file(base_model: str) -> Path | None:
     return Path(base_model[len(PREFIX):]).expanduser() if base_model.startswith(PREFIX) else None
 
 
+def recorded_weights(base_model: str) -> str | None:
+    """The weights digest that the casr:FILE ``base_model`` names was exported with; None where the
+    value names no such file or the file cannot be read (loading it says why, in one line)."""
+    path = base_file(base_model)
+    if path is None or not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:
+        return None
+    return checkpoint.get("weights") if isinstance(checkpoint, dict) else None
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """16 hex digits over every tensor of the model's state (names, shapes, dtypes, values): two
     runs start from one base model exactly when their digests agree. The same pretraining on
