@@ -36,15 +36,12 @@ def base_file(base_model: str) -> Path | None:
 
 def recorded_weights(base_model: str) -> str | None:
     """The weights digest that the casr:FILE ``base_model`` names was exported with; None where the
-    value names no such file or the file cannot be read (loading it says why, in one line)."""
+    value names no casr base model file that can be read (loading it says why, in one line)."""
     path = base_file(base_model)
-    if path is None or not path.is_file():
-        return None
     try:
-        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception:
+        return None if path is None else read_base_file(path)["weights"]
+    except ConfigError:
         return None
-    return checkpoint.get("weights") if isinstance(checkpoint, dict) else None
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -81,9 +78,9 @@ def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config:
     save_torch_atomic(payload, Path(path))
 
 
-def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[AdaptableASR, dict]:
-    """The base model in ``path`` (written by export_base_model), as a run with ``config`` on
-    ``data`` needs it; ConfigError (one line, naming the file) where it does not fit."""
+def read_base_file(path: Path) -> dict:
+    """What export_base_model wrote to ``path``; ConfigError (one line, naming the file) where it is
+    no file, not a readable torch file or not a casr base model."""
     shown = f"base_model {PREFIX}{path}"
     check_base_file(path)
     try:
@@ -92,6 +89,14 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
         raise ConfigError(f"{shown}: not a readable torch file ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ConfigError(f"{shown}: not a casr base model (write one with casr pretrain --export FILE)")
+    return checkpoint
+
+
+def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[AdaptableASR, dict]:
+    """The base model in ``path`` (written by export_base_model), as a run with ``config`` on
+    ``data`` needs it; ConfigError (one line, naming the file) where it does not fit."""
+    shown = f"base_model {PREFIX}{path}"
+    checkpoint = read_base_file(path)
     recorded = checkpoint["model_config"]
     for name in SHAPE_FIELDS:
         if name in recorded and recorded[name] != getattr(config, name):
