@@ -65,7 +65,10 @@ def compared(groups: dict[str, RunGroup], name: str, other: str, sets: list[str]
         verdict = "holds (no significant difference)" if expect == "on par" else "not significant"
     else:
         better = interval.high < 0
-        verdict = "holds" if (expect == "better") == better and expect != "on par" else "does not hold"
+        if expect == "on par":  # say which way it is off: being ahead of a reference is no failure
+            verdict = f"does not hold ({'better' if better else 'worse'})"
+        else:
+            verdict = "holds" if (expect == "better") == better else "does not hold"
     return f"{text}: **{verdict}**"
 
 

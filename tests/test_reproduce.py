@@ -194,3 +194,22 @@ def test_a_claims_relative_figure_averages_the_seeds_and_orders_its_interval_com
     baseline = group("b", {(0, (1, 2)): 50.0})
     assert reproduce.relative({"a": system, "b": baseline}, "a", "b") == "40.0 vs 50.0 (-20.0 %)"
     assert reproduce.relative({"a": system}, "a", "b") == "not run"
+
+
+def test_a_claims_verdict_says_which_way_a_significant_difference_goes():
+    import numpy as np
+
+    from continual_asr.reporting.compare import RunGroup
+
+    def group(label: str, errors_per_utterance: int) -> RunGroup:  # 50 utterances of 10 words, one seed
+        edits = np.zeros((50, 4), dtype=np.int64)
+        edits[:, 0], edits[:, 1] = 10, errors_per_utterance
+        return RunGroup(label, runs=[{"seed": 0, "task_order": ["a"]}], metrics=[{}], edits=[{"a": edits}])
+
+    groups = {"low": group("low", 2), "high": group("high", 5), "high too": group("high too", 5)}
+    assert reproduce.compared(groups, "low", "high", ["a"], "on par").endswith("**does not hold (better)**")
+    assert reproduce.compared(groups, "high", "low", ["a"], "on par").endswith("**does not hold (worse)**")
+    assert reproduce.compared(groups, "high", "high too", ["a"], "on par").endswith(
+        "**holds (no significant difference)**")
+    assert reproduce.compared(groups, "low", "high", ["a"], "better").endswith("**holds**")
+    assert reproduce.compared(groups, "low", "high", ["a"], "worse").endswith("**does not hold**")
