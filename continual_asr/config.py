@@ -97,8 +97,10 @@ class Options:
 class RunConfig:
     n_mels: int = option("model", 80, "log-mel bins of the frontend", min=8)
     subsampling_channels: int = option(
-        "model", 36, "channels of the two stride-2 convolutions (4x subsampling); their cost grows with the square",
-        min=4)
+        "model", 36, "channels of the subsampling convolutions; their cost grows with the square", min=4)
+    subsampling_factor: int = option(
+        "model", 4, "frame rate reduction of the convolutional front end: 4 (40 ms encoder frames), 6 or 8 (80 "
+                    "ms, FastConformer's rate: about half the encoder's work per utterance)", min=4, max=8)
     d_model: int = option("model", 144, "Conformer width", min=8)
     num_layers: int = option("model", 4, "Conformer layers", min=1)
     num_heads: int = option("model", 4, "attention heads (must divide d_model)", min=1)
@@ -194,6 +196,8 @@ class RunConfig:
         check_fields(self)
         if self.d_model % self.num_heads:
             raise ConfigError(f"config field 'num_heads' ({self.num_heads}) must divide d_model ({self.d_model})")
+        if self.subsampling_factor not in (4, 6, 8):
+            raise ConfigError(f"config field 'subsampling_factor' must be 4, 6 or 8, got {self.subsampling_factor}")
         if self.conv_kernel % 2 == 0:
             raise ConfigError(f"config field 'conv_kernel' must be odd, got {self.conv_kernel}")
         if self.base_model and not any(self.base_model.startswith(p) and self.base_model[len(p):].strip()
@@ -209,6 +213,16 @@ class RunConfig:
 
     def subset(self, names: list[str]) -> dict[str, Any]:
         return {n: getattr(self, n) for n in names}
+
+    def key_subset(self, names: list[str]) -> dict[str, Any]:
+        """``subset`` as a cache key reads it: a field added later is left out at the value every
+        model before it had (UNKEYED_DEFAULTS), so the keys of what was cached before stay valid."""
+        return {n: v for n, v in self.subset(names).items() if n not in UNKEYED_DEFAULTS or v != UNKEYED_DEFAULTS[n]}
+
+
+# Model fields added after base models and adapters were cached, at the value those had: keys
+# leave them out at that value (RunConfig.key_subset), base model files that lack them have it.
+UNKEYED_DEFAULTS: dict[str, Any] = {"subsampling_factor": 4}
 
 
 def precision_key(cpu_precision: str) -> dict[str, str]:

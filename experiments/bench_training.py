@@ -33,7 +33,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
-from continual_asr.config import build_fields, make_config
+from continual_asr.config import build_fields, make_config, parse_overrides
 from continual_asr.data.dataset import SpeechBatch
 from continual_asr.distributed import autocast, resolve_device
 from continual_asr.errors import CasrError
@@ -142,8 +142,9 @@ def profiled(kind: str, step, into: list[str]) -> None:
               help="frames per training batch (0: the preset's; a GPU wants several times more)")
 @click.option("--profile", "profile_file", default=None, type=click.Path(dir_okay=False),
               help="also profile one step of each kind (torch.profiler) into this file")
+@click.option("--set", "overrides", multiple=True, help="key=value of the model's config, e.g. subsampling_factor=8")
 def main(preset: str, seconds: float, steps: int, threads: int, head: str, precisions: str, device_name: str,
-         batch_frames: int, profile_file: str | None) -> None:
+         batch_frames: int, profile_file: str | None, overrides: tuple[str, ...]) -> None:
     unknown = set(precisions.split(",")) - {"fp32", "bf16"}
     if unknown:
         raise click.BadParameter(f"{sorted(unknown)[0]!r} (fp32 or bf16)", param_hint="--precision")
@@ -155,7 +156,10 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, preci
         torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32, as in training
     torch.manual_seed(0)
-    config = make_config(preset, {"head": head})
+    try:
+        config = make_config(preset, {**parse_overrides(overrides), "head": head})
+    except CasrError as error:
+        raise click.BadParameter(str(error), param_hint="--set") from None
     frames = int(seconds * 100)
     utterances = max(1, (batch_frames or config.batch_frames) // frames)
     batch = synthetic_batch(config, utterances, frames, tokens_per_second=4.0, seconds=seconds, device=device)

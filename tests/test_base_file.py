@@ -61,6 +61,12 @@ def test_a_base_model_file_that_does_not_fit_the_run_is_one_line_naming_it(tiny_
     with pytest.raises(ConfigError, match=r"base\.pt: its model has d_model=32, the run's config 48"):
         load_base_file(path, data, dataclasses.replace(config, d_model=48))
     saved = torch.load(path, weights_only=True)
+    # A file from before subsampling_factor existed has the 4x front end every model had then.
+    older = {**saved, "model_config": {k: v for k, v in saved["model_config"].items() if k != "subsampling_factor"}}
+    torch.save(older, tmp_path / "older.pt")
+    load_base_file(tmp_path / "older.pt", data, config)
+    with pytest.raises(ConfigError, match=r"older\.pt: its model has subsampling_factor=4, the run's config 8"):
+        load_base_file(tmp_path / "older.pt", data, dataclasses.replace(config, subsampling_factor=8))
     torch.save({**saved, "tokenizer": "0" * 16}, tmp_path / "other-vocabulary.pt")
     with pytest.raises(ConfigError, match="other-vocabulary.pt: pretrained with another vocabulary"):
         load_base_file(tmp_path / "other-vocabulary.pt", data, config)

@@ -77,3 +77,6 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
     # a bf16 base model is another entry; float32's key is the one from before the field
     assert base_key(cpu_precision="bf16") != base_key() == base_key(cpu_precision="float32") == "7e7c977354752968"
     assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3) == "d2c61a89f5fb8a0c"
+    # the 4x front end every model had before subsampling_factor keeps its keys; another is another model
+    assert base_key(subsampling_factor=4) == "7e7c977354752968" != base_key(subsampling_factor=8)
+    assert key(subsampling_factor=8) != key() == key(subsampling_factor=4)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from continual_asr.config import make_config
+from continual_asr.data.dataset import SpeechBatch
 from continual_asr.model import (AdapterBank, AdapterFusion, AdapterMean, OracleRouting, SingleAdapter,
                                  build_model)
 from continual_asr.model.combiners import AttentionRecorder
@@ -313,3 +314,33 @@ def test_importing_casr_bounds_onednns_primitive_cache_unless_the_user_set_it(us
         [sys.executable, "-c", "import os, continual_asr; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"],
         env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert printed == str(expected)
+
+
+@pytest.mark.parametrize("factor", [4, 6, 8])
+def test_subsampling_lengths_are_the_frames_the_convolutions_give(factor):
+    from continual_asr.model.encoder import Conv2dSubsampling
+
+    front = Conv2dSubsampling(n_mels=80, d_model=16, channels=4, factor=factor)
+    for frames in (factor * 4 + 3, 57, 100, 401):
+        out, lengths = front(torch.zeros(1, frames, 80), torch.tensor([frames]))
+        assert out.shape[1] == int(lengths)
+        if frames >= 100:  # the kernels' edges aside, one output frame per factor input frames
+            assert abs(frames / int(lengths) - factor) < factor * 0.15
+    # the 4x front end's parameters are named as before the option, so cached base models load
+    if factor == 4:
+        assert sorted(front.state_dict()) == ["conv.0.bias", "conv.0.weight", "conv.2.bias", "conv.2.weight",
+                                              "out.bias", "out.weight"]
+
+
+def test_an_eight_times_subsampled_model_trains_and_decodes():
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny", {"subsampling_factor": 8}), num_tokens=20)
+    features, lengths = _batch()
+    batch = SpeechBatch(features, lengths, torch.randint(0, 19, (3, 4)), torch.tensor([4, 3, 2]),
+                        torch.zeros(3, dtype=torch.long), ["", "", ""])
+    encoded, out_lengths = model(features, lengths)
+    assert encoded.shape[1] == 9 and out_lengths.tolist() == [9, 7, 5]  # 80 ms frames from 10 ms ones
+    loss = model.head.loss(encoded, out_lengths, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.subsampling.conv[4].weight.grad is not None
+    assert len(model.head.decode(encoded.detach(), out_lengths)) == 3

@@ -20,7 +20,8 @@ def build_model(config: RunConfig, num_tokens: int) -> ConformerASR:
         n_mels=config.n_mels, d_model=config.d_model, num_layers=config.num_layers,
         num_heads=config.num_heads, ffn_dim=config.ffn_dim, conv_kernel=config.conv_kernel,
         dropout=config.dropout, num_tokens=num_tokens,
-        subsampling_channels=config.subsampling_channels, head=lambda: make_head(config, num_tokens),
+        subsampling_channels=config.subsampling_channels, subsampling_factor=config.subsampling_factor,
+        head=lambda: make_head(config, num_tokens),
     )
 
 

@@ -22,19 +22,33 @@ ENCODER_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers
 
 
 class Conv2dSubsampling(nn.Module):
-    """Two stride-2 3x3 convolutions: 10 ms frames in, 40 ms frames out."""
+    """Strided 2-D convolutions over (time, mel): 10 ms frames in, 10 x ``factor`` ms frames out.
 
-    def __init__(self, n_mels: int, d_model: int, channels: int) -> None:
+    WeNet's Conv2dSubsampling4/6/8 layouts: 4 = two 3x3 stride-2 convolutions (casr's default, 40
+    ms frames); 6 = a 3x3 stride-2 then a 5x5 stride-3; 8 = three 3x3 stride-2 (FastConformer's
+    rate, 80 ms). No padding, so each convolution drops its kernel's edge frames.
+    """
+
+    LAYOUTS = {4: ((3, 2), (3, 2)), 6: ((3, 2), (5, 3)), 8: ((3, 2), (3, 2), (3, 2))}
+
+    def __init__(self, n_mels: int, d_model: int, channels: int, factor: int = 4) -> None:
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
-        )
-        self.out = nn.Linear(channels * (((n_mels - 1) // 2 - 1) // 2), d_model)
+        if factor not in self.LAYOUTS:
+            raise ValueError(f"subsampling factor must be one of {sorted(self.LAYOUTS)}, got {factor}")
+        self.layout = self.LAYOUTS[factor]
+        convs: list[nn.Module] = []
+        for i, (kernel, stride) in enumerate(self.layout):
+            convs += [nn.Conv2d(1 if i == 0 else channels, channels, kernel, stride=stride), nn.ReLU()]
+        self.conv = nn.Sequential(*convs)
+        mels = n_mels
+        for kernel, stride in self.layout:
+            mels = (mels - kernel) // stride + 1
+        self.out = nn.Linear(channels * mels, d_model)
 
-    @staticmethod
-    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        return ((lengths - 1) // 2 - 1) // 2
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        for kernel, stride in self.layout:
+            lengths = (lengths - kernel) // stride + 1
+        return lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv(features.unsqueeze(1))  # (B, C, T', F')
@@ -84,13 +98,14 @@ class ConformerASR(AdaptableASR):
 
     def __init__(self, n_mels: int, d_model: int, num_layers: int, num_heads: int, ffn_dim: int,
                  conv_kernel: int, dropout: float, num_tokens: int, adapter_dim: int = 32,
-                 subsampling_channels: int = 36, head: Callable[[], nn.Module] | None = None) -> None:
+                 subsampling_channels: int = 36, head: Callable[[], nn.Module] | None = None,
+                 subsampling_factor: int = 4) -> None:
         super().__init__()
         self.d_model = d_model
         self.num_layers = num_layers
         self.register_buffer("feature_mean", torch.zeros(n_mels))
         self.register_buffer("feature_std", torch.ones(n_mels))
-        self.subsampling = Conv2dSubsampling(n_mels, d_model, subsampling_channels)
+        self.subsampling = Conv2dSubsampling(n_mels, d_model, subsampling_channels, subsampling_factor)
         self.layers = nn.ModuleList(
             ConformerLayer(d_model, ffn_dim, num_heads, conv_kernel, dropout=dropout) for _ in range(num_layers)
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, RunConfig, fields_of
+from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
 from ..data.streamdata import StreamData
 from ..errors import ConfigError
 from ..model import AdaptableASR, build_model
@@ -99,9 +99,11 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
     checkpoint = read_base_file(path)
     recorded = checkpoint["model_config"]
     for name in SHAPE_FIELDS:
-        if name in recorded and recorded[name] != getattr(config, name):
-            raise ConfigError(f"{shown}: its model has {name}={recorded[name]!r}, the run's config "
-                              f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
+        value = recorded.get(name, UNKEYED_DEFAULTS.get(name))  # a file from before the field has its old value
+        if name in recorded or name in UNKEYED_DEFAULTS:
+            if value != getattr(config, name):
+                raise ConfigError(f"{shown}: its model has {name}={value!r}, the run's config "
+                                  f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
     if checkpoint["tokenizer"] != tokenizer_digest(data):
         raise ConfigError(f"{shown}: pretrained with another vocabulary (stream {checkpoint['stream']!r}, this run's "
                           f"{data.stream.name!r}): the base task's transcripts or vocab_size differ")

@@ -48,7 +48,7 @@ class ExtractionCache:
     _building: dict = field(default_factory=dict, compare=False, repr=False)  # (task, position) -> EntryLock
 
     def key(self, task: str, position: int) -> str:
-        config = self.config.subset(fields_of(*EXTRACTION_GROUPS))
+        config = self.config.key_subset(fields_of(*EXTRACTION_GROUPS))
         config.update(precision_key(config.pop("cpu_precision")))
         payload = {
             "version": VERSION, "base": self.base_fingerprint, "task": task, "position": position,

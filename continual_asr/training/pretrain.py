@@ -39,7 +39,7 @@ def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
     """``seed``: the run's; ``config.pretrain_seed`` overrides it (the key is the seed used)."""
     seed = pretrain_seed(config, seed)
     fields = PRETRAIN_FIELDS + HEAD_FIELDS[config.head]  # the head is part of the base model
-    payload = {"data": data.fingerprint, "config": config.subset(fields), "seed": seed,
+    payload = {"data": data.fingerprint, "config": config.key_subset(fields), "seed": seed,
                "version": PRETRAIN_VERSION, **precision_key(config.cpu_precision)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
