@@ -99,8 +99,9 @@ class RunConfig:
     subsampling_channels: int = option(
         "model", 36, "channels of the subsampling convolutions; their cost grows with the square", min=4)
     subsampling_factor: int = option(
-        "model", 4, "frame rate reduction of the convolutional front end: 4 (40 ms encoder frames), 6 or 8 (80 "
-                    "ms, FastConformer's rate: about half the encoder's work per utterance)", min=4, max=8)
+        "model", 4, "frame rate reduction of the convolutional front end: 4 (40 ms encoder frames), 6 (60 ms) or 8 "
+                    "(80 ms, FastConformer's): fewer frames are cheaper, but CTC needs a frame per token "
+                    "(docs/performance.md)", min=4, max=8)
     d_model: int = option("model", 144, "Conformer width", min=8)
     num_layers: int = option("model", 4, "Conformer layers", min=1)
     num_heads: int = option("model", 4, "attention heads (must divide d_model)", min=1)

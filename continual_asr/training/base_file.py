@@ -99,11 +99,12 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
     checkpoint = read_base_file(path)
     recorded = checkpoint["model_config"]
     for name in SHAPE_FIELDS:
+        if name not in recorded and name not in UNKEYED_DEFAULTS:
+            continue
         value = recorded.get(name, UNKEYED_DEFAULTS.get(name))  # a file from before the field has its old value
-        if name in recorded or name in UNKEYED_DEFAULTS:
-            if value != getattr(config, name):
-                raise ConfigError(f"{shown}: its model has {name}={value!r}, the run's config "
-                                  f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
+        if value != getattr(config, name):
+            raise ConfigError(f"{shown}: its model has {name}={value!r}, the run's config "
+                              f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
     if checkpoint["tokenizer"] != tokenizer_digest(data):
         raise ConfigError(f"{shown}: pretrained with another vocabulary (stream {checkpoint['stream']!r}, this run's "
                           f"{data.stream.name!r}): the base task's transcripts or vocab_size differ")
