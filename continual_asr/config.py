@@ -76,7 +76,7 @@ def check_fields(values: Any) -> None:
         if "max" in f.metadata and value > f.metadata["max"]:
             raise ConfigError(f"config field '{f.name}' must be <= {f.metadata['max']}, got {value!r}")
         if "choices" in f.metadata and value not in f.metadata["choices"]:
-            raise ConfigError(f"config field '{f.name}' must be one of {', '.join(f.metadata['choices'])}, "
+            raise ConfigError(f"config field '{f.name}' must be one of {', '.join(map(str, f.metadata['choices']))}, "
                               f"got {value!r}")
 
 
@@ -101,7 +101,7 @@ class RunConfig:
     subsampling_factor: int = option(
         "model", 4, "frame rate reduction of the convolutional front end: 4 (40 ms encoder frames), 6 (60 ms) or 8 "
                     "(80 ms, FastConformer's): fewer frames are cheaper, but CTC needs a frame per token "
-                    "(docs/performance.md)", min=4, max=8)
+                    "(docs/performance.md)", choices=(4, 6, 8))
     d_model: int = option("model", 144, "Conformer width", min=8)
     num_layers: int = option("model", 4, "Conformer layers", min=1)
     num_heads: int = option("model", 4, "attention heads (must divide d_model)", min=1)
@@ -197,8 +197,6 @@ class RunConfig:
         check_fields(self)
         if self.d_model % self.num_heads:
             raise ConfigError(f"config field 'num_heads' ({self.num_heads}) must divide d_model ({self.d_model})")
-        if self.subsampling_factor not in (4, 6, 8):
-            raise ConfigError(f"config field 'subsampling_factor' must be 4, 6 or 8, got {self.subsampling_factor}")
         if self.conv_kernel % 2 == 0:
             raise ConfigError(f"config field 'conv_kernel' must be odd, got {self.conv_kernel}")
         if self.base_model and not any(self.base_model.startswith(p) and self.base_model[len(p):].strip()

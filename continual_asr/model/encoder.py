@@ -40,12 +40,10 @@ class Conv2dSubsampling(nn.Module):
         for i, (kernel, stride) in enumerate(self.layout):
             convs += [nn.Conv2d(1 if i == 0 else channels, channels, kernel, stride=stride), nn.ReLU()]
         self.conv = nn.Sequential(*convs)
-        mels = n_mels
-        for kernel, stride in self.layout:
-            mels = (mels - kernel) // stride + 1
-        self.out = nn.Linear(channels * mels, d_model)
+        self.out = nn.Linear(channels * self.output_lengths(n_mels), d_model)  # the mel axis shrinks alike
 
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+    def output_lengths(self, lengths: torch.Tensor | int) -> torch.Tensor | int:
+        """The frames (or mel bins) left after the convolutions, for ``lengths`` going in."""
         for kernel, stride in self.layout:
             lengths = (lengths - kernel) // stride + 1
         return lengths

@@ -97,13 +97,10 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
     ``data`` needs it; ConfigError (one line, naming the file) where it does not fit."""
     shown = f"base_model {PREFIX}{path}"
     checkpoint = read_base_file(path)
-    recorded = checkpoint["model_config"]
+    recorded = {**UNKEYED_DEFAULTS, **checkpoint["model_config"]}  # a file from before a field has its old value
     for name in SHAPE_FIELDS:
-        if name not in recorded and name not in UNKEYED_DEFAULTS:
-            continue
-        value = recorded.get(name, UNKEYED_DEFAULTS.get(name))  # a file from before the field has its old value
-        if value != getattr(config, name):
-            raise ConfigError(f"{shown}: its model has {name}={value!r}, the run's config "
+        if name in recorded and recorded[name] != getattr(config, name):
+            raise ConfigError(f"{shown}: its model has {name}={recorded[name]!r}, the run's config "
                               f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
     if checkpoint["tokenizer"] != tokenizer_digest(data):
         raise ConfigError(f"{shown}: pretrained with another vocabulary (stream {checkpoint['stream']!r}, this run's "
