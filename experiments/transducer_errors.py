@@ -33,6 +33,18 @@ from continual_asr.training.pretrain import pretrain_base_model
 SPLITS = ("train", "dev", "test")
 
 
+def repeat_deletions(measure: jiwer.WordOutput) -> int:
+    """Deleted reference words beside the same word ('six six nine' read 'six nine'): the
+    deletions a transducer makes when it cannot tell a repeat from the token it just emitted."""
+    count = 0
+    for words, chunks in zip(measure.references, measure.alignments):
+        for chunk in chunks:
+            if chunk.type == "delete":
+                count += sum(1 for i in range(chunk.ref_start_idx, chunk.ref_end_idx)
+                             if (i > 0 and words[i - 1] == words[i]) or (i + 1 < len(words) and words[i + 1] == words[i]))
+    return count
+
+
 @torch.no_grad()
 def transcribe(model, data, split: str, task, batch: int = 16) -> tuple[list[str], list[str]]:
     """References and greedy hypotheses of one split of one task, normalised as WER reads them."""
@@ -53,7 +65,7 @@ def greedy_path(head: TransducerHead, encoded: torch.Tensor, tokenizer) -> str:
     pred, state = head.predict(torch.zeros(1, 1, dtype=torch.long))
     pred, steps = pred[:, 0], []
     for t in range(len(enc)):
-        for _ in range(head.max_symbols):
+        for _ in range(head.symbols_per_frame):
             log_probs = head.log_probs(head.joint(enc[t:t + 1], pred))[0]
             scores = log_probs.clone()
             scores[0] -= head.blank_penalty
@@ -108,9 +120,11 @@ def main(stream_name, preset, seeds, overrides, trace, cache_dir) -> None:
         spread = f"{np.mean(wers):.1f} ± {np.std(wers):.1f}" if len(wers) > 1 else f"{wers[0]:.1f}"
         words = sum(m.hits + m.substitutions + m.deletions for m in results)
         rows.append([split, spread, *(sum(getattr(m, k) for m in results)
-                                      for k in ("substitutions", "deletions", "insertions")), words])
+                                      for k in ("substitutions", "deletions")),
+                     sum(map(repeat_deletions, results)), sum(m.insertions for m in results), words])
     click.echo(markdown_table([f"{base.name}, {config.head} ({preset} preset, seeds {seeds})", "WER",
-                               "substitutions", "deletions", "insertions", "words"], rows))
+                               "substitutions", "deletions", "of them beside the same word", "insertions", "words"],
+                              rows))
     if traces:
         click.echo("\nGreedy paths (dev, seed " + seeds.split(",")[0] + "):\n" + "\n".join(traces))
 

@@ -67,6 +67,14 @@ def test_a_base_model_file_that_does_not_fit_the_run_is_one_line_naming_it(tiny_
     load_base_file(tmp_path / "older.pt", data, config)
     with pytest.raises(ConfigError, match=r"older\.pt: its model has subsampling_factor=4, the run's config 8"):
         load_base_file(tmp_path / "older.pt", data, dataclasses.replace(config, subsampling_factor=8))
+    # The transducer's fields mean nothing to a CTC model: a CTC run with other values loads it.
+    load_base_file(path, data, dataclasses.replace(config, rnnt_pred_dim=8, rnnt_lattice="monotonic"))
+    # A transducer's lattice is part of what its weights mean; a file from before the field was regular.
+    recorded = {k: v for k, v in older["model_config"].items() if k != "rnnt_lattice"}
+    hat = {**older, "model_config": {**recorded, "head": "hat"}}
+    torch.save(hat, tmp_path / "hat.pt")
+    with pytest.raises(ConfigError, match=r"hat\.pt: its model has rnnt_lattice='regular', the run's config 'monotonic'"):
+        load_base_file(tmp_path / "hat.pt", data, dataclasses.replace(config, head="hat", rnnt_lattice="monotonic"))
     torch.save({**saved, "tokenizer": "0" * 16}, tmp_path / "other-vocabulary.pt")
     with pytest.raises(ConfigError, match="other-vocabulary.pt: pretrained with another vocabulary"):
         load_base_file(tmp_path / "other-vocabulary.pt", data, config)

@@ -17,7 +17,7 @@ from continual_asr.errors import ConfigError
 from continual_asr.model import (AdapterFusion, AdapterMean, HATHead, SingleAdapter, TransducerHead, build_model,
                                  head_of)
 from continual_asr.model.encoder import BASE_STATE_PREFIXES
-from continual_asr.model.heads import transducer_loss
+from continual_asr.model.heads import monotonic_transducer_loss, transducer_loss
 from continual_asr.strategies.lwf import SequenceLwFPlugin
 from continual_asr.training.pretrain import base_model_key
 
@@ -47,9 +47,11 @@ def _batch(count: int = 3, seed: int = 1):
 # ---- loss and decoding ---------------------------------------------------------------------
 # HAT's greedy search still deletes the last tokens at a loss of 0.05 per token (the mass of the
 # alignments is spread where blank's sigmoid and the tokens' share are close): it trains to 0.02.
-@pytest.mark.parametrize("head, target", [("rnnt", 0.05), ("hat", 0.02)])
-def test_transducer_loss_decreases_on_a_tiny_overfit_batch(head, target):
+@pytest.mark.parametrize("head, target, lattice", [("rnnt", 0.05, "regular"), ("hat", 0.02, "regular"),
+                                                   ("hat", 0.02, "monotonic")])
+def test_transducer_loss_decreases_on_a_tiny_overfit_batch(head, target, lattice):
     model = _model(head=head).train()
+    model.head.lattice = lattice
     batch = _batch()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -62,7 +64,7 @@ def test_transducer_loss_decreases_on_a_tiny_overfit_batch(head, target):
         if losses[-1] < target:
             break
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < target and losses[0] > 4  # from a loss of several nats per token
+    assert losses[-1] < target and losses[0] > 3  # from a loss of several nats per token
     model.eval()
     hypotheses = model.head.decode(*model(batch.features, batch.feature_lengths))
     targets = [t[:n].tolist() for t, n in zip(batch.targets, batch.target_lengths)]
@@ -102,6 +104,35 @@ def test_hat_factors_blank_out_of_the_label_softmax_and_its_loss_is_the_lattice_
                                rtol=1e-5, atol=1e-4)
 
 
+def test_the_monotonic_lattice_sums_every_path_of_one_class_per_frame():
+    """Against the paths written out: each frame emits blank or the next token and moves on, so an
+    utterance of T frames and U tokens has C(T, U) paths; one with more tokens than frames has none
+    (loss 0, as CTC's zero_infinity) and keeps finite gradients."""
+    from itertools import combinations
+
+    torch.manual_seed(6)
+    log_probs = (torch.randn(3, 6, 4, NUM_TOKENS + 1, dtype=torch.float64) * 2).log_softmax(dim=-1)
+    log_probs.requires_grad_(True)
+    targets = torch.randint(1, NUM_TOKENS + 1, (3, 3))
+    lengths, target_lengths = torch.tensor([6, 4, 2]), torch.tensor([3, 2, 3])
+    losses = monotonic_transducer_loss(log_probs, targets, lengths, target_lengths)
+    for b in range(2):
+        frames, tokens = int(lengths[b]), int(target_lengths[b])
+        paths = []
+        for emitting in combinations(range(frames), tokens):
+            prefix, score = 0, torch.tensor(0.0, dtype=torch.float64)
+            for t in range(frames):
+                if t in emitting:
+                    score, prefix = score + log_probs[b, t, prefix, targets[b, prefix]], prefix + 1
+                else:
+                    score = score + log_probs[b, t, prefix, 0]
+            paths.append(score)
+        torch.testing.assert_close(losses[b], -torch.stack(paths).logsumexp(0))
+    assert float(losses[2]) == 0.0  # 3 tokens in 2 frames: no path
+    losses.sum().backward()
+    assert torch.isfinite(log_probs.grad).all() and float(log_probs.grad[2].abs().sum()) == 0.0
+
+
 def _scripted_head(script: list[dict[tuple[int, int], int]], max_symbols: int) -> TransducerHead:
     """A head whose joiner is a table: the class utterance b gets at frame t after n emitted
     tokens is script[b][(t, n)] (blank where absent). The 'encoder' carries the frame index and
@@ -135,6 +166,14 @@ def test_greedy_search_of_a_hand_made_joiner_gives_the_expected_tokens():
     hypotheses = head.decode(encoded, torch.tensor([4, 3, 2]))
     # Classes are tokens + 1; utterance 1 is cut at max_symbols per frame and never reaches frame 3.
     assert hypotheses == [[4, 1, 2], [6, 6, 6], []]
+
+
+def test_greedy_search_on_the_monotonic_lattice_emits_at_most_one_token_a_frame():
+    script = [{(0, 0): 5, (0, 1): 2, (1, 1): 2, (2, 2): 3}, {(1, 0): 7, (1, 1): 7, (2, 1): 7}]
+    head = _scripted_head(script, max_symbols=3)
+    head.lattice = "monotonic"  # max_symbols no longer applies: an emission ends the frame
+    encoded = torch.arange(4.0).view(1, 4, 1).expand(2, 4, 1)
+    assert head.decode(encoded, torch.tensor([4, 3])) == [[4, 1, 2], [6, 6]]
 
 
 def _greedy_one_by_one(head: TransducerHead, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
@@ -175,14 +214,16 @@ def test_batched_greedy_search_matches_one_utterance_at_a_time():
 
 
 @torch.no_grad()
-def test_the_error_scripts_greedy_path_emits_what_the_search_decodes():
+@pytest.mark.parametrize("lattice", ["regular", "monotonic"])
+def test_the_error_scripts_greedy_path_emits_what_the_search_decodes(lattice):
     """experiments/transducer_errors.py writes out the search's path frame by frame: its emissions
     must be the batched search's tokens, blank penalty included, or the trace explains another search."""
     from experiment_scripts import load_experiment
 
     script = load_experiment("transducer_errors")
     torch.manual_seed(4)
-    head = HATHead(d_model=8, num_tokens=NUM_TOKENS, pred_dim=6, joint_dim=12, max_symbols=2, blank_penalty=0.5)
+    head = HATHead(d_model=8, num_tokens=NUM_TOKENS, pred_dim=6, joint_dim=12, max_symbols=2, blank_penalty=0.5,
+                   lattice=lattice)
     head.out.bias[0] -= 1.0  # blank's sigmoid about even with the tokens: a mix of emissions and skips
     encoded = torch.randn(3, 9, 8) * 2
     lengths = torch.tensor([9, 6, 3])
@@ -191,7 +232,16 @@ def test_the_error_scripts_greedy_path_emits_what_the_search_decodes():
     traced = [[int(t) for t in re.findall(r"EMIT t(\d+)", script.greedy_path(head, encoded[b, : int(n)], names))]
               for b, n in enumerate(lengths)]
     assert traced == decoded
-    assert any(decoded) and sum(map(len, decoded)) < 2 * int(lengths.sum())
+    assert any(decoded) and sum(map(len, decoded)) < head.symbols_per_frame * int(lengths.sum())
+
+
+def test_the_error_script_counts_deletions_beside_the_same_word():
+    import jiwer
+    from experiment_scripts import load_experiment
+
+    script = load_experiment("transducer_errors")
+    measure = jiwer.process_words(["six six nine", "four eight nine", "one one"], ["six nine", "four eight", ""])
+    assert measure.deletions == 4 and script.repeat_deletions(measure) == 3  # 'nine' in the second is no repeat
 
 
 # ---- adapters and the frozen base ------------------------------------------------------------
@@ -270,7 +320,7 @@ def test_head_config_is_checked_and_keys_the_cached_base_model():
     assert HEAD_FIELDS["ctc"] == [] and "head" not in PRETRAIN_FIELDS  # CTC keys as before heads existed
     # How a transducer is pretrained keys its base model, and only its.
     for field, value in (("transducer_ctc_weight", "0.5"), ("transducer_init", "scratch"), ("transducer_warmup", "0.5"),
-                         ("transducer_epochs", "3")):
+                         ("transducer_epochs", "3"), ("rnnt_lattice", "regular")):
         assert base_model_key(data, make_config("tiny", {"head": "rnnt", field: value}), 0) != \
             base_model_key(data, RNNT, 0)
         assert base_model_key(data, make_config("tiny", {field: value}), 0) == base_model_key(data, ctc, 0)

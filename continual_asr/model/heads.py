@@ -91,6 +91,29 @@ def transducer_loss(log_probs: torch.Tensor, targets: torch.Tensor, lengths: tor
                                            target_lengths.int(), blank=0, reduction="none", fused_log_softmax=False)
 
 
+def monotonic_transducer_loss(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
+                              target_lengths: torch.Tensor) -> torch.Tensor:
+    """Per-utterance loss of the monotonic transducer lattice (Tripathi et al. 2019; k2's
+    "modified" RNN-T): every frame emits exactly one class, blank or the next token, and moves on,
+    so a token is emitted at most once per frame. Same inputs as ``transducer_loss``. An
+    utterance with more tokens than frames has no path: its loss is 0, as CTC's zero_infinity."""
+    batch, frames, prefixes, _ = log_probs.shape
+    following = F.pad(targets, (0, 1), value=0)
+    emit = log_probs.gather(-1, following[:, None, :, None].expand(batch, frames, prefixes, 1)).squeeze(-1)
+    blank = log_probs[..., 0]
+    impossible = -1e30  # finite, so that logaddexp of two impossible paths keeps finite gradients
+    alpha = torch.full((batch, prefixes), impossible, dtype=log_probs.dtype, device=log_probs.device)
+    alpha[:, 0] = 0.0
+    alphas = []
+    for t in range(frames):  # alpha[u]: log-probability of having emitted u tokens after frame t
+        stay = alpha + blank[:, t]
+        move = F.pad(alpha[:, :-1] + emit[:, t, :-1], (1, 0), value=impossible)
+        alpha = torch.logaddexp(stay, move)
+        alphas.append(alpha)
+    last = torch.stack(alphas, dim=1)[torch.arange(batch, device=lengths.device), lengths - 1, target_lengths]
+    return torch.where(last > impossible / 2, -last, torch.zeros_like(last))
+
+
 class TransducerHead(nn.Module):
     """RNN-T: a prediction network (token embedding, one LSTM layer) over the tokens so far and
     a joiner, out(tanh(W_enc e_t + W_pred p_u)), scoring each (frame, tokens-so-far) pair.
@@ -99,10 +122,16 @@ class TransducerHead(nn.Module):
     Costlier than CTC: the loss scores the whole B x T' x (U + 1) lattice through the joiner,
     and decoding steps the predictor token by token (batched over utterances, one step per
     emitted token, at most ``max_symbols`` per frame).
+
+    ``lattice``: "regular" (a frame emits tokens until blank moves on) or "monotonic" (a frame
+    emits blank or one token and moves on, in the loss and in greedy search). On the regular
+    lattice the joiner sees the same frame and predictor state right after emitting a token and
+    at a later frame of the same token repeated, so with little data it learns to delete
+    repeats; on the monotonic lattice an emission also moves past its frame, so the two differ.
     """
 
     def __init__(self, d_model: int, num_tokens: int, pred_dim: int, joint_dim: int, max_symbols: int,
-                 blank_penalty: float = 0.0) -> None:
+                 blank_penalty: float = 0.0, lattice: str = "regular") -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_tokens + 1, pred_dim)
         self.predictor = nn.LSTM(pred_dim, pred_dim, batch_first=True)
@@ -111,8 +140,14 @@ class TransducerHead(nn.Module):
         self.out = nn.Linear(joint_dim, num_tokens + 1)
         self.max_symbols = max_symbols  # decoding settings, not weights: not in the state dict
         self.blank_penalty = blank_penalty
+        self.lattice = lattice  # shapes what the weights learn: part of the base model's key, unlike the two above
 
     # ---- pieces --------------------------------------------------------------------------------
+    @property
+    def symbols_per_frame(self) -> int:
+        """The most tokens greedy search emits at one frame: what the lattice allows, capped."""
+        return 1 if self.lattice == "monotonic" else self.max_symbols
+
     def predict(self, classes: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """classes (B, U) -> projected predictor output (B, U, J) and the LSTM state."""
@@ -145,13 +180,14 @@ class TransducerHead(nn.Module):
         encoded = encoded[:, : int(lengths.max())]
         targets = batch.targets[:, : int(batch.target_lengths.max())]
         log_probs = self.log_probs(self.lattice_logits(encoded, targets).float())  # the kernel takes float32
-        costs = transducer_loss(log_probs, targets + 1, lengths, batch.target_lengths)
+        loss = monotonic_transducer_loss if self.lattice == "monotonic" else transducer_loss
+        costs = loss(log_probs, targets + 1, lengths, batch.target_lengths)
         return (costs / batch.target_lengths.clamp(min=1).to(costs.dtype)).mean()
 
     @torch.no_grad()
     def decode(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         """Greedy search, all utterances at once: at each frame, emit the argmax token and step
-        the predictor while it is not blank (at most ``max_symbols`` times), then move on."""
+        the predictor while it is not blank (at most ``symbols_per_frame`` times), then move on."""
         batch = encoded.shape[0]
         enc = self.enc_proj(encoded)
         pred, state = self.predict(torch.zeros(batch, 1, dtype=torch.long, device=encoded.device))
@@ -159,7 +195,7 @@ class TransducerHead(nn.Module):
         hypotheses: list[list[int]] = [[] for _ in range(batch)]
         for t in range(int(lengths.max()) if batch else 0):
             active = t < lengths  # utterances that may still emit at this frame
-            for _ in range(self.max_symbols):
+            for _ in range(self.symbols_per_frame):
                 scores = self.scores(self.joint(enc[:, t], pred))
                 if self.blank_penalty:  # blank's score, logit or log-probability, falls against every token's
                     scores[:, 0] -= self.blank_penalty  # a fresh tensor, and no gradients here
@@ -206,5 +242,5 @@ def make_head(config: RunConfig, num_tokens: int) -> nn.Module:
     if config.head in ("rnnt", "hat"):
         transducer = HATHead if config.head == "hat" else TransducerHead
         return transducer(config.d_model, num_tokens, config.rnnt_pred_dim, config.rnnt_joint_dim,
-                          config.rnnt_max_symbols, config.rnnt_blank_penalty)
+                          config.rnnt_max_symbols, config.rnnt_blank_penalty, config.rnnt_lattice)
     return CTCHead(config.d_model, num_tokens)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
+from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, TRANSDUCER_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
 from ..data.streamdata import StreamData
 from ..errors import ConfigError
 from ..model import AdaptableASR, build_model
@@ -24,9 +24,10 @@ from ..results import save_torch_atomic
 
 log = logging.getLogger("continual_asr")
 FORMAT = "casr base model"
-# What must agree for the weights to mean the same thing: every field that shapes the model.
-# Dropout is a training setting of whoever uses the model, not part of its weights.
-SHAPE_FIELDS = [f for f in MODEL_FIELDS if f != "dropout"] + fields_of("head")
+# What must agree for the weights to mean the same thing: every field that shapes the model, and
+# the lattice a transducer was trained on (its search reads the weights by it). Dropout is a
+# training setting of whoever uses the model, not part of its weights.
+SHAPE_FIELDS = [f for f in MODEL_FIELDS if f != "dropout"] + fields_of("head") + ["rnnt_lattice"]
 
 
 def base_file(base_model: str) -> Path | None:
@@ -98,8 +99,9 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
     shown = f"base_model {PREFIX}{path}"
     checkpoint = read_base_file(path)
     recorded = {**UNKEYED_DEFAULTS, **checkpoint["model_config"]}  # a file from before a field has its old value
+    unread = TRANSDUCER_FIELDS if config.head == "ctc" else ()  # a CTC model has no predictor (its head is checked)
     for name in SHAPE_FIELDS:
-        if name in recorded and recorded[name] != getattr(config, name):
+        if name not in unread and name in recorded and recorded[name] != getattr(config, name):
             raise ConfigError(f"{shown}: its model has {name}={recorded[name]!r}, the run's config "
                               f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
     if checkpoint["tokenizer"] != tokenizer_digest(data):
