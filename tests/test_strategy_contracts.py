@@ -251,12 +251,14 @@ def test_composition_on_all_data_takes_every_earlier_tasks_full_training_data(ti
 def test_a_composition_of_a_fixed_size_draws_that_many_utterances_evenly(tiny_data):
     stream, data, base_model = tiny_data
     sizes = {}
-    for factor in (0.0, 1.5):
-        strategy = _make("adapter-fusion", copy.deepcopy(base_model), {**FAST, "composition_size": factor})
+    for factor in (0.0, 1.5, None):
+        options = {**FAST} if factor is None else {**FAST, "composition_size": factor}
+        strategy = _make("adapter-fusion", copy.deepcopy(base_model), options)
         strategy.memory.add(data.dataset("train", stream.base))
         experience = next(iter(data.benchmark().train_stream))
         fusion = [phase for phase in strategy.training_phases(experience) if phase.name == "fusion"][0]
         sizes[factor] = len(fusion.dataset)
     new, kept = len(experience.dataset), len(strategy.memory.parts[0])
     assert sizes[1.5] == round(1.5 * new)  # the new task and the base task's memory, half each
-    assert sizes[0.0] == new + kept * round(new / kept)  # the default: grows with the tasks
+    assert sizes[0.0] == new + kept * round(new / kept)  # grows with the tasks
+    assert sizes[None] == sizes[0.0]  # the default (a fixed size cost dev WER, docs/results.md)

@@ -66,8 +66,8 @@ class CompositionOptions(Options):
         "what composition trains on besides the new task: 'memory' (memory_per_task utterances of each earlier task) "
         "or 'all' (every earlier task's full training data), each task repeated to about the new task's size",
         choices=("memory", "all"))
-    # 2 matched the growing default on dev at half its composition time; 1 was worse (docs/results.md,
-    # "A composition epoch of a fixed size", 2026-12-03).
+    # 2 halves composition's time but cost 0.84 dev points [0.28, 1.42] over the reproduction's four
+    # runs (docs/results.md, "A composition epoch of a fixed size", 2026-12-03 and 04), so 0 stays.
     composition_size: float = option(
         "composition", 0.0,
         "utterances per composition epoch as a multiple of the new task's, drawn evenly from the new task and each "
@@ -76,7 +76,8 @@ class CompositionOptions(Options):
     composition_schedule: str = option(
         "composition", "every-task",
         "'every-task' (the continual protocol: compose after each task) or 'once' (the paper's: extract every "
-        "task's adapter, compose once after the last, from a fresh combiner)", choices=("every-task", "once"))
+        "task's adapter, compose once after the last, from a fresh combiner; on every task's full data with "
+        "composition_data=all and composition_size=0)", choices=("every-task", "once"))
     # Chosen on dev by the recipe study (experiments/recipe.yaml, docs/results.md), with
     # fusion_layernorm below: see FusedOutputOptions.
     fusion_warm_start: bool = option(
