@@ -347,6 +347,10 @@ def test_a_strategy_default_of_its_own_is_what_it_runs_with_and_fields_says_so()
     assert defaults["joint"] != defaults["finetune"]  # joint trains best at a higher rate
     for name, default in defaults.items():
         assert get_strategy(name).settings("default")[1].finetune_lr == default
+    combiner_defaults = option_fields()["fusion_lr"][1]
+    assert combiner_defaults["adapter-wavg"] < combiner_defaults["adapter-fusion"]  # the weighted mean a slower one
+    for name, default in combiner_defaults.items():
+        assert get_strategy(name).settings("default")[1].fusion_lr == default
     line = next(l for l in CliRunner().invoke(main, ["fields"]).output.splitlines() if l.split()[:1] == ["finetune_lr"])
     assert "varies" in line and f"{defaults['joint']} joint" in line
 

@@ -53,13 +53,20 @@ class ExtractionOptions(Options):
     adapter_lr: float = option("extraction", 1.2e-2, "peak learning rate of adapter training", min=0.0)
 
 
+def combiner_lr(default: float):
+    """The ``fusion_lr`` field with a strategy's own default: attention fusion and the weighted
+    mean learn best at rates an order of magnitude apart (docs/results.md)."""
+    return option("composition", default, "peak learning rate of combiner training (each adapter strategy's own "
+                                          "default, chosen on dev)", min=0.0)
+
+
 @dataclass
 class CompositionOptions(Options):
     """Combiner training after each task (knowledge composition), the paper's protocol included."""
 
     fusion_epochs: int = option(
         "composition", 1, "epochs of combiner training after each task (over the task-balanced data)", min=0)
-    fusion_lr: float = option("composition", 2e-3, "peak learning rate of combiner training", min=0.0)
+    fusion_lr: float = combiner_lr(2e-3)
     train_adapters: bool = option("composition", False, "also update the adapters while the combiner trains")
     composition_data: str = option(
         "composition", "memory",
