@@ -48,10 +48,19 @@ def with_voices(edits: dict) -> dict:
     return edits
 
 
+def merged_history(kept: bytes, new: bytes) -> bytes:
+    """An archive's sweep history with the lines of another sweep's that it lacks appended:
+    archiving a second sweep's runs into an archive keeps what the first recorded."""
+    lines = kept.decode("utf-8").splitlines()
+    known = set(lines)
+    lines += [line for line in new.decode("utf-8").splitlines() if line not in known]
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+
+
 def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
     """Copy every finished run under ``source`` into ``dest`` at the same relative path (its
-    results.json, edits.json and run.log, each written atomically), and a sweep's own files;
-    returns (archived runs in ``dest``, unfinished runs left out)."""
+    results.json, edits.json and run.log, each written atomically), and a sweep's own files (a
+    history already in ``dest`` gains the lines it lacks); returns (archived runs in ``dest``, unfinished runs left out)."""
     source, dest = Path(source), Path(dest)
     if not source.is_dir():
         raise CasrError(f"{source}: not a folder")
@@ -76,5 +85,8 @@ def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
         if not (path.parent / "results.json").is_file():  # a run's own results.md is not a sweep's
             target = dest / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(target, path.read_bytes())
+            data = path.read_bytes()
+            if path.name == "sweep_history.jsonl" and target.is_file():
+                data = merged_history(target.read_bytes(), data)
+            write_bytes_atomic(target, data)
     return archived, unfinished

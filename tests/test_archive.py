@@ -48,6 +48,18 @@ def test_archive_copies_finished_runs_without_checkpoints(tmp_path):
     assert "0, 1" in compared.output
 
 
+def test_archiving_a_second_sweep_into_an_archive_keeps_its_history(tmp_path):
+    sweep, dest = _sweep(tmp_path), tmp_path / "kept"
+    assert _invoke("archive", sweep, dest).exit_code == 0
+    later = tmp_path / "later"
+    write_run(later / "avg" / "seed0", fake_results(BASE, MATRIX, seed=0))
+    (later / "sweep_history.jsonl").write_text('{"event": "later"}\n{"event": "start"}\n')  # one line the archive has
+    result = _invoke("archive", later, dest)
+    assert result.exit_code == 0, result.output
+    assert (dest / "sweep_history.jsonl").read_text() == '{"event": "start"}\n{"event": "later"}\n'
+    assert (dest / "fusion" / "seed0" / "results.json").is_file() and (dest / "avg" / "seed0" / "results.json").is_file()
+
+
 def test_archive_refuses_in_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
