@@ -60,7 +60,8 @@ def merged_history(kept: bytes, new: bytes) -> bytes:
 def archive_runs(source: Path, dest: Path) -> tuple[list[Path], list[Path]]:
     """Copy every finished run under ``source`` into ``dest`` at the same relative path (its
     results.json, edits.json and run.log, each written atomically), and a sweep's own files (a
-    history already in ``dest`` gains the lines it lacks); returns (archived runs in ``dest``, unfinished runs left out)."""
+    history already in ``dest`` gains the lines it lacks); returns (archived runs in ``dest``,
+    unfinished runs left out)."""
     source, dest = Path(source), Path(dest)
     if not source.is_dir():
         raise CasrError(f"{source}: not a folder")
