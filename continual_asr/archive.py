@@ -21,7 +21,8 @@ from .reporting.runs import load_results
 from .results import write_bytes_atomic, write_json_atomic
 
 KEPT = ("results.json", EDITS, "run.log")
-SWEEP_FILES = ("sweep_history.jsonl", "results.md")  # a sweep's own: how long it took, its table
+# A sweep's own: how long it took, its table, and the comparison table and plot its report writes
+SWEEP_FILES = ("sweep_history.jsonl", "results.md", "compare.csv", "compare.png")
 
 
 def finished_runs(source: Path) -> tuple[list[Path], list[Path]]:

@@ -377,8 +377,9 @@ def list_things() -> None:
 def archive(source, dest) -> None:
     """Copy the finished runs under SOURCE (a run or a sweep folder) into DEST without their
     checkpoints: results.json, edits.json and run.log of each, at the same relative path, and a
-    sweep's results.md and history. compare, plot and sweep --report-only work on DEST; a sweep
-    or rerun into an archived run reads it back instead of training it again."""
+    sweep's results.md, compare.csv, compare.png and history. compare, plot and sweep
+    --report-only work on DEST; a sweep or rerun into an archived run reads it back instead of
+    training it again."""
     from .archive import archive_runs
 
     archived, unfinished = archive_runs(Path(source), Path(dest))

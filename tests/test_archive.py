@@ -54,9 +54,12 @@ def test_archiving_a_second_sweep_into_an_archive_keeps_its_history(tmp_path):
     later = tmp_path / "later"
     write_run(later / "avg" / "seed0", fake_results(BASE, MATRIX, seed=0))
     (later / "sweep_history.jsonl").write_text('{"event": "later"}\n{"event": "start"}\n')  # one line the archive has
+    (dest / "compare.csv").write_text("fusion\n")  # the first sweep's report
+    (later / "compare.csv").write_text("fusion\navg\n")
     result = _invoke("archive", later, dest)
     assert result.exit_code == 0, result.output
     assert (dest / "sweep_history.jsonl").read_text() == '{"event": "start"}\n{"event": "later"}\n'
+    assert (dest / "compare.csv").read_text() == "fusion\navg\n"  # the report beside results.md, not a stale one
     assert (dest / "fusion" / "seed0" / "results.json").is_file() and (dest / "avg" / "seed0" / "results.json").is_file()
 
 
