@@ -21,7 +21,6 @@ shares one machine's memory bandwidth.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 import click
 import yaml
 
+from continual_asr.reporting.runs import load_results
 from continual_asr.sweep import invocations, load_plan, schedule
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +62,7 @@ def run_seconds(sweep_file: Path, out: Path, stream: str, preset: str, seeds: st
     """The runs' wall times summed, the longest wait chain, and the devices the runs used."""
     _, _, plan = load_plan(sweep_file, out, stream, preset, [int(s) for s in seeds.split(",")],
                            overrides={"threads": "1"})
-    results = {id(run): json.loads((run.out / "results.json").read_text(encoding="utf-8")) for run in plan}
+    results = {id(run): load_results(run.out) for run in plan}
     seconds = {key: float(r["wall_seconds"]) for key, r in results.items()}
     chain = max(seconds[id(run)] + (seconds[id(waits)] if waits is not None else 0.0)
                 for run, waits in schedule(plan))

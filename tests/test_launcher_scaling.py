@@ -1,10 +1,8 @@
 """experiments/launcher_scaling.py: the one-order copy of a sweep file and the floor its waits set."""
 
-import json
-
 import yaml
-
 from experiment_scripts import ROOT, load_experiment
+from fake_results import fake_results, write_run
 
 scaling = load_experiment("launcher_scaling")
 
@@ -35,12 +33,13 @@ def test_the_floor_is_the_longest_chain_of_a_run_and_the_run_it_waits_for(tmp_pa
     source.write_text(SWEEP)
     sweep = scaling.one_order_sweep(source, tmp_path)
     out = tmp_path / "out"
-    seconds = {"finetune": 12.0, "oracle": 10.0, "avg": 5.0}  # avg waits for oracle, which trains the adapters
-    for name, wall in seconds.items():
-        (out / name / "seed0").mkdir(parents=True)
-        (out / name / "seed0" / "results.json").write_text(json.dumps({"wall_seconds": wall, "device": "cpu"}))
+
+    def finished(name, wall):
+        write_run(out / name / "seed0", {**fake_results([10.0] * 4, [[10.0] * 4] * 2), "wall_seconds": wall})
+
+    for name, wall in {"finetune": 12.0, "oracle": 10.0, "avg": 5.0}.items():  # avg waits for oracle's adapters
+        finished(name, wall)
     summed, floor, devices = scaling.run_seconds(sweep, out, "tiny", "tiny", "0")
     assert (summed, floor, devices) == (27.0, 15.0, ["cpu"])
-    seconds["finetune"] = 16.0  # a whole-model run longer than the chain is the floor
-    (out / "finetune" / "seed0" / "results.json").write_text(json.dumps({"wall_seconds": 16.0, "device": "cpu"}))
+    finished("finetune", 16.0)  # a whole-model run longer than the chain is the floor
     assert scaling.run_seconds(sweep, out, "tiny", "tiny", "0")[1] == 16.0
