@@ -332,6 +332,38 @@ def test_subsampling_lengths_are_the_frames_the_convolutions_give(factor):
                                               "out.bias", "out.weight"]
 
 
+@pytest.mark.parametrize("factor", [4, 8])
+def test_the_channels_last_front_end_computes_what_the_plain_layout_does(factor):
+    """The front end runs channels-last and flattens each frame as (F', C), its linear weight
+    permuted to match: the same function, and the same gradients, as convolutions in the default
+    layout read as (C, F') (how every saved base model's linear weight is laid out)."""
+    from torch.nn import functional as F
+
+    from continual_asr.model.encoder import Conv2dSubsampling
+
+    torch.manual_seed(0)
+    front = Conv2dSubsampling(n_mels=24, d_model=8, channels=3, factor=factor)
+    features = torch.randn(2, 60, 24)
+    out, _ = front(features, torch.tensor([60, 50]))
+    loss_weights = torch.randn_like(out)
+    (out * loss_weights).sum().backward()
+
+    reference = {name: p.detach().contiguous().requires_grad_() for name, p in front.named_parameters()}
+    x = features.unsqueeze(1)
+    for i, (_, stride) in enumerate(front.layout):
+        x = F.relu(F.conv2d(x, reference[f"conv.{2 * i}.weight"], reference[f"conv.{2 * i}.bias"], stride=stride))
+    expected = F.linear(x.permute(0, 2, 1, 3).flatten(2), reference["out.weight"], reference["out.bias"])
+    (expected * loss_weights).sum().backward()
+    torch.testing.assert_close(out, expected)
+    for name, p in front.named_parameters():
+        torch.testing.assert_close(p.grad, reference[name].grad, msg=name)
+
+    plain = {name: t.contiguous() for name, t in front.state_dict().items()}  # as older code saved them
+    loaded = Conv2dSubsampling(n_mels=24, d_model=8, channels=3, factor=factor)
+    loaded.load_state_dict(plain)
+    torch.testing.assert_close(loaded(features, torch.tensor([60, 50]))[0], out)
+
+
 def test_an_eight_times_subsampled_model_trains_and_decodes():
     torch.manual_seed(0)
     model = build_model(make_config("tiny", {"subsampling_factor": 8}), num_tokens=20)
