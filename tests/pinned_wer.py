@@ -10,6 +10,11 @@ named, or all of them (all where this platform has no entry yet). ``--changed``:
 strategies named (or of all), so their pins on other platforms are stale and are dropped, until
 someone re-pins them on such a machine. A cache folder of an earlier tiny run saves the base
 model's pretraining.
+
+An AVX-512 machine can pin for AVX2 as well: with ``ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` in the environment, torch, oneDNN and MKL
+run their AVX2 kernels and the platform reads as AVX2 (on an AMD AVX-512 CPU this reproduced the
+AVX2 AMD machines' pins exactly, 2026-12-04).
 """
 
 import json
