@@ -30,8 +30,8 @@ class Conv2dSubsampling(nn.Module):
 
     The convolutions run channels-last (NHWC): oneDNN's native layout on the CPU, so neither the
     activations nor their gradients are reordered every step: the front end's own work nearly
-    halves, a pretraining step is about 6 % faster on 2 CPU cores (docs/performance.md). The parameters keep their names, shapes and
-    values, so base models saved before load as they were.
+    halves, a pretraining step is about 6 % faster on 2 CPU cores (docs/performance.md). The
+    parameters keep their names, shapes and values, so base models saved before load as they were.
     """
 
     LAYOUTS = {4: ((3, 2), (3, 2)), 6: ((3, 2), (5, 3)), 8: ((3, 2), (3, 2), (3, 2))}
