@@ -13,9 +13,10 @@ training: one adapter, base frozen; fusion: 5 adapters, fusion trains):
   share of the dense float32 matmul throughput measured on the same cores in the same run
   (issue 7's target: at least 30 %; on a GPU, of its float32 matmul, TF32 off);
 and the evaluation real-time factor (forward + greedy decoding, 5 adapters fused). With
-``--profile FILE`` each kind of step and the evaluation run once more under torch.profiler: the
-operators that took the most CPU time, and the step's forward, loss (or decoding), backward
-and optimizer parts, go into FILE (one table per kind) and their top 5 onto the terminal.
+``--profile FILE`` each kind of step and the evaluation run three more times under
+torch.profiler (after one step it does not record): the operators that took the most CPU time,
+and the step's forward, loss (or decoding), backward and optimizer parts, go into FILE (one table
+per kind, times summed over the three) and their top 5 a step onto the terminal.
 
 Batches are synthetic but shaped like the real ones: ``batch_frames`` of the preset filled with
 utterances of ``--seconds`` each (length bucketing makes real batches nearly unpadded), random
@@ -112,11 +113,19 @@ def train_step(model, batch: SpeechBatch, optimizer, precision: str = "fp32") ->
     synchronize(device)
 
 
+PROFILED_STEPS = 3
+
+
 def profiled(kind: str, step, into: list[str]) -> None:
-    """One more ``step`` under torch.profiler: its table into ``into``, its top 5 printed (CPU time:
-    on a GPU, the time the host spends launching and waiting)."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
+    """``PROFILED_STEPS`` more ``step``s under torch.profiler, after one it sees but does not record
+    (the profiler's own start-up once made one operator of a single recorded step 20 times its
+    usual cost): their table into ``into`` (times summed over the steps), the top 5 a step
+    printed (CPU time: on a GPU, the time the host spends launching and waiting)."""
+    with profile(activities=[ProfilerActivity.CPU],
+                 schedule=torch.profiler.schedule(wait=0, warmup=1, active=PROFILED_STEPS, repeat=1)) as prof:
+        for _ in range(1 + PROFILED_STEPS):
+            step()
+            prof.step()
     averages = prof.key_averages()
     into.append(f"## {kind}\n\n{averages.table(sort_by='self_cpu_time_total', row_limit=25)}\n")
     parts = {e.key: e.cpu_time_total for e in averages
@@ -125,7 +134,8 @@ def profiled(kind: str, step, into: list[str]) -> None:
     top = sorted((e for e in averages if e.key not in parts and not e.key.startswith("Optimizer")),
                  key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
     print(f"  profile of {kind}: " + ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in parts.items())
-          + "; top operators: " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1000:.0f} ms" for e in top))
+          + "; top operators a step: "
+          + ", ".join(f"{e.key} {e.self_cpu_time_total / 1000 / PROFILED_STEPS:.0f} ms" for e in top))
 
 
 @click.command()
@@ -207,8 +217,8 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, preci
     print(f"\nevaluation (fusion of 5 adapters, greedy decoding): real-time factor {took / audio:.4f} "
           f"({audio / took:.0f} s of audio per second)")
     if profile_file:
-        header = (f"# bench_training.py --preset {preset} --seconds {seconds:g}: torch.profiler, one step of each "
-                  f"kind, {torch.get_num_threads()} threads\n\n")
+        header = (f"# bench_training.py --preset {preset} --seconds {seconds:g}: torch.profiler, {PROFILED_STEPS} "
+                  f"steps of each kind (times summed over them), {torch.get_num_threads()} threads\n\n")
         Path(profile_file).write_text(header + "\n".join(tables), encoding="utf-8")
         print(f"profile tables: {profile_file}")
     print(f"peak RSS of this benchmark: {peak_rss_mib():.0f} MiB")

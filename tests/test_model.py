@@ -364,6 +364,50 @@ def test_the_channels_last_front_end_computes_what_the_plain_layout_does(factor)
     torch.testing.assert_close(loaded(features, torch.tensor([60, 50]))[0], out)
 
 
+def test_the_time_major_convolution_module_computes_what_torchaudios_does():
+    """The Conformer's convolution module runs on (B, T, D) throughout: the same outputs, input
+    and parameter gradients and BatchNorm running statistics as torchaudio's (B, D, T) module
+    with the same parameters, in training and in evaluation."""
+    import copy
+
+    from torchaudio.models.conformer import _ConvolutionModule
+
+    from continual_asr.model.encoder import TimeMajorConvolution
+
+    torch.manual_seed(0)
+    reference = _ConvolutionModule(input_dim=12, num_channels=12, depthwise_kernel_size=5, bias=True)
+    time_major = copy.deepcopy(reference)
+    time_major.__class__ = TimeMajorConvolution
+    x = torch.randn(3, 17, 12)
+    weights = torch.randn(3, 17, 12)
+    outputs = []
+    for module in (reference, time_major):
+        module.train()
+        features = x.clone().requires_grad_()
+        out = module(features)
+        (out * weights).sum().backward()
+        outputs.append((out, features.grad, dict(module.named_parameters()), dict(module.named_buffers())))
+    (expected, expected_input_grad, expected_params, expected_buffers), (out, input_grad, params, buffers) = outputs
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(input_grad, expected_input_grad)
+    for name, parameter in params.items():
+        if name == "sequential.2.bias":  # BatchNorm removes it: its true gradient is 0, both hold rounding noise
+            assert parameter.grad.abs().max() < 1e-4 and expected_params[name].grad.abs().max() < 1e-4
+            continue
+        torch.testing.assert_close(parameter.grad, expected_params[name].grad, msg=name)
+    for name, buffer in buffers.items():
+        torch.testing.assert_close(buffer, expected_buffers[name], msg=name)
+    reference.eval(), time_major.eval()
+    torch.testing.assert_close(time_major(x), reference(x))
+
+
+def test_the_conformer_layers_use_the_time_major_convolution_module():
+    from continual_asr.model.encoder import TimeMajorConvolution
+
+    model = build_model(make_config("tiny"), num_tokens=20)
+    assert all(type(layer.conv_module) is TimeMajorConvolution for layer in model.layers)
+
+
 def test_an_eight_times_subsampled_model_trains_and_decodes():
     torch.manual_seed(0)
     model = build_model(make_config("tiny", {"subsampling_factor": 8}), num_tokens=20)

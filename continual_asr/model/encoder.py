@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchaudio.models.conformer import ConformerLayer
+from torchaudio.models.conformer import ConformerLayer, _ConvolutionModule
 
 from .adaptable import AdaptableASR
 from .heads import CTCHead
@@ -97,6 +97,33 @@ class SelfAttention(nn.MultiheadAttention):
         return self.out_proj(out.permute(2, 0, 1, 3).reshape(steps, batch, width))
 
 
+class TimeMajorConvolution(_ConvolutionModule):
+    """torchaudio's Conformer convolution module computed on (B, T, D) throughout.
+
+    torchaudio transposes to (B, D, T) for its three Conv1d layers, so oneDNN reorders the
+    activations into its channels-last layout and back around every convolution, forward and
+    backward. Here the 1x1 convolutions are linear layers over the last axis, the GLU splits the
+    last axis, the depthwise convolution reads (B, T, D) as a channels-last (B, D, 1, T) image
+    (a view, no copy) and BatchNorm normalises the (B T, D) frames (the same statistics as over
+    (B, D, T)). The same parameters and the same function up to float rounding; a training step
+    is 7 to 10 % faster on 2 CPU cores (docs/performance.md). The layers' convolution modules
+    are switched to this class after they are built, as their attention is to SelfAttention.
+    With GroupNorm in place of BatchNorm it is torchaudio's own forward.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        pointwise_in, _, depthwise, norm, activation, pointwise_out, dropout = self.sequential
+        if not isinstance(norm, nn.BatchNorm1d):
+            return super().forward(input)
+        x = self.layer_norm(input)
+        x = F.glu(F.linear(x, pointwise_in.weight.squeeze(-1), pointwise_in.bias), dim=-1)  # (B, T, D)
+        batch, steps, width = x.shape
+        x = F.conv2d(x.transpose(1, 2).unsqueeze(2), depthwise.weight.unsqueeze(2), depthwise.bias,
+                     padding=(0, depthwise.padding[0]), groups=depthwise.groups)
+        x = norm(x.squeeze(2).transpose(1, 2).reshape(batch * steps, width)).view(batch, steps, width)
+        return dropout(F.linear(activation(x), pointwise_out.weight.squeeze(-1), pointwise_out.bias))
+
+
 class ConformerASR(AdaptableASR):
     """Log-mel in, encoder frames out; ``head`` (heads.py) turns them into a loss and transcripts.
 
@@ -118,8 +145,9 @@ class ConformerASR(AdaptableASR):
         self.layers = nn.ModuleList(
             ConformerLayer(d_model, ffn_dim, num_heads, conv_kernel, dropout=dropout) for _ in range(num_layers)
         )
-        for layer in self.layers:
-            layer.self_attn.__class__ = SelfAttention  # same parameters and initial weights (see the class)
+        for layer in self.layers:  # same parameters and initial weights (see the classes)
+            layer.self_attn.__class__ = SelfAttention
+            layer.conv_module.__class__ = TimeMajorConvolution
         # The head is built here, after the layers, so a seed gives the same initial weights
         # as it did when the CTC layer was hard-wired.
         self.head = CTCHead(d_model, num_tokens) if head is None else head()
