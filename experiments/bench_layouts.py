@@ -1,15 +1,19 @@
-"""The convolutional front end's layout: channels-last (casr's since 2026-12-04) against the plain
-layout it had before, whole training steps timed in turn on one machine.
+"""The encoder's memory layouts: whole training steps of casr's model against the layouts it had
+before, timed in turn on one machine.
 
-    python experiments/bench_front_end.py                          # pretraining, 2 threads
-    python experiments/bench_front_end.py --kind "adapter training" --threads 1
+    python experiments/bench_layouts.py                          # pretraining, 2 threads
+    python experiments/bench_layouts.py --kind "adapter training" --threads 1
 
-Builds the default model twice from one seed: once as casr builds it, once with the front end put
-back as it was (the convolutions in the default NCHW layout, each frame flattened as (C, F') into
-the linear layer). Both hold the same weights. Each round times one training step of each on
-every batch shape (length-bucketed batches of ``batch_frames`` filled with utterances of 1.5,
-2.5, 4 and 6 s), the two in turn so the machine's drift moves both alike; prints the median step
-of each and the new/old ratio. docs/performance.md has the figures.
+Builds the default model once per variant from one seed, so all hold the same weights:
+- casr's: the front end's convolutions channels-last (since 2026-12-04), the Conformer's
+  convolution module on (B, T, D) throughout (TimeMajorConvolution, since 2026-12-05);
+- torchaudio's convolution module, on (B, D, T) (before 2026-12-05);
+- that, with the front end in the plain layout too (before 2026-12-04: NCHW convolutions, each
+  frame flattened as (C, F') into the linear layer).
+Each round times one training step of each on every batch shape (length-bucketed batches of
+``batch_frames`` filled with utterances of 1.5, 2.5, 4 and 6 s), the variants in turn, the order
+rotating from round to round, so the machine's drift moves them alike; prints each one's median
+step and its ratio to casr's. docs/performance.md has the figures.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import types
 
 import click
 import torch
+from torchaudio.models.conformer import _ConvolutionModule
 
 from bench_training import configure, synthetic_batch, train_step  # experiments/bench_training.py
 from continual_asr.config import make_config
@@ -25,6 +30,10 @@ from continual_asr.model import build_model
 from timing import interleaved_medians  # experiments/timing.py
 
 SECONDS = (1.5, 2.5, 4.0, 6.0)
+CASR = "casr's"
+TORCHAUDIO_CONVOLUTION = "torchaudio's convolution module (before 2026-12-05)"
+PLAIN_FRONT_END = "and the plain front end (before 2026-12-04)"
+VARIANTS = (CASR, TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END)
 
 
 def plain_layout_forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,11 +42,14 @@ def plain_layout_forward(self, features: torch.Tensor, lengths: torch.Tensor) ->
     return self.out(x.permute(0, 2, 1, 3).flatten(2)), self.output_lengths(lengths)
 
 
-def build(preset: str, kind: str, plain: bool):
+def build(preset: str, kind: str, variant: str):
     torch.manual_seed(0)
     config = make_config(preset)
     model = build_model(config, num_tokens=config.vocab_size)
-    if plain:
+    if variant != CASR:
+        for layer in model.layers:
+            layer.conv_module.__class__ = _ConvolutionModule
+    if variant == PLAIN_FRONT_END:
         model.subsampling.conv.to(memory_format=torch.contiguous_format)
         model.subsampling.forward = types.MethodType(plain_layout_forward, model.subsampling)
     configure(model, kind, adapters=5)
@@ -50,12 +62,12 @@ def build(preset: str, kind: str, plain: bool):
 @click.option("--kind", default="pretraining", show_default=True,
               type=click.Choice(["pretraining", "adapter training", "fusion (5 adapters)"]))
 @click.option("--threads", default=2, show_default=True, help="torch threads")
-@click.option("--rounds", default=6, show_default=True, help="timed rounds (each: every batch shape, both layouts)")
+@click.option("--rounds", default=10, show_default=True, help="timed rounds (each: every batch shape, every variant)")
 @click.option("--preset", default="default", show_default=True)
 def main(kind: str, threads: int, rounds: int, preset: str) -> None:
     torch.set_num_threads(threads)
-    built = {"plain (before)": build(preset, kind, plain=True), "channels-last": build(preset, kind, plain=False)}
-    config = built["channels-last"][0]
+    built = {variant: build(preset, kind, variant) for variant in VARIANTS}
+    config = built[CASR][0]
     batches = [synthetic_batch(config, max(1, config.batch_frames // int(s * 100)), int(s * 100), 4.0, s) for s in SECONDS]
 
     def steps(model, optimizer):
@@ -65,8 +77,7 @@ def main(kind: str, threads: int, rounds: int, preset: str) -> None:
     print(f"{kind}, {preset} preset, {threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}: "
           f"one step on each of {len(SECONDS)} batch shapes, median of {rounds} rounds")
     for name, seconds in medians.items():
-        print(f"  {name}: {1000 * seconds / len(SECONDS):.0f} ms a step")
-    print(f"  channels-last / plain: {medians['channels-last'] / medians['plain (before)']:.3f}")
+        print(f"  {name}: {1000 * seconds / len(SECONDS):.0f} ms a step, {seconds / medians[CASR]:.3f} of casr's")
 
 
 if __name__ == "__main__":
