@@ -142,7 +142,10 @@ def test_a_step_on_a_global_batch_split_over_two_ranks_equals_one_process(runs, 
     for rank in ranks:
         assert len(rank[case]["grads"]) == len(steps)
         for k, (ours, theirs) in enumerate(zip(steps, rank[case]["grads"])):
-            _assert_close(ours, theirs, rtol=1e-4, atol=1e-6, what=f"{case} step {k} gradient")
+            # atol 1e-5: the split batch sums in another order, and single float32 elements of
+            # 1e-2 gradients move by 2e-6 (with BatchNorm's statistics taken per rank instead of
+            # over the global batch, they differ by 5e-2)
+            _assert_close(ours, theirs, rtol=1e-4, atol=1e-5, what=f"{case} step {k} gradient")
         # AdamW's first step moves each weight by about lr * sign(gradient): a weight whose gradient
         # is zero in exact arithmetic (attention's key bias, the convolution bias before
         # BatchNorm) moves by +-lr on rounding noise, in one process as in two. Those weights,
