@@ -106,7 +106,7 @@ class TimeMajorConvolution(_ConvolutionModule):
     last axis, the depthwise convolution reads (B, T, D) as a channels-last (B, D, 1, T) image
     (a view, no copy) and BatchNorm normalises the (B T, D) frames (the same statistics as over
     (B, D, T)). The same parameters and the same function up to float rounding; a training step
-    is 7 to 10 % faster on 2 CPU cores (docs/performance.md). The layers' convolution modules
+    is 6 to 9 % faster on 2 CPU cores (docs/performance.md). The layers' convolution modules
     are switched to this class after they are built, as their attention is to SelfAttention.
     With GroupNorm in place of BatchNorm it is torchaudio's own forward.
     """
