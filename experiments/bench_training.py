@@ -151,7 +151,7 @@ def profiled(kind: str, step, into: list[str]) -> None:
 @click.option("--batch-frames", default=0, show_default=True,
               help="frames per training batch (0: the preset's; a GPU wants several times more)")
 @click.option("--profile", "profile_file", default=None, type=click.Path(dir_okay=False),
-              help="also profile one step of each kind (torch.profiler) into this file")
+              help="also profile each kind of step (torch.profiler) into this file")
 @click.option("--set", "overrides", multiple=True, help="key=value of the model's config, e.g. subsampling_factor=8")
 def main(preset: str, seconds: float, steps: int, threads: int, head: str, precisions: str, device_name: str,
          batch_frames: int, profile_file: str | None, overrides: tuple[str, ...]) -> None:
@@ -218,7 +218,7 @@ def main(preset: str, seconds: float, steps: int, threads: int, head: str, preci
           f"({audio / took:.0f} s of audio per second)")
     if profile_file:
         header = (f"# bench_training.py --preset {preset} --seconds {seconds:g}: torch.profiler, {PROFILED_STEPS} "
-                  f"steps of each kind (times summed over them), {torch.get_num_threads()} threads\n\n")
+                  f"steps of each kind (times summed over them), {where}, torch {torch.__version__}\n\n")
         Path(profile_file).write_text(header + "\n".join(tables), encoding="utf-8")
         print(f"profile tables: {profile_file}")
     print(f"peak RSS of this benchmark: {peak_rss_mib():.0f} MiB")
