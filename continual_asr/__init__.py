@@ -17,7 +17,7 @@ warnings.filterwarnings("ignore", message="No loggers specified")
 
 # oneDNN (torch's CPU convolutions) keeps up to 1,024 primitives, one per input shape, each holding
 # memory; batches of varying length make hundreds of shapes, and that cache held 1.4 GiB of the
-# default run's peak. 64 kept a run's speed (not tiny models': docs/performance.md). oneDNN reads
+# default run's peak. 64 kept a run's speed (not tiny models': docs/performance-runs.md). oneDNN reads
 # the variable when it builds its first primitive, so this runs before any model does; a value the
 # user set wins.
 if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ and "DNNL_PRIMITIVE_CACHE_CAPACITY" not in os.environ:

@@ -101,7 +101,7 @@ class RunConfig:
     subsampling_factor: int = option(
         "model", 4, "frame rate reduction of the convolutional front end: 4 (40 ms encoder frames), 6 (60 ms) or 8 "
                     "(80 ms, FastConformer's): fewer frames are cheaper, but CTC needs a frame per token "
-                    "(docs/performance.md)", choices=(4, 6, 8))
+                    "(docs/performance-runs.md)", choices=(4, 6, 8))
     d_model: int = option("model", 144, "Conformer width", min=8)
     num_layers: int = option("model", 4, "Conformer layers", min=1)
     num_heads: int = option("model", 4, "attention heads (must divide d_model)", min=1)
@@ -125,7 +125,7 @@ class RunConfig:
     # Transducers trained on little data mostly delete words (blank wins too often); a penalty on
     # blank's log-probability at search time is the usual remedy (icefall's and sherpa's --blank-penalty).
     # 0.5 chosen on dev: the best or level with it in four of the five settings measured (hat and
-    # rnnt, tiny and default presets), never worse than none (docs/results.md, "A blank penalty
+    # rnnt, tiny and default presets), never worse than none (docs/results-transducer.md, "A blank penalty
     # chosen on dev"); a decoding setting, so cached base models stay valid.
     rnnt_blank_penalty: float = option(
         "evaluation", 0.5, "rnnt/hat: subtracted from blank's log-probability in greedy search (0: none)", min=0.0)

@@ -12,7 +12,7 @@ other name by that field of a manifest row (``speaker``, say). The pooled rows c
 tasks (base task and stream tasks, not the zero-shot task) after step K (default: the last).
 
 Why it exists: a dev split whose voices react to a setting unlike the test voices picks the wrong
-setting (docs/results.md, "Dev drawn like test").
+setting (docs/tuning.md, "Dev drawn like test").
 """
 
 from __future__ import annotations

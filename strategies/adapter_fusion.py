@@ -26,7 +26,7 @@ class FusionOptions(ExtractionOptions, CompositionOptions, FusedOutputOptions, M
     fusion_temperature: float = option(
         "fusion", 1.0, "softmax temperature of fusion's attention over the adapters (scores / T; large T: "
                        "towards the mean)", min=0.01)
-    # utterance beat frame on dev in every setting measured (docs/results.md, "One attention per
+    # utterance beat frame on dev in every setting measured (docs/tuning.md, "One attention per
     # utterance becomes the default"); the paper's per-frame fusion stays one field away.
     fusion_scope: str = option(
         "fusion", "utterance", "what one attention covers: 'utterance' (each adapter's scores averaged over the "

@@ -99,7 +99,7 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
     """memory_per_task: the base task's importances are measured on its remembered utterances."""
 
     # 1e5: the lowest dev mean WER of 1e3, 1e4, 1e5, 1e6 at the rate below (62.84; 2.00 points below
-    # 1e4 [0.34, 3.49], 1e6 10.1 worse; seed 0, an AVX2 machine, 2026-12-01; docs/results.md). At
+    # 1e4 [0.34, 3.49], 1e6 10.1 worse; seed 0, an AVX2 machine, 2026-12-01; docs/tuning.md). At
     # 5e-4 the grid 1, 10, ..., 1e6 had chosen 1e4: a higher rate moves the weights further, and a
     # stronger pull holds them.
     ewc_lambda: float = option(

@@ -17,7 +17,7 @@ from continual_asr.training.template import FinetuneOptions, SpeechTemplate, Tra
 @dataclass
 class JointOptions(FinetuneOptions):
     # 4e-3: joint's lowest dev mean WER of 5e-4 to 8e-3 on accents-then-noise (seed 0, synthesis
-    # version 4; docs/results.md, "The whole-model baselines tuned on dev"), 5 points below the 5e-4
+    # version 4; docs/tuning.md, "The whole-model baselines tuned on dev"), 5 points below the 5e-4
     # all whole-model baselines shared before 2026-12-01: every step retrains on all data seen so far,
     # so a high rate costs it no forgetting, unlike sequential fine-tuning (best at 2e-3).
     finetune_lr: float = whole_model_lr(4e-3)

@@ -79,7 +79,7 @@ class ReplayOptions(FinetuneOptions, MemoryOptions):
     """memory_per_task: the replay buffer's utterances per task, base included."""
 
     # finetune_lr: fine-tuning's 2e-3 (the FinetuneOptions default). At 100 utterances per task it beat
-    # the 5e-4 of replay's memory study by 4.8 dev points (docs/results.md, "The whole-model baselines
+    # the 5e-4 of replay's memory study by 4.8 dev points (docs/tuning.md, "The whole-model baselines
     # tuned on dev"); 4e-3 is not measured yet.
 
 

@@ -8,7 +8,7 @@ out, the rest train; every distinct sentence (normalised transcript) is drawn in
 dev (10 %) or train, once for the whole corpus, so no test or dev sentence is in any task's
 training data. A held-out voice speaks in both dev and test (other sentences), so dev is drawn
 like test and can predict it (with a voice of its own, one unusual dev voice can rank settings
-unlike test: docs/results.md, "Dev drawn like test"). A training voice keeps its train-sentence
+unlike test: docs/tuning.md, "Dev drawn like test"). A training voice keeps its train-sentence
 utterances, a held-out voice its dev- and test-sentence ones; the rest are left out. One task
 is the base, one the zero-shot task (test and dev only), the others the stream's tasks,
 alphabetically unless named.

@@ -7,7 +7,7 @@ What keeps training and evaluation apart (checked by ``casr data`` and the tests
 - **Speakers.** Dev and test speak held-out espeak speaker variants (:func:`split_speakers`) that
   no training utterance of any task uses. They share those variants (never a sentence), so that
   dev is drawn like test and a choice made on dev carries over: with three variants each, one
-  unusual dev voice (klatt) once decided the dev ranking alone (docs/results.md). Each variant
+  unusual dev voice (klatt) once decided the dev ranking alone (docs/tuning.md). Each variant
   speaks an equal share of every dev and test set.
 - **Noise and rooms.** Babble comes from two pools of other talkers, one for train and one for
   dev and test, with their own sentences and speakers, never a zero-shot voice. Rooms

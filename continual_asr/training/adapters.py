@@ -41,13 +41,13 @@ class ExtractionOptions(Options):
     """Single-task adapters (knowledge extraction): every adapter strategy reads them, and they
     are part of the extraction cache's key."""
 
-    # 64: the dev minimum of 32, 64 and 128 at adapter_lr 1.2e-2 on accents-then-noise (seed 0; docs/results.md,
+    # 64: the dev minimum of 32, 64 and 128 at adapter_lr 1.2e-2 on accents-then-noise (seed 0; docs/tuning.md,
     # "Learning rates of adapters and fusion, adapter width"); 32 until 2026-12-01.
     adapter_dim: int = option("extraction", 64, "bottleneck width of each single-task adapter", min=1)
     # 10: with 6 or 4 A-AF's dev WER was no worse, but oracle routing's (its reference, over the same
-    # adapters) was, by 0.7 and 1.3 points (docs/results.md, "Fewer adapter epochs", 2026-12-03).
+    # adapters) was, by 0.7 and 1.3 points (docs/tuning.md, "Fewer adapter epochs", 2026-12-03).
     adapter_epochs: int = option("extraction", 10, "epochs of single-task adapter training per task", min=1)
-    # 1.2e-2: the dev minimum of 1.5e-3 to 2.4e-2 on accents-then-noise (seed 0; docs/results.md, "Learning
+    # 1.2e-2: the dev minimum of 1.5e-3 to 2.4e-2 on accents-then-noise (seed 0; docs/tuning.md, "Learning
     # rates of adapters and fusion"); 3e-3 until 2026-12-01. fusion_lr's 2e-3 stays: over these adapters it
     # beat 2.5e-4, the minimum over the 3e-3 ones.
     adapter_lr: float = option("extraction", 1.2e-2, "peak learning rate of adapter training", min=0.0)
@@ -74,7 +74,7 @@ class CompositionOptions(Options):
         "or 'all' (every earlier task's full training data), each task repeated to about the new task's size",
         choices=("memory", "all"))
     # 2 halves composition's time but cost 0.84 dev points [0.28, 1.42] over the reproduction's four
-    # runs (docs/results.md, "A composition epoch of a fixed size", 2026-12-03 and 04), so 0 stays.
+    # runs (docs/tuning.md, "A composition epoch of a fixed size", 2026-12-03 and 04), so 0 stays.
     composition_size: float = option(
         "composition", 0.0,
         "utterances per composition epoch as a multiple of the new task's, drawn evenly from the new task and each "
@@ -85,7 +85,7 @@ class CompositionOptions(Options):
         "'every-task' (the continual protocol: compose after each task) or 'once' (the paper's: extract every "
         "task's adapter, compose once after the last, from a fresh combiner; on every task's full data with "
         "composition_data=all and composition_size=0)", choices=("every-task", "once"))
-    # Chosen on dev by the recipe study (experiments/recipe.yaml, docs/results.md), with
+    # Chosen on dev by the recipe study (experiments/recipe.yaml, docs/tuning.md), with
     # fusion_layernorm below: see FusedOutputOptions.
     fusion_warm_start: bool = option(
         "composition", False, "start each composition from the previous task's combiner (false: a fresh one)")
@@ -99,7 +99,7 @@ class FusedOutputOptions(Options):
     # Under synthesis version 3 (docs/results-history.md), without the LayerNorm and from a fresh combiner
     # per task, A-AF's dev mean WER on accents-then-noise was 53.78 +- 0.31 over seeds 0 and 1, against
     # 55.99 +- 0.12 with both (the defaults before 2026-11-30); each alone gave 55.17 +- 0.10 (no LayerNorm)
-    # and 55.56 (fresh, seed 0). Version 4 agreed (docs/results.md, "The recipe study on version 4").
+    # and 55.56 (fresh, seed 0). Version 4 agreed (docs/tuning.md, "The recipe study on version 4").
     fusion_layernorm: bool = option("composition", False, "LayerNorm on the fused output before the residual add")
 
 

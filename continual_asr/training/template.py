@@ -70,7 +70,7 @@ class FinetuneOptions(Options):
 
     finetune_epochs: int = option("finetune", 6, "epochs per task of the whole-model baselines", min=1)
     # 2e-3: sequential fine-tuning's lowest dev mean WER of 2.5e-4 to 4e-3 on accents-then-noise (seed 0,
-    # synthesis version 4; docs/results.md, "The whole-model baselines tuned on dev"); 5e-4 until 2026-12-01.
+    # synthesis version 4; docs/tuning.md, "The whole-model baselines tuned on dev"); 5e-4 until 2026-12-01.
     finetune_lr: float = whole_model_lr(2e-3)
 
 
