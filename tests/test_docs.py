@@ -67,3 +67,11 @@ def test_every_section_named_beside_a_doc_is_in_that_doc():
             elif not any(section in " ".join(h.split()) for h in headings(doc) + labels(doc)):
                 missing.append(f"{source.relative_to(ROOT)}: docs/{name} has no section {section!r}")
     assert not missing, "\n".join(missing)
+
+
+def test_every_docs_file_named_in_code_configs_or_docs_exists():
+    missing = sorted({f"{source.relative_to(ROOT)}: docs/{name}"
+                      for source in tracked(".py", ".yaml", ".md", ".toml") if source != Path(__file__).resolve()
+                      for name in re.findall(r"\bdocs/([\w-]+\.md)\b", source.read_text(encoding="utf-8"))
+                      if not (ROOT / "docs" / name).is_file()})
+    assert not missing, "\n".join(missing)
