@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tracked(*suffixes: str) -> list[Path]:
     try:
-        names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                               text=True, check=True).stdout.split()
+        names = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split("\0")  # run folders' names hold spaces
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     return [ROOT / name for name in names if name.endswith(suffixes) and (ROOT / name).is_file()]
