@@ -168,6 +168,10 @@ class RunConfig:
                    "and pretraining are then unused")
     batch_frames: int = option(
         "training", 6000, "feature frames (10 ms) per training batch; batches are length-bucketed", min=100)
+    batch_length_jitter: float = option(
+        "training", 0.2, "relative spread of the random factor on each utterance's length when training batches "
+                         "are bucketed anew each epoch (0.2: x0.9 to x1.1): more varies batches from epoch to "
+                         "epoch and keeps a repeated memory's copies apart; less pads less", min=0.0, max=1.0)
     eval_batch_frames: int = option("evaluation", 20000, "feature frames per evaluation batch", min=100)
     weight_decay: float = option("training", 0.01, "AdamW weight decay", min=0.0)
     specaugment: bool = option("training", True, "SpecAugment (frequency and time masks) while training")
@@ -227,9 +231,9 @@ class RunConfig:
         return {n: v for n, v in self.subset(names).items() if n not in UNKEYED_DEFAULTS or v != UNKEYED_DEFAULTS[n]}
 
 
-# Model fields added after base models and adapters were cached, at the value those had: keys
+# Fields added after base models and adapters were cached, at the value those had: keys
 # leave them out at that value (RunConfig.key_subset), base model files that lack them have it.
-UNKEYED_DEFAULTS: dict[str, Any] = {"subsampling_factor": 4, "rnnt_lattice": "regular"}
+UNKEYED_DEFAULTS: dict[str, Any] = {"subsampling_factor": 4, "rnnt_lattice": "regular", "batch_length_jitter": 0.2}
 
 
 def precision_key(cpu_precision: str) -> dict[str, str]:

@@ -85,6 +85,17 @@ class ResumablePlugin(Protocol):
         """Become what the plugin was after ``finished_experiences`` (before the weights load)."""
 
 
+def spec_augment(n_mels: int) -> torch.nn.Module:
+    """SpecAugment as training applies it to (B, n_mels, T) log-mels: two frequency masks of up
+    to a sixth of the bins, two time masks of up to 20 frames (at most a tenth of the utterance)."""
+    return torch.nn.Sequential(
+        torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, n_mels // 6)),
+        torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, n_mels // 6)),
+        torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
+        torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
+    )
+
+
 class SpeechTemplate(SupervisedTemplate):
     """Whole-model training on each experience (the fine-tuning baseline, and pretraining)."""
 
@@ -116,12 +127,8 @@ class SpeechTemplate(SupervisedTemplate):
         self._phase_counter = 0
         self.phase_index = 0
         self.phase_epoch = 0
-        self.spec_augment = torch.nn.Sequential(
-            torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, config.n_mels // 6)),
-            torchaudio.transforms.FrequencyMasking(freq_mask_param=max(1, config.n_mels // 6)),
-            torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
-            torchaudio.transforms.TimeMasking(time_mask_param=20, p=0.1),
-        ) if config.specaugment and not model.takes_waveform else None  # audio has no mel bins to mask
+        # audio has no mel bins to mask
+        self.spec_augment = spec_augment(config.n_mels) if config.specaugment and not model.takes_waveform else None
 
     @property
     def bare_model(self) -> AdaptableASR:
@@ -269,7 +276,8 @@ class SpeechTemplate(SupervisedTemplate):
         (default: from the run's seed and how many training phases came before).
         """
         sampler = FrameBudgetBatchSampler(list(dataset.num_frames), max_frames, shuffle,
-                                          seed=self.seed * 1000 + self._phase_counter if seed is None else seed)
+                                          seed=self.seed * 1000 + self._phase_counter if seed is None else seed,
+                                          jitter=self.config.batch_length_jitter)
         if sharded and distributed.is_active():
             sampler = ShardedBatchSampler(sampler, distributed.rank(), distributed.world_size())
             dataset = ShardView(dataset)
