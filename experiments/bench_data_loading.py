@@ -72,10 +72,11 @@ def main(stream: str, preset: str, epochs: int, threads: int, cache_dir: Path | 
           f"{torch.get_num_threads()} threads")
     print("| epoch | batches | padding share | loading, ms a batch | SpecAugment, ms a batch | the epoch's data, s |")
     print("|---:|---:|---:|---:|---:|---:|")
+    # One sampler for every epoch, as a training phase has: it draws each epoch's batches anew.
+    sampler = FrameBudgetBatchSampler(list(dataset.num_frames), config.batch_frames, shuffle=True,
+                                      jitter=config.batch_length_jitter)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)
     for epoch in range(epochs):
-        sampler = FrameBudgetBatchSampler(list(dataset.num_frames), config.batch_frames, shuffle=True, seed=epoch,
-                                          jitter=config.batch_length_jitter)
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)
         figures = timed_epoch(loader, augment)
         batches = max(1, figures["batches"])
         print(f"| {epoch + 1} | {figures['batches']} | {1 - figures['frames'] / max(1, figures['padded']):.1%} "
