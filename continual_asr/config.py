@@ -188,8 +188,8 @@ class RunConfig:
                       "--skip-bad)", min=0.1)
     threads: int = option("runtime", 0, "torch CPU threads (0 = torch's default)", min=0)
     synthesis_processes: int = option(
-        "runtime", 0, "processes that synthesize a stream's audio into an empty cache (0 = one per CPU core); "
-                      "the audio is the same for any number", min=0)
+        "runtime", 0, "processes that synthesize a stream's audio and compute its features into an empty cache "
+                      "(0 = one per CPU core); the data are the same for any number", min=0)
     share_adapters: bool = option(
         "runtime", True, "adapter strategies reuse a single-task adapter an earlier run trained on the same base, "
                          "task data, extraction settings and seed (the cache folder's adapters/); the weights are the "

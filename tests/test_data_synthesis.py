@@ -210,18 +210,20 @@ def test_synthesis_processes_write_the_same_files(tmp_path, monkeypatch: pytest.
     """Chunks synthesized in other processes give the same audio and manifests as one process
     (each utterance's seeds name it), babble included; and a task is sealed like any other.
     Each held-out speaker variant speaks an equal share of the test set."""
-    from continual_asr.data import prepare
+    from continual_asr.data import prepare, workers
     from continual_asr.stream import load_stream
 
     task = next(t for t in load_stream("accents-then-noise").tasks if t.condition.noise == "babble")
     counts = {"train": 10, "dev": 2, "test": 6}
-    monkeypatch.setattr(prepare, "MIN_PARALLEL", 4)  # so this small task goes to 2 processes
+    monkeypatch.setattr(workers, "MIN_PARALLEL", 4)  # so this small task goes to 2 processes
 
     def contents(folder: Path) -> dict[str, bytes]:
         return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
-    serial = prepare.prepare_task(task, tmp_path / "one", counts, progress=False, processes=1)
-    parallel = prepare.prepare_task(task, tmp_path / "two", counts, progress=False, processes=2)
+    serial = prepare.prepare_task(task, tmp_path / "one", counts, progress=False)
+    with workers.DataWorkers(2) as pool:
+        parallel = prepare.prepare_task(task, tmp_path / "two", counts, progress=False, workers=pool)
+        assert pool._pool is not None  # the workers did synthesize
     assert len(list((parallel / "audio").glob("train-*.flac"))) == 10
     assert contents(serial) == contents(parallel)
     test_voices = [json.loads(line)["voice"].split("+")[1] for line in (serial / "test.jsonl").open()]

@@ -121,6 +121,28 @@ def test_a_condition_on_recorded_audio_is_deterministic(tmp_path):
     assert not torch.equal(one.features[0], clean.features[0])
 
 
+def test_features_computed_in_other_processes_are_the_same(tmp_path, monkeypatch):
+    """Chunks of a split in two worker processes: the same features, seconds, lines, problems and
+    digest as one process, the noise drawn per utterance included."""
+    from continual_asr.data import workers
+
+    rows = [{"audio_filepath": str(write(tmp_path / f"{i}.wav", 0.3 + 0.05 * i, seed=i)), "text": BASE_TEXTS[i % 4]}
+            for i in range(12)]
+    rows[3]["audio_filepath"], rows[8]["text"] = "gone.wav", ""  # a missing file, an empty transcript
+    manifest = jsonl(tmp_path / "m.jsonl", rows)
+    noisy = Condition(noise="white", snr_db=5.0)
+    serial = load(manifest, tmp_path / "c1", noisy)
+    monkeypatch.setattr(workers, "MIN_PARALLEL", 4)  # so these 12 rows go to the workers
+    with workers.DataWorkers(2) as pool:
+        parallel = load_split(manifest_task(manifest, noisy), "test", manifest, noisy, n_mels=80, limit=0,
+                              max_seconds=20.0, cache_dir=tmp_path / "c2", progress=False, workers=pool)
+        assert pool._pool is not None  # the workers did compute them
+    assert len(serial.texts) == 10 and [p.line for p in serial.problems] == [4, 9]
+    assert all(torch.equal(a, b) for a, b in zip(serial.features, parallel.features))
+    assert (serial.texts, serial.seconds, serial.lines, serial.problems, serial.digest) == \
+           (parallel.texts, parallel.seconds, parallel.lines, parallel.problems, parallel.digest)
+
+
 # --- bad data ----------------------------------------------------------------------------------
 
 

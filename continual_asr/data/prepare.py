@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
 from ..cache import cached, check_folder, seal_folder
-from ..results import usable_cores
 from ..stream import BABBLE_POOL_SIZE, BABBLE_VOICES, TaskSpec
 from .conditions import apply_condition
 from .synth import SAMPLE_RATE, EspeakSynthesizer, speaker_variants
 from .text import sentence_pool
+from .workers import DataWorkers
 
 SYNTH_VERSION = 4  # bump when synthesis or an entry's layout changes (3: dev split; 4: dev and test share the held-out variants)
 SPLITS = ("train", "dev", "test")
@@ -106,61 +105,33 @@ def task_cache_dir(task: TaskSpec, cache_dir: Path, counts: dict[str, int]) -> P
 
 
 def prepare_task(task: TaskSpec, cache_dir: Path, counts: dict[str, int] | None = None,
-                 progress: bool = True, processes: int = 1) -> Path:
+                 progress: bool = True, workers: DataWorkers | None = None) -> Path:
     """Synthesize ``task`` (or reuse the cache); returns the folder holding {train,dev,test}.jsonl.
-    ``counts``: utterances per split (default: the task's own); ``processes``: synthesis
-    processes (the audio is the same for any number)."""
+    ``counts``: utterances per split (default: the task's own); ``workers``: processes to
+    synthesize in (default: this one; the audio is the same for any number)."""
     counts = counts or {"train": task.train, "dev": task.dev, "test": task.test}
     target = task_cache_dir(task, cache_dir, counts)
 
     def build(tmp: Path) -> Path:
-        _synthesize(task, tmp, counts, progress, processes)
+        _synthesize(task, tmp, counts, progress, workers or DataWorkers())
         seal_folder(tmp)
         return target
 
     return cached(target, check_folder, build, "synthesized audio")
 
 
-def synthesis_processes(requested: int) -> int:
-    """``requested``, or with 0 one per CPU core this process may use."""
-    return requested or usable_cores()
-
-
-# A task of fewer utterances is synthesized in this process: starting the workers (fresh
-# interpreters that import casr, a few seconds) costs more than they save.
-MIN_PARALLEL = 256
-
-
-def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: bool, processes: int) -> None:
+def _synthesize(task: TaskSpec, tmp: Path, counts: dict[str, int], progress: bool, workers: DataWorkers) -> None:
     (tmp / "audio").mkdir(parents=True)
     splits = task_sentences(task, counts)
     synthesizer = EspeakSynthesizer()
-    bar = tqdm(total=sum(counts.values()), desc=f"synthesize {task.name}", unit="utt", disable=not progress,
-               leave=False)
-    parallel = processes > 1 and sum(map(len, splits.values())) >= MIN_PARALLEL
-    # spawn, not fork: a forked copy of a process holding torch's threads and a loaded espeak is unsafe
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) if parallel else None
-    try:
+    with tqdm(total=sum(counts.values()), desc=f"synthesize {task.name}", unit="utt", disable=not progress,
+              leave=False) as bar:
         for split, texts in splits.items():
             babble = babble_pool(task, split, synthesizer) if task.condition.noise == "babble" and texts else None
             job = _SplitJob(task, split, split_speakers(split, task.speakers), babble, tmp)
-            if pool is None or len(texts) < 2 * processes:
-                rows = job.run(texts, 0, synthesizer, bar)
-            else:
-                size = max(8, -(-len(texts) // (4 * processes)))  # a few chunks per process balance the load
-                futures = {pool.submit(job.run, texts[start:start + size], start): start
-                           for start in range(0, len(texts), size)}
-                done = {}
-                for future in as_completed(futures):
-                    done[futures[future]] = future.result()
-                    bar.update(len(done[futures[future]]))
-                rows = [row for start in sorted(done) for row in done[start]]
+            rows = workers.map(job, texts, bar)
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(row) + "\n" for row in rows)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    bar.close()
 
 
 @dataclass(frozen=True)
@@ -174,9 +145,8 @@ class _SplitJob:
     babble: list[np.ndarray] | None
     tmp: Path
 
-    def run(self, texts: list[str], first: int, synthesizer: EspeakSynthesizer | None = None,
-            bar: tqdm | None = None) -> list[dict]:
-        synthesizer = synthesizer or EspeakSynthesizer()
+    def __call__(self, texts: Sequence[str], first: int, bar: tqdm | None = None) -> list[dict]:
+        synthesizer = EspeakSynthesizer()
         task, rows = self.task, []
         for index, text in enumerate(texts, start=first):
             rng = np.random.default_rng(seed_of(task.seed, task.name, self.split, index))

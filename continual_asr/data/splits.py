@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .features import SplitFeatures, log_mel, read_audio
 from .manifest import ManifestRow, Problem, read_manifest
 from .prepare import babble_pool, seed_of
 from .synth import SAMPLE_RATE, EspeakSynthesizer
+from .workers import DataWorkers
 
 FEATURE_VERSION = 2  # bump when features or checks change, to invalidate caches
 # A declared duration is "far from the real one" beyond max(0.5 s, 10 %): rounding and codec
@@ -37,7 +39,7 @@ MIN_SECONDS = 0.025  # one analysis window; anything shorter has no feature fram
 
 def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition, *, n_mels: int, limit: int,
                max_seconds: float, cache_dir: Path, progress: bool = True, held_out: str = "",
-               waveform: bool = False) -> SplitFeatures:
+               waveform: bool = False, workers: DataWorkers | None = None) -> SplitFeatures:
     """The usable utterances among the first ``limit`` (0 = all) of ``manifest``, and the problems of the rest.
 
     ``condition`` is applied to every utterance (seeded per utterance and split, so
@@ -45,6 +47,8 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
     "dev" reads only the share of the manifest held out as dev (:func:`hold_out`), "train" all
     but it (then the manifest's problems are reported here), "" the whole manifest. ``waveform``:
     keep the 16 kHz samples themselves (a Hugging Face base's input) instead of log-mel frames.
+    ``workers``: processes to compute features in on a cold cache (default: this one; the
+    features are the same for any number).
     """
     rows, problems = read_manifest(manifest, 0 if held_out else limit)
     if held_out:
@@ -59,7 +63,8 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
                              [Problem(*p) for p in data["problems"]], data["digest"])
 
     def build(tmp: Path) -> SplitFeatures:
-        result = _compute(task, split, manifest, rows, problems, condition, n_mels, max_seconds, progress, waveform)
+        result = _compute(task, split, manifest, rows, problems, condition, n_mels, max_seconds, progress, waveform,
+                          workers or DataWorkers())
         torch.save({"features": result.features, "texts": result.texts, "seconds": result.seconds,
                     "lines": result.lines, "problems": [[p.file, p.line, p.message] for p in result.problems],
                     "digest": result.digest}, tmp)
@@ -69,28 +74,65 @@ def load_split(task: TaskSpec, split: str, manifest: Path, condition: Condition,
 
 
 def _compute(task: TaskSpec, split: str, manifest: Path, rows: list[ManifestRow], problems: list[Problem],
-             condition: Condition, n_mels: int, max_seconds: float, progress: bool, waveform: bool) -> SplitFeatures:
+             condition: Condition, n_mels: int, max_seconds: float, progress: bool, waveform: bool,
+             workers: DataWorkers) -> SplitFeatures:
     pool = babble_pool(task, split, EspeakSynthesizer()) if condition.noise == "babble" and rows else None
+    job = _FeatureJob(task.seed, task.name, split, str(manifest.resolve()), condition, pool, n_mels, max_seconds,
+                      waveform)
     features, texts, seconds, lines = [], [], [], []
-    with one_torch_thread():
-        for row in tqdm(rows, desc=f"features {task.name}/{split}", unit="utt", disable=not progress, leave=False):
-            try:
-                audio, duration = _checked_audio(row, max_seconds)
-                if not condition.is_clean:
-                    rng = np.random.default_rng(seed_of(task.seed, task.name, split, row.raw_path, row.text))
-                    audio = apply_condition(audio, condition, rng, pool)
-            except (DataError, ValueError) as exc:  # ValueError: e.g. silent audio has no SNR
-                problems.append(Problem(str(manifest.resolve()), row.line, str(exc)))
+    with tqdm(total=len(rows), desc=f"features {task.name}/{split}", unit="utt", disable=not progress,
+              leave=False) as bar:
+        for row, done in zip(rows, workers.map(job, rows, bar)):
+            if isinstance(done, Problem):
+                problems.append(done)
                 continue
-            features.append((torch.from_numpy(audio) if waveform else log_mel(audio, n_mels)).to(torch.float16))
+            features.append(torch.from_numpy(done[0]))
             texts.append(row.text)
-            seconds.append(round(duration, 3))
+            seconds.append(done[1])
             lines.append(row.line)
     problems.sort(key=lambda p: p.line)
     digest = hashlib.sha256()
     for feature, text in zip(features, texts):
         digest.update(text.encode() + b"\0" + feature.numpy().tobytes())
     return SplitFeatures(features, texts, seconds, lines, str(manifest.resolve()), problems, digest.hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class _FeatureJob:
+    """Checks utterances of one split and computes their features (float16 log-mel frames, or the
+    waveform), each from its own audio and seeds, so any chunking, in any process, gives the same."""
+
+    task_seed: int
+    task: str
+    split: str
+    source: str  # the manifest, as problems name it
+    condition: Condition
+    babble: list[np.ndarray] | None
+    n_mels: int
+    max_seconds: float
+    waveform: bool
+
+    def __call__(self, rows: Sequence[ManifestRow], first: int,
+                 bar: tqdm | None = None) -> list[tuple[np.ndarray, float] | Problem]:
+        results: list[tuple[np.ndarray, float] | Problem] = []
+        with one_torch_thread():
+            for row in rows:
+                results.append(self.one(row))
+                if bar is not None:
+                    bar.update()
+        return results
+
+    def one(self, row: ManifestRow) -> tuple[np.ndarray, float] | Problem:
+        """(features, seconds), or the problem that keeps ``row`` out."""
+        try:
+            audio, duration = _checked_audio(row, self.max_seconds)
+            if not self.condition.is_clean:
+                rng = np.random.default_rng(seed_of(self.task_seed, self.task, self.split, row.raw_path, row.text))
+                audio = apply_condition(audio, self.condition, rng, self.babble)
+        except (DataError, ValueError) as exc:  # ValueError: e.g. silent audio has no SNR
+            return Problem(self.source, row.line, str(exc))
+        feature = torch.from_numpy(audio) if self.waveform else log_mel(audio, self.n_mels)
+        return feature.to(torch.float16).numpy(), round(duration, 3)
 
 
 @contextmanager

@@ -31,9 +31,10 @@ from .conditions import Condition
 from .dataset import make_dataset
 from .features import SplitFeatures
 from .manifest import Problem
-from .prepare import prepare_task, synthesis_processes
+from .prepare import prepare_task
 from .splits import load_split
 from .text import LETTERS
+from .workers import DataWorkers, data_processes
 from .tokenizer import Tokenizer
 
 log = logging.getLogger("continual_asr")
@@ -156,10 +157,11 @@ def _stream_tokenizer(texts: list[str], config: RunConfig, cache_dir: Path):
     return _load_tokenizer(texts, config.vocab_size, cache_dir)
 
 
-def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool) -> dict[str, SplitFeatures]:
+def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: bool,
+                 workers: DataWorkers) -> dict[str, SplitFeatures]:
     """A task's splits (zero-shot: dev and test) with all their problems, but not yet the tokenizer's."""
     common = dict(n_mels=config.n_mels, max_seconds=config.max_utterance_seconds, cache_dir=cache_dir,
-                  progress=progress, waveform=hf_folder(config.base_model) is not None)
+                  progress=progress, waveform=hf_folder(config.base_model) is not None, workers=workers)
     trained = task.train > 0 or bool(task.train_manifest)
     if task.from_manifests:
         caps = {"train": config.max_train_utterances, "dev": config.max_test_utterances,
@@ -173,8 +175,7 @@ def _task_splits(task: TaskSpec, config: RunConfig, cache_dir: Path, progress: b
         return {s: load_split(task, s, Path(path), task.condition, limit=caps[s], held_out=part, **common)
                 for s, (path, part) in reads.items()}
     counts = _counts(task, config)
-    folder = prepare_task(task, cache_dir, counts, progress=progress,
-                          processes=synthesis_processes(config.synthesis_processes))
+    folder = prepare_task(task, cache_dir, counts, progress=progress, workers=workers)
     # The synthesized audio already carries the task's condition.
     splits = ("train", "dev", "test") if trained else ("dev", "test")
     return {s: load_split(task, s, folder / f"{s}.jsonl", Condition(), limit=0, **common) for s in splits}
@@ -187,9 +188,10 @@ def load_stream_splits(stream: StreamSpec, config: RunConfig, cache_dir: Path,
     Problems are recorded, never raised: callers choose (``prepare_stream_data``, ``casr data``).
     """
     splits: dict[tuple[str, str], SplitFeatures] = {}
-    for task in stream.eval_tasks:
-        for split, features in _task_splits(task, config, cache_dir, progress).items():
-            splits[task.name, split] = features
+    with DataWorkers(data_processes(config.synthesis_processes)) as workers:  # started only by a cold cache
+        for task in stream.eval_tasks:
+            for split, features in _task_splits(task, config, cache_dir, progress, workers).items():
+                splits[task.name, split] = features
     base_train = splits[stream.base.name, "train"]
     if not base_train.texts:
         raise _error(base_train, "the base task has no usable training utterance")
