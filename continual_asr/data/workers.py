@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from ..errors import DataError
 from ..results import usable_cores
 
 Item = TypeVar("Item")
@@ -55,10 +57,16 @@ class DataWorkers:
         futures = {self._pool.submit(job, items[start:start + size], start): start
                    for start in range(0, len(items), size)}
         done: dict[int, list[Result]] = {}
-        for future in as_completed(futures):
-            done[futures[future]] = future.result()
-            if bar is not None:
-                bar.update(len(done[futures[future]]))
+        try:
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                if bar is not None:
+                    bar.update(len(done[futures[future]]))
+        except BrokenProcessPool:
+            self.close()
+            raise DataError(f"a data preparation worker process died (one of {self.processes}; out of memory?): "
+                            "what finished is cached; rerun, or prepare in one process with --set "
+                            "synthesis_processes=1") from None
         return [result for start in sorted(done) for result in done[start]]
 
     def close(self) -> None:
