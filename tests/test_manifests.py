@@ -143,22 +143,15 @@ def test_features_computed_in_other_processes_are_the_same(tmp_path, monkeypatch
            (parallel.texts, parallel.seconds, parallel.lines, parallel.problems, parallel.digest)
 
 
-def _die(rows, first, bar=None):
-    os._exit(3)  # as a worker killed for memory would
-
-
-def _indices(rows, first, bar=None):
-    return [first + i for i in range(len(rows))]
-
-
 def test_a_dead_worker_is_one_line_naming_the_way_out(monkeypatch):
     from continual_asr.data import workers
+    from worker_jobs import die, indices
 
     monkeypatch.setattr(workers, "MIN_PARALLEL", 4)
     with workers.DataWorkers(2) as pool:
         with pytest.raises(DataError, match=r"worker process died .*--set synthesis_processes=1$"):
-            pool.map(_die, list(range(8)))
-        assert pool.map(_indices, [None] * 40) == list(range(40))  # a new pool starts after a dead one
+            pool.map(die, list(range(8)))
+        assert pool.map(indices, [None] * 40) == list(range(40))  # a new pool starts after a dead one
         assert pool._pool is not None
 
 
