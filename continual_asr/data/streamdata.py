@@ -34,8 +34,8 @@ from .manifest import Problem
 from .prepare import prepare_task
 from .splits import load_split
 from .text import LETTERS
-from .workers import DataWorkers, data_processes
 from .tokenizer import Tokenizer
+from .workers import DataWorkers, data_processes
 
 log = logging.getLogger("continual_asr")
 
