@@ -91,6 +91,12 @@ def new_results(identity: dict, *, source: str | None, preset: str, base_task: s
     }
 
 
+def task_order(results: dict) -> tuple[int, ...]:
+    """The YAML positions (1-based) of the tasks in the order the run learned them; runs from
+    before orders were recorded learned the YAML order."""
+    return tuple(results.get("task_order") or range(1, len(results.get("tasks") or ()) + 1))
+
+
 def usable_cores() -> int:
     """The cores this process may run on (taskset, cgroups), where the OS says; else all."""
     if hasattr(os, "sched_getaffinity"):

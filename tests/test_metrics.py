@@ -51,6 +51,10 @@ def test_forgetting_is_chaudhrys_against_the_best_earlier_value():
     recovered = np.array([[10.0, 50.0, 60.0], [8.0, 20.0, 55.0], [9.0, 18.0, 30.0]])
     assert drift(recovered, 2).tolist() == [-1.0, -2.0]
     assert forgetting(recovered, 2).tolist() == [1.0, -2.0]
+    # t1 was easier before it was learned (30) than after (32) and never changed since: being
+    # worse than before learning a task is not forgetting it.
+    unlearned = np.array([[10.0, 30.0, 50.0], [10.0, 32.0, 50.0], [10.0, 32.0, 20.0]])
+    assert forgetting(unlearned, 2).tolist() == [0.0, 0.0]
 
 
 def test_improvement_after_learning_is_negative_forgetting_and_positive_bwt():
@@ -112,6 +116,18 @@ def test_summary_from_results_json_alone():
     assert cost["train_seconds"] == 20.0 and cost["eval_seconds"] == 4.0 and cost["stored_parameters"] == 1100
     assert cost["eval_rtf"] == pytest.approx(4.0 / (40.0 * 2))  # 2 s per step over 4 x 10 s of test audio
     assert per_step[0]["eval_rtf"] == 0.1  # the base model's evaluation: 4 s over 40 s
+
+
+def test_the_dev_mean_covers_the_learned_tasks_of_a_run_in_progress():
+    results = _fake()
+    results["base_dev_wer"] = {"base": 11.0, "t1": 51.0, "t2": 61.0, "zs": 41.0}
+    results["dev_wer_matrix"] = [[13.0, 21.0, 56.0, 39.0], [12.0, 26.0, 31.0, 45.0]]
+    assert compute_metrics(results)["summary"]["final_mean_dev_wer"] == 23.0  # (12 + 26 + 31) / 3
+    in_progress = {**results, "wer_matrix": results["wer_matrix"][:1], "steps": results["steps"][:1],
+                   "dev_wer_matrix": results["dev_wer_matrix"][:1], "complete": False}
+    assert compute_metrics(in_progress)["summary"]["final_mean_dev_wer"] == 17.0  # base and t1; t2 not learned
+    before_any = {**results, "wer_matrix": [], "steps": [], "dev_wer_matrix": [], "complete": False}
+    assert compute_metrics(before_any)["summary"]["final_mean_dev_wer"] == 11.0
 
 
 def test_attach_metrics_only_adds_keys():

@@ -103,6 +103,16 @@ def test_compare_prints_intervals_against_a_baseline_from_saved_runs_alone(tmp_p
     assert float(rows[0]["final mean WER high"]) < 0
 
 
+def test_compare_refuses_intervals_between_runs_of_other_test_sets(tmp_path):
+    runs = [_saved_run(tmp_path / s, s, 0, 0.5) for s in ("finetune", "ewc")]
+    edits = json.loads((tmp_path / "ewc" / "edits.json").read_text())
+    edits["steps"][-1]["t1"] = edits["steps"][-1]["t1"][:30]  # fewer test utterances: not the same test set
+    (tmp_path / "ewc" / "edits.json").write_text(json.dumps(edits))
+    result = CliRunner().invoke(main, ["compare", *runs, "--baseline", "finetune", "--out", str(tmp_path / "cmp")])
+    assert result.exit_code != 0
+    assert "ewc against the baseline: test set t1 has 40 utterances in one run and 30 in another" in result.output
+
+
 def test_dev_intervals_come_from_the_dev_edits(tmp_path):
     # Fusion is 30 points better on test but no better on dev: each split's intervals say so.
     runs = [_saved_run(tmp_path / f"{s}-{seed}", s, seed, rate, dev_error_rate=0.5)
@@ -147,6 +157,17 @@ def test_task_orders_are_pooled_like_seeds(tmp_path):
     third = fake_results([10, 50, 60, 40], [[12, 20, 55, 38], [11, 25, 30, 44]], seed=1)
     groups = compare_runs([write_run(tmp_path / d, r) for d, r in (("a", first), ("b", second), ("c", third))])
     assert "| 0, 1 (x 2 orders, 3 runs) |" in comparison_markdown(groups).replace("  ", " ")  # seed 1 in one order
+
+
+def test_a_run_without_a_recorded_order_learned_the_yaml_order(tmp_path):
+    from continual_asr.reporting import compare_runs, comparison_markdown
+    from continual_asr.reporting.intervals import run_key
+
+    old = fake_results([10, 50, 60, 40], [[12, 20, 55, 38], [11, 25, 30, 44]], seed=0)  # before orders were kept
+    new = {**fake_results([10, 50, 60, 40], [[12, 20, 55, 38], [11, 25, 30, 44]], seed=1), "task_order": [1, 2]}
+    assert run_key(old) == (0, (1, 2))
+    groups = compare_runs([write_run(tmp_path / "old", old), write_run(tmp_path / "new", new)])
+    assert "| 0, 1 |" in comparison_markdown(groups).replace("  ", " ")  # one order, not two
 
 
 def test_intervals_compare_only_the_seeds_and_orders_both_sides_ran(tmp_path):

@@ -94,8 +94,8 @@ STEP_METRICS: list[Metric] = [
            lambda s: _round(average_wer_tasks(s.learned, s.step))),
     Metric("backward_transfer", "BWT", 2, "mean over j &lt; k of (W[j, j] &minus; W[k, j]); negative = forgetting",
            lambda s: _round(backward_transfer(s.learned, s.step))),
-    Metric("forgetting", "forgetting", 2, "W[k, j] &minus; min over l &lt; k of W[l, j] (Chaudhry et al. 2018): WER "
-           "points above task j's best before step k", lambda s: _by_task(forgetting(s.learned, s.step), s.names),
+    Metric("forgetting", "forgetting", 2, "W[k, j] &minus; min over j &le; l &lt; k of W[l, j] (Chaudhry et al. 2018): "
+           "WER points above task j's best since it was learned", lambda s: _by_task(forgetting(s.learned, s.step), s.names),
            per_task=True),
     Metric("mean_forgetting", "forgetting", 2, "the mean of forgetting over j &lt; k",
            lambda s: _mean(forgetting(s.learned, s.step))),
@@ -123,7 +123,10 @@ def _final_dev_mean(results: dict) -> float | None:
     """The mean dev WER over the learned tasks (base included, zero-shot not) after the last
     step: what choices are made on. None for a run without dev sets."""
     rows = results.get("dev_wer_matrix") or []
-    values = [v for v in (rows[-1][:-1] if rows else []) if v is not None]
+    # Row k is after step k+1: the base task and k+1 stream tasks are learned (a run in progress
+    # has later columns too); before any step, the base model's dev WER on the base task.
+    last = rows[-1][: len(rows) + 1] if rows else [(results.get("base_dev_wer") or {}).get(results["columns"][0])]
+    values = [v for v in last if v is not None]
     return float(np.mean(values)) if values else None
 
 

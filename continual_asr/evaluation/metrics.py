@@ -48,10 +48,11 @@ def average_wer_tasks(learned: np.ndarray, step: int) -> float | None:
 
 
 def forgetting(learned: np.ndarray, step: int) -> np.ndarray:
-    """F_k(j) = W[k, j] - min over l < k of W[l, j], for j < k: Chaudhry et al.'s (2018)
-    forgetting in WER terms, how much worse task j is now than at its best before step k."""
+    """F_k(j) = W[k, j] - min over j <= l < k of W[l, j], for j < k: Chaudhry et al.'s (2018)
+    forgetting in WER terms, how much worse task j is now than at its best since it was learned
+    (rows before step j do not count: being worse than before learning a task is not forgetting)."""
     learned = _check(learned, step)
-    return np.array([learned[step, j] - learned[:step, j].min() for j in range(step)])
+    return np.array([learned[step, j] - learned[j:step, j].min() for j in range(step)])
 
 
 def drift(learned: np.ndarray, step: int) -> np.ndarray:

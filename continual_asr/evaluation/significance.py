@@ -62,6 +62,10 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
+class DifferentTestSets(ValueError):
+    """Two runs hold different numbers of utterances of one test set: they cannot be paired."""
+
+
 def paired_bootstrap(system: Sequence[dict[str, np.ndarray]], baseline: Sequence[dict[str, np.ndarray]],
                      test_sets: Sequence[str], resamples: int = RESAMPLES, seed: int = SEED,
                      level: float = LEVEL, shared_draws: bool = False) -> Interval:
@@ -77,7 +81,7 @@ def paired_bootstrap(system: Sequence[dict[str, np.ndarray]], baseline: Sequence
             if name not in run:
                 raise ValueError(f"a run has no per-utterance edits for test set {name}")
             if sizes.setdefault(name, len(run[name])) != len(run[name]):
-                raise ValueError(f"test set {name} has {len(run[name])} utterances in one run and {sizes[name]} "
+                raise DifferentTestSets(f"test set {name} has {len(run[name])} utterances in one run and {sizes[name]} "
                                  "in another: not the same test set")
     rng = np.random.default_rng(seed)
     full = {s: np.arange(n)[None, :] for s, n in sizes.items()}

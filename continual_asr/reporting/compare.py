@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import ResultsError
 from ..evaluation import metric_registry as registry
 from ..evaluation.summary import compute_metrics
-from ..results import write_bytes_atomic
+from ..results import task_order, write_bytes_atomic
 from .intervals import load_final_edits
 from .plots import Series, overlay_png
 from .runs import load_results, reference_wers
@@ -47,7 +47,7 @@ class RunGroup:
         """Its seeds, and how many task orders when more than one: '0, 1, 2 (x 2 orders)', or
         '0, 1 (x 2 orders, 3 runs)' while some seed has not run in every order."""
         seeds = sorted({s for s in self.seeds if s is not None})
-        orders = {tuple(r.get("task_order") or ()) for r in self.runs}
+        orders = {task_order(r) for r in self.runs}
         described = ", ".join(map(str, seeds))
         if len(orders) <= 1:
             return described

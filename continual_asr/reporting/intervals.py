@@ -15,7 +15,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import ResultsError
-from ..evaluation.significance import LEVEL, RESAMPLES, SEED, Interval, paired_bootstrap
+from ..evaluation.significance import LEVEL, RESAMPLES, SEED, DifferentTestSets, Interval, paired_bootstrap
+from ..results import task_order
 from .tables import csv_text, markdown_table
 
 EDITS = "edits.json"
@@ -58,7 +59,7 @@ def find_group(groups: Sequence, name: str, option: str = "--baseline"):
 
 def run_key(results: dict) -> tuple:
     """What pairs two runs of different groups: the same seed and the same task order."""
-    return results.get("seed"), tuple(results.get("task_order") or ())
+    return results.get("seed"), task_order(results)
 
 
 def matched_runs(group, baseline) -> tuple[list[int], list[int]]:
@@ -98,9 +99,11 @@ def _cell(interval: Interval | None) -> str:
     return f"{interval.difference:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]{mark}"
 
 
-def _interval(system: list, baseline: list, sets: list[str]) -> Interval | None:
+def _interval(system: list, baseline: list, sets: list[str], label: str) -> Interval | None:
     try:
         return paired_bootstrap(system, baseline, sets)
+    except DifferentTestSets as error:  # another max_test_utterances, say: no pairing, no interval
+        raise ResultsError(f"{label} against the baseline: {error}") from None
     except ValueError:  # a set without edits (a zero-shot task from manifests has no dev set)
         return None
 
@@ -125,7 +128,7 @@ def interval_rows(groups: Sequence, baseline_name: str, split: str = "test") -> 
         chosen, chosen_baseline = matched_runs(group, baseline)
         system, reference = [edits[id(group)][i] for i in chosen], [edits[id(baseline)][i] for i in chosen_baseline]
         intervals = ([None] * len(titles) if any(e is None for e in system)
-                     else [_interval(system, reference, s) for s in sets])
+                     else [_interval(system, reference, s, group.label) for s in sets])
         rows.append(IntervalRow(group.label, matched_note(group, baseline, chosen, chosen_baseline), len(chosen),
                                 len(chosen_baseline), intervals))
     return titles, rows
