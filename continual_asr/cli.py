@@ -316,7 +316,7 @@ def data_command(ctx, stream_name, preset, overrides, cache_dir, skip_bad, quiet
     if ctx.invoked_subcommand is not None:
         return
     from .data.overview import format_overview
-    from .data.streamdata import load_stream_splits
+    from .data.streamdata import check_evaluation_sets, load_stream_splits
     from .errors import DataError
     from .runner import default_cache_dir, ensure_writable, setup_logging
 
@@ -329,6 +329,7 @@ def data_command(ctx, stream_name, preset, overrides, cache_dir, skip_bad, quiet
     if problems and not skip_bad:
         raise DataError(f"{problems} problem(s) in the data of stream {stream.name} (listed above); fix them, "
                         "or pass --skip-bad to leave those utterances out")
+    check_evaluation_sets(splits)
 
 
 @data_command.command(name="import")

@@ -23,6 +23,7 @@ import yaml
 from .config import PRESETS
 from .data.conditions import Condition
 from .data.manifest import MANIFEST_SUFFIXES, is_manifest_name
+from .data.synth import check_voice
 from .data.text import distinct_sentences
 from .errors import StreamError
 
@@ -66,8 +67,8 @@ class TaskSpec:
         # The manifest fields are left out: they decide nothing synthesized, and leaving them
         # out keeps the keys (and caches) of synthesized tasks what they were before them.
         payload = {k: v for k, v in asdict(self).items() if k not in MANIFEST_FIELDS}
-        if self.text != "generator":  # the sentences decide the audio, not where their file lies
-            payload["text"] = "sha256:" + _file_digest(self.text)
+        if self.text != "generator":  # the sentences and the file's name (it seeds their order: pool_seed)
+            payload["text"] = f"sha256:{_file_digest(self.text)}:{Path(self.text).name}"  # not where it lies
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -199,6 +200,13 @@ def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, se
                           "or give train and test as manifest paths)")
     voices = _as_list(voices_raw, f"{where}.voice")
     speakers = _as_list(merged["speakers"], f"{where}.speakers") if merged.get("speakers") else ()
+    try:  # now, not when synthesis reaches this task after the earlier ones
+        for voice in voices:
+            check_voice(voice)
+        for speaker in speakers:
+            check_voice(f"{voices[0]}+{speaker}")
+    except ValueError as err:
+        raise StreamError(f"{where}: {err}") from None
     train = 0 if test_only else _require_int(merged.get("train"), f"{where}.train")
     test = _require_int(merged.get("test"), f"{where}.test")
     dev = _require_int(merged.get("dev", DEFAULT_DEV), f"{where}.dev")
@@ -234,7 +242,7 @@ def _parse_manifest_task(raw: dict, merged: dict, where: str, condition: Conditi
     paths = {}
     if "dev" in raw and not isinstance(raw["dev"], str):
         raise StreamError(f"{where}.dev: a task read from manifests takes a dev manifest path (or none: then "
-                          f"{HELD_OUT_PERCENT} % of train is held out as dev), got {raw['dev']!r}")
+                          f"about {HELD_OUT_PERCENT} % of train is held out as dev), got {raw['dev']!r}")
     for split in ("test",) if test_only else ("train", "test"):
         value = merged.get(split)
         if not isinstance(value, str) or not value.strip():
@@ -308,7 +316,7 @@ def _share_sentences(tasks: tuple[TaskSpec, ...], seed: int) -> list[TaskSpec]:
         shared.append(replace(task, text_start=start))
     for index, task in enumerate(shared):  # recorded speech under babble too (its text is "generator")
         if task.condition.noise == "babble":
-            start = used[task.text]
+            start = used.get(task.text, 0)
             used[task.text] = start + 2 * BABBLE_POOL_SIZE
             voices = tuple(v for v in BABBLE_VOICES if v not in zero_shot_voices)
             shared[index] = replace(task, babble_start=start, babble_voices=voices)

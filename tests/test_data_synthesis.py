@@ -29,6 +29,7 @@ from continual_asr.data.text import (generate_sentences, normalize_text, read_se
     ("  It's 10:30 o'clock\t\n", "it's 10 30 o'clock"),
     ("\uff26\uff35\uff2c\uff2c\u3000width", "full width"),  # NFKC folds full-width forms
     ("a\u2014b (c) [d] \u00abe\u00bb #1", "a b c d e 1"),
+    ("thr\u00adee fo\u200dur", "three four"),  # invisible format characters join, not split
     ("", ""),
 ])
 def test_normalize_text(raw: str, expected: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from continual_asr.data.features import SplitFeatures
-from continual_asr.data.leakage import design_leaks, leaked_sentences
+from continual_asr.data.leakage import design_leaks, dev_test_sentences, leaked_utterances
 from continual_asr.data.manifest import ManifestRow
 from continual_asr.data.prepare import SPLITS, babble_sentences, split_speakers, task_sentences
 from continual_asr.data.splits import hold_out
@@ -65,12 +65,28 @@ def test_design_leaks_name_a_zero_shot_voice_in_babble_and_shared_speakers(tmp_p
     assert "of its test speaker variants also speak training data" in found
 
 
-def test_leaked_sentences_count_evaluation_utterances_whose_sentence_is_trained_on():
+def test_leaked_utterances_count_evaluation_utterances_whose_sentence_is_trained_on():
     def split(*texts: str) -> SplitFeatures:
-        return SplitFeatures([], list(texts), [], [], "", [], "")
-    counts = leaked_sentences({("a", "train"): split("one two", "three"), ("b", "train"): split("four"),
+        return SplitFeatures([], list(texts), [], list(range(1, len(texts) + 1)), "", [], "")
+    counts = leaked_utterances({("a", "train"): split("one two", "three"), ("b", "train"): split("four"),
                                ("a", "test"): split("one two", "five", "four"), ("b", "dev"): split("six")})
     assert counts == {("a", "test"): 2, ("b", "dev"): 0}
+
+
+def test_a_recording_in_training_and_evaluation_leaks_whatever_its_transcript(tmp_path):
+    import json
+
+    def manifest(name: str, *rows: tuple[str, str]) -> SplitFeatures:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"audio_filepath": a, "text": t}) + "\n" for a, t in rows))
+        return SplitFeatures([], [t for _, t in rows], [], list(range(1, len(rows) + 1)), str(path), [], "")
+
+    train = manifest("train", ("clips/a.wav", "one two"), ("clips/b.wav", "three"))
+    test = manifest("test", ("clips/b.wav", "tree"), ("./clips/../clips/a.wav", "won two"), ("clips/c.wav", "four"))
+    dev = manifest("dev", ("clips/d.wav", "four"))
+    splits = {("t", "train"): train, ("t", "test"): test, ("t", "dev"): dev}
+    assert leaked_utterances(splits) == {("t", "test"): 2, ("t", "dev"): 0}  # b and a, under typos
+    assert dev_test_sentences(splits) == {"t": 1}  # "four": not from training, but dev has heard it
 
 
 def test_dev_is_given_in_the_stream_and_must_not_be_empty(tmp_path):
@@ -81,12 +97,16 @@ def test_dev_is_given_in_the_stream_and_must_not_be_empty(tmp_path):
 
 
 def test_a_manifest_tasks_held_out_dev_is_a_stable_tenth_of_train():
-    rows = [ManifestRow(i + 1, f"audio/{i}.wav", Path(f"/c/audio/{i}.wav"), f"text {i}", None) for i in range(50)]
+    rows = [ManifestRow(i + 1, f"audio/{i}.wav", Path(f"/c/audio/{i}.wav"), f"text {i}", None) for i in range(400)]
     train, dev = hold_out(rows)
-    assert len(dev) == 5 and len(train) == 45 and not {r.raw_path for r in train} & {r.raw_path for r in dev}
+    assert 25 <= len(dev) <= 55 and len(train) + len(dev) == 400  # about a tenth
+    assert not {r.raw_path for r in train} & {r.raw_path for r in dev}
     reordered_train, reordered_dev = hold_out(list(reversed(rows)))
     assert {r.raw_path for r in reordered_dev} == {r.raw_path for r in dev}  # chosen by content, not position
-    grown_train, grown_dev = hold_out(rows + [ManifestRow(99, "audio/new.wav", Path("/c/new.wav"), "new", None)])
-    assert len({r.raw_path for r in grown_dev} & {r.raw_path for r in dev}) >= 4
+    # Growing the manifest never moves a dev utterance back into train (a choice made on dev
+    # would then be trained on), however many rows are added.
+    for grown in (rows[:33], rows[:200]):
+        grown_dev = {r.raw_path for r in hold_out(grown)[1]}
+        assert grown_dev == {r.raw_path for r in dev if r in grown}
     assert hold_out(rows[:1]) == (rows[:1], [])
-    assert len(hold_out(rows[:2])[1]) == 1
+    assert len(hold_out(rows[:2])[1]) == 1  # at least one, however small

@@ -246,12 +246,17 @@ def test_skip_bad_leaves_bad_utterances_out_and_counts_them(tmp_path):
 
 def test_a_later_tasks_bad_training_data_is_deferred_but_a_bad_test_set_is_not(tmp_path):
     stream, config = _stream(tmp_path, {"audio_filepath": "b1.wav", "text": "four five"})
-    (tmp_path / "data" / "task.train.jsonl").write_text('{"audio_filepath": "b0.wav", "text": "one"}\nnot json\n')
+    (tmp_path / "data" / "task.train.jsonl").write_text('{"audio_filepath": "b0.wav", "text": "one"}\nnot json\n'
+                                                        '{"audio_filepath": "b1.wav", "text": "four five"}\n')
     data = prepare_stream_data(stream, config, tmp_path / "cache", progress=False)
     assert set(data.bad_training) == {"task"} and data.trainable_tasks() == ()
     assert len(list(data.benchmark().train_stream)) == 0 and len(list(data.benchmark().test_stream)) == 3
     error = str(data.stop_before(0, tmp_path / "out"))
     assert "task.train.jsonl:2: not valid JSON" in error and "stopped before task 1 (task)" in error
+    # With one good line, nothing is left to hold out as dev: the training data's error, now.
+    (tmp_path / "data" / "task.train.jsonl").write_text('{"audio_filepath": "b0.wav", "text": "one"}\nnot json\n')
+    with pytest.raises(DataError, match=r"task.train.jsonl:2: not valid JSON"):
+        prepare_stream_data(stream, config, tmp_path / "cache", progress=False)
 
     (tmp_path / "data" / "task.test.jsonl").write_text("not json\n")
     with pytest.raises(DataError, match=r"task.test.jsonl:1: not valid JSON"):
@@ -278,7 +283,8 @@ def test_a_too_short_clip_is_bad_data(tmp_path):
 def test_a_resumed_run_refuses_changed_test_data_or_finished_training_data(tmp_path):
     stream, config = _stream(tmp_path, {"audio_filepath": "b1.wav", "text": "four five"})
     recorded = prepare_stream_data(stream, config, tmp_path / "cache", progress=False).identity()
-    jsonl(tmp_path / "data" / "task.train.jsonl", [{"audio_filepath": "b3.wav", "text": "nine"}])
+    jsonl(tmp_path / "data" / "task.train.jsonl", [{"audio_filepath": "b3.wav", "text": "nine"},
+                                                    {"audio_filepath": "b2.wav", "text": "nine nine"}])
     data = prepare_stream_data(stream, config, tmp_path / "cache", progress=False)
     data.check_unchanged(recorded, finished=0)  # the task is not trained yet: its new data is what it gets
     with pytest.raises(DataError, match="the training data of task task changed since this run began"):
@@ -293,3 +299,43 @@ def test_the_tokenizer_spells_every_letter_even_from_a_small_base(tmp_path):
     stream, config = _stream(tmp_path, {"audio_filepath": "b1.wav", "text": "zebra quiz jazz"})
     data = prepare_stream_data(stream, config, tmp_path / "cache", progress=False)
     assert data.test["base"].texts[1] == "zebra quiz jazz" and not data.test["base"].problems
+
+
+def test_a_nemo_offset_makes_the_utterance_a_stretch_of_the_file(tmp_path):
+    write(tmp_path / "long.wav", 2.0)
+    manifest = jsonl(tmp_path / "m.jsonl", [
+        {"audio_filepath": "long.wav", "text": "one", "offset": 0.5, "duration": 1.0},
+        {"audio_filepath": "long.wav", "text": "two", "offset": 0, "duration": 2.0},  # 0: the whole file
+        {"audio_filepath": "long.wav", "text": "three", "offset": 1.5, "duration": 1.0},  # past its end
+        {"audio_filepath": "long.wav", "text": "four", "offset": 0.5},
+        {"audio_filepath": "long.wav", "text": "five", "offset": "soon", "duration": 1.0}])
+    split = load(manifest, tmp_path / "cache")
+    assert split.texts == ["one", "two"] and split.seconds == pytest.approx([1.0, 2.0])
+    problems = [str(p) for p in split.problems]
+    assert "the stretch ends at 2.50 s, but the file lasts 2.00 s" in problems[0]
+    assert problems[1].endswith("m.jsonl:4: field 'offset' needs 'duration' (how long the stretch from the offset "
+                                "lasts)")
+    assert problems[2].endswith("m.jsonl:5: field 'offset' must be a number of seconds >= 0, got 'soon'")
+
+
+def test_a_task_whose_train_manifest_leaves_no_dev_is_refused_before_training(tmp_path):
+    stream, config = _stream(tmp_path, {"audio_filepath": "b1.wav", "text": "four five"})
+    jsonl(tmp_path / "data" / "task.train.jsonl", [{"audio_filepath": "b0.wav", "text": "one"}])
+    with pytest.raises(DataError, match=r"task task: its dev set is empty \(.*task.train.jsonl\): every dev and test "
+                                        r"set needs at least one utterance"):
+        prepare_stream_data(stream, config, tmp_path / "cache", progress=False)
+
+
+def test_babble_on_recorded_speech_is_cached_by_its_talkers(tmp_path):
+    """The babble talkers' sentences move with the synthesized tasks' sizes: another entry."""
+    from dataclasses import replace
+
+    write(tmp_path / "a.wav", 1.0)
+    manifest = jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "a.wav", "text": "one"}])
+    babble = Condition.from_dict({"noise": "babble", "snr_db": 10}, "condition")
+    task = replace(manifest_task(manifest, babble), babble_voices=("en-us",), babble_start=0)
+    common = dict(n_mels=80, limit=0, max_seconds=20.0, cache_dir=tmp_path / "cache", progress=False)
+    first = load_split(task, "test", manifest, babble, **common)
+    moved = load_split(replace(task, babble_start=50), "test", manifest, babble, **common)
+    assert first.digest != moved.digest
+    assert len(list((tmp_path / "cache" / "features").glob("t-test-*.pt"))) == 2

@@ -70,6 +70,9 @@ def test_a_stream_may_name_the_preset_runs_use_without_preset():
     ({"tasks": [{"name": "b", "voice": "en-029", "train": 4, "test": 2}]}, "task name 'b' is used twice"),
     ({"zero_shot": {"name": "z", "voice": "en-us-nyc", "train": 3, "test": 2}}, "the zero-shot task is never trained on"),
     ({"preset": "huge"}, "preset 'huge' is not a preset (valid: default, tiny)"),
+    ({"tasks": [{"name": "t", "voice": "en-xx", "train": 4, "test": 2}]}, "tasks[0] (t): unknown espeak voice 'en-xx'"),
+    ({"tasks": [{"name": "t", "voice": "en-029", "speakers": ["m1", "zz9", "f1"], "train": 4, "test": 2}]},
+     "tasks[0] (t): unknown espeak voice 'en-029+zz9': no speaker variant 'zz9'"),
 ])
 def test_invalid_fields_are_named_in_one_line(tmp_path, change, message):
     with pytest.raises(StreamError) as error:
@@ -171,3 +174,27 @@ def test_a_text_file_too_small_or_unreadable_for_the_stream_is_a_one_line_stream
     (tmp_path / "few.txt").write_bytes(b"fine line\nbroken \xff line\n")
     with pytest.raises(StreamError, match=r"few\.txt: line 2: not valid UTF-8"):
         load_stream(_write(tmp_path, small))
+
+
+def test_a_text_files_name_is_in_its_tasks_fingerprint(tmp_path):
+    """The file's name seeds the order its sentences are drawn in, so the same sentences under
+    another name are other audio, and another cache entry; a moved file is the same."""
+    sentences = "\n".join(f"sentence number {i}" for i in range(40))
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(sentences, encoding="utf-8")
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "moved" / "a.txt").write_text(sentences, encoding="utf-8")
+
+    def base(text: str):
+        return load_stream(_write(tmp_path, {**VALID, "text": text, "defaults": {"dev": 1}})).base
+
+    assert base("a.txt").fingerprint() != base("b.txt").fingerprint()
+    assert base("a.txt").fingerprint() == base("moved/a.txt").fingerprint()
+
+
+def test_babble_on_recorded_speech_alone_draws_its_talkers_from_the_generator(tmp_path):
+    data = {**VALID, "tasks": [{"name": "noisy", "train": "a.jsonl", "test": "b.jsonl",
+                                "condition": {"noise": "babble", "snr_db": 10}}],
+            "base": {"name": "b", "train": "c.jsonl", "test": "d.jsonl"}, "zero_shot": {"name": "z", "test": "e.jsonl"}}
+    noisy = load_stream(_write(tmp_path, data)).tasks[0]
+    assert noisy.text == "generator" and noisy.babble_start == 0 and noisy.babble_voices

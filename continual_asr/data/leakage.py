@@ -7,17 +7,45 @@ a user's stream is checked from its actual transcripts and warned about.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ..stream import StreamSpec
 from .features import SplitFeatures
+from .manifest import read_manifest
 from .prepare import split_speakers
 
 
-def leaked_sentences(splits: dict[tuple[str, str], SplitFeatures]) -> dict[tuple[str, str], int]:
+def leaked_utterances(splits: dict[tuple[str, str], SplitFeatures]) -> dict[tuple[str, str], int]:
     """For every dev and test set, keyed (task, split): how many of its utterances have a
-    transcript that some training split (of any task) also has."""
-    training = {text for (_, split), features in splits.items() if split == "train" for text in features.texts}
-    return {key: sum(text in training for text in features.texts)
+    transcript that some training split (of any task) also has, or are a recording (the same
+    audio file, or the same stretch of it) that some training split also uses, whatever its
+    transcript says there."""
+    recordings = _recordings(splits)
+    trained = [key for key in splits if key[1] == "train"]
+    texts = {text for key in trained for text in splits[key].texts}
+    used = {r for key in trained for r in recordings[key] if r is not None}
+    return {key: sum(text in texts or recording in used for text, recording in zip(features.texts, recordings[key]))
             for key, features in splits.items() if key[1] != "train"}
+
+
+def dev_test_sentences(splits: dict[tuple[str, str], SplitFeatures]) -> dict[str, int]:
+    """Per task: how many of its test utterances speak a sentence of some dev set (of any task).
+    Not a leak from training, but a choice made on such a dev set has heard test's sentences."""
+    dev = {text for (_, split), features in splits.items() if split == "dev" for text in features.texts}
+    return {task: sum(text in dev for text in features.texts)
+            for (task, split), features in splits.items() if split == "test"}
+
+
+def _recordings(splits: dict[tuple[str, str], SplitFeatures]) -> dict[tuple[str, str], list]:
+    """Each split's utterances' recordings, (resolved audio path, offset), read back from their
+    manifests (each read once); None for an utterance whose manifest cannot be read."""
+    manifests: dict[str, dict[int, tuple[str, float | None]]] = {}
+    for features in splits.values():
+        if features.source not in manifests:
+            rows, _ = read_manifest(Path(features.source)) if features.source else ([], [])
+            manifests[features.source] = {row.line: (os.path.realpath(row.audio), row.offset) for row in rows}
+    return {key: [manifests[f.source].get(line) for line in f.lines] for key, f in splits.items()}
 
 
 def design_leaks(stream: StreamSpec) -> list[str]:

@@ -155,7 +155,11 @@ def _read_jsonl(path: Path, data: bytes, limit: int) -> tuple[list[ManifestRow],
             continue
         fields = {"audio_filepath": record.get("audio_filepath"), "text": record.get("text"),
                   "duration": record.get("duration")}
-        add_row(rows, problems, path, number, fields)
+        offset, problem = _offset(record.get("offset"), fields["duration"])
+        if problem:
+            problems.append(Problem(str(path), number, problem))
+            continue
+        add_row(rows, problems, path, number, fields, offset=offset, utterance_id=f"line {number}")
     return rows, problems, seen
 
 
@@ -224,6 +228,18 @@ def add_row(rows: list[ManifestRow], problems: list[Problem], path: Path, number
     raw = fields["audio_filepath"] if offset is None else f"{fields['audio_filepath']} ({utterance_id}, from {offset:g} s)"
     rows.append(ManifestRow(number, raw, audio if audio.is_absolute() else path.parent / audio, text, duration,
                             offset))
+
+
+def _offset(value: Any, duration: Any) -> tuple[float | None, str | None]:
+    """NeMo's ``offset``: the utterance is the stretch of the file from there, lasting ``duration``
+    (0: the whole file, whose length ``duration`` is checked against)."""
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None, f"field 'offset' must be a number of seconds >= 0, got {value!r}"
+    if duration is None:
+        return None, "field 'offset' needs 'duration' (how long the stretch from the offset lasts)"
+    return float(value), None
 
 
 def _duration(value: Any) -> tuple[float | None, str | None]:

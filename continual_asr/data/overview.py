@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..stream import HELD_OUT_PERCENT, StreamSpec, TaskSpec, builtin_streams
 from .features import SplitFeatures
-from .leakage import design_leaks, leaked_sentences
+from .leakage import design_leaks, dev_test_sentences, leaked_utterances
 from .manifest import display_path
 
 PROBLEMS_SHOWN = 20  # per split; a systematically broken corpus would otherwise flood the terminal
@@ -27,12 +27,12 @@ def _source(task: TaskSpec, features: SplitFeatures) -> str:
 
 def format_overview(stream: StreamSpec, splits: dict[tuple[str, str], SplitFeatures]) -> str:
     """A table (utterances, hours, mean duration, distinct words, problems, and for dev and test
-    sets the utterances whose sentence some training split has), the problems themselves and
-    what evaluation shares with training."""
+    sets the utterances whose sentence or recording some training split has), the problems
+    themselves and what evaluation shares with training (and test with dev)."""
     header = (f"{'task':<24} {'role':<10} {'split':<5} {'utts':>7} {'hours':>7} {'mean s':>6} {'vocab':>6} "
               f"{'bad':>5} {'leaked':>6}  source")
     lines = [f"stream {stream.name} ({stream.source})", header]
-    leaked = leaked_sentences(splits)
+    leaked = leaked_utterances(splits)
     problem_lines = []
     for task in stream.eval_tasks:
         for split in ("train", "dev", "test"):
@@ -50,9 +50,11 @@ def format_overview(stream: StreamSpec, splits: dict[tuple[str, str], SplitFeatu
             if len(features.problems) > PROBLEMS_SHOWN:
                 problem_lines.append(f"  ... and {len(features.problems) - PROBLEMS_SHOWN} more in "
                                      f"{display_path(features.source)}")
-    lines.append("(leaked: utterances whose sentence is also in a training split, of any task)")
-    warnings = [f"{task}/{split}: {count} of {len(splits[task, split].texts)} utterances speak a sentence of "
-                "the training data" for (task, split), count in leaked.items() if count]
+    lines.append("(leaked: utterances whose sentence or recording is also in a training split, of any task)")
+    warnings = [f"{task}/{split}: {count} of {len(splits[task, split].texts)} utterances speak a sentence or are "
+                "a recording of the training data" for (task, split), count in leaked.items() if count]
+    warnings += [f"{task}/test: {count} of {len(splits[task, 'test'].texts)} utterances speak a sentence of a dev set "
+                 "(choices made on dev have heard them)" for task, count in dev_test_sentences(splits).items() if count]
     warnings += design_leaks(stream)
     if warnings:
         builtin = stream.source in {str(p) for p in builtin_streams().values()}
@@ -65,5 +67,5 @@ def format_overview(stream: StreamSpec, splits: dict[tuple[str, str], SplitFeatu
 
 def _held_out(task: TaskSpec, split: str) -> str:
     if task.from_manifests and split in ("train", "dev") and task.train_manifest and not task.dev_manifest:
-        return f" ({HELD_OUT_PERCENT} % held out as dev)" if split == "train" else " (held out of train)"
+        return f" (about {HELD_OUT_PERCENT} % held out as dev)" if split == "train" else " (held out of train)"
     return ""

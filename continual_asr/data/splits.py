@@ -30,7 +30,7 @@ from .prepare import babble_pool, seed_of
 from .synth import SAMPLE_RATE, EspeakSynthesizer
 from .workers import DataWorkers
 
-FEATURE_VERSION = 2  # bump when features or checks change, to invalidate caches
+FEATURE_VERSION = 3  # bump when features or checks change, to invalidate caches
 # A declared duration is "far from the real one" beyond max(0.5 s, 10 %): rounding and codec
 # padding stay well inside, a manifest pointing at the wrong file or a truncated one does not.
 DURATION_TOLERANCE = (0.5, 0.10)
@@ -163,14 +163,17 @@ def _checked_audio(row: ManifestRow, max_seconds: float) -> tuple[np.ndarray, fl
 
 
 def hold_out(rows: list[ManifestRow]) -> tuple[list[ManifestRow], list[ManifestRow]]:
-    """(train, dev): ``HELD_OUT_PERCENT`` % of the rows (at least one, when there are two or more)
-    held out as dev, chosen by a hash of each row's audio path and transcript, so the same
-    utterances stay held out when the manifest is reordered or grows; both in manifest order."""
+    """(train, dev): about ``HELD_OUT_PERCENT`` % of the rows held out as dev, each by a hash of
+    its own audio path and transcript, so an utterance stays where it is when the manifest is
+    reordered or grows (a choice made on dev is never later trained on). A manifest of two or
+    more rows where no hash falls under the threshold holds out the row of the lowest hash.
+    Both in manifest order."""
     if len(rows) < 2:
         return rows, []
-    count = max(1, round(len(rows) * HELD_OUT_PERCENT / 100))
-    ranked = sorted(range(len(rows)), key=lambda i: (seed_of("dev", rows[i].raw_path, rows[i].text), i))
-    dev = set(ranked[:count])
+    hashes = [seed_of("dev", row.raw_path, row.text) for row in rows]
+    dev = {i for i, h in enumerate(hashes) if h % 1000 < HELD_OUT_PERCENT * 10}
+    if not dev:
+        dev = {min(range(len(rows)), key=lambda i: (hashes[i], i))}
     return [r for i, r in enumerate(rows) if i not in dev], [r for i, r in enumerate(rows) if i in dev]
 
 
@@ -182,6 +185,8 @@ def _cache_key(manifest: Path, rows: list[ManifestRow], condition: Condition, ta
         settings["frontend"] = "waveform"
     if not condition.is_clean:  # the condition's randomness is seeded by these
         settings["seeded_by"] = [task.seed, task.name, split]
+    if condition.noise == "babble":  # the talkers' sentences and voices (babble_pool)
+        settings["babble"] = [task.text, task.babble_start, list(task.babble_voices), list(task.speakers)]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     try:
         digest.update(manifest.read_bytes())

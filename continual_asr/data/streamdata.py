@@ -30,7 +30,7 @@ from ..stream import StreamSpec, TaskSpec
 from .conditions import Condition
 from .dataset import make_dataset
 from .features import SplitFeatures
-from .manifest import Problem
+from .manifest import Problem, display_path
 from .prepare import prepare_task
 from .splits import load_split
 from .text import LETTERS
@@ -211,6 +211,19 @@ def load_stream_splits(stream: StreamSpec, config: RunConfig, cache_dir: Path,
     return splits, tokenizer
 
 
+def check_evaluation_sets(splits: dict[tuple[str, str], SplitFeatures],
+                          bad_training: dict[str, DataError] | None = None) -> None:
+    """Raise DataError, naming the first, when a dev or test set has no utterance left (the
+    training data's own error where the task's dev is held out of bad training data)."""
+    for (task, split), features in splits.items():
+        if split != "train" and not features.texts:
+            if task in (bad_training or {}):
+                raise bad_training[task]
+            raise DataError(f"task {task}: its {split} set is empty ({display_path(features.source)}): every dev "
+                            "and test set needs at least one utterance (a train manifest of one utterance leaves "
+                            "none to hold out as dev: give the task a dev: manifest)")
+
+
 def _error(features: SplitFeatures, headline: str = "") -> DataError:
     """One line: the first problem, how many more, and what to do."""
     problems = features.problems
@@ -248,6 +261,7 @@ def prepare_stream_data(stream: StreamSpec, config: RunConfig, cache_dir: Path, 
             raise error
         bad_training[task] = error
         log.warning("task %s: bad training data, the run will stop before it: %s", task, error)
+    check_evaluation_sets(splits, bad_training)
     for task in stream.eval_tasks:
         log.info("data %s: %s", task.name, ", ".join(f"{len(f.texts)} {s}" for (t, s), f in splits.items()
                                                        if t == task.name))

@@ -162,7 +162,7 @@ def speaker_variants() -> list[str]:
     return list(_SPEAKER_VARIANTS)
 
 
-def _check_voice(voice: str) -> None:
+def check_voice(voice: str) -> None:
     """Reject what espeak would accept silently but render wrongly (a bad variant, a bare variant)."""
     base, _, variant = voice.partition("+")
     if base.lower() not in list_voices():
@@ -206,7 +206,7 @@ class EspeakSynthesizer:
             raise ValueError(f"espeak pitch must be 0..100, got {pitch}")
         if not text.strip():
             raise ValueError(f"cannot synthesize empty text (voice {voice!r})")
-        _check_voice(voice)
+        check_voice(voice)
         with _LOCK:
             samples = _engine().synthesize(text, voice, rate, pitch, self.reproducible)
         audio = samples.astype(np.float32) / 32768.0

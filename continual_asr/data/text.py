@@ -25,7 +25,8 @@ _LOOSE_APOSTROPHE = re.compile(r"(?<![a-z0-9])'|'(?![a-z0-9])")
 def normalize_text(text: str) -> str:
     """The one transcript normalisation used for training targets and for WER.
 
-    Rule: NFKC; lowercase; accents folded (``café`` -> ``cafe``); curly/prime quotes -> ``'``;
+    Rule: invisible format characters (Unicode Cf: soft hyphens, zero-width joiners) dropped;
+    NFKC; lowercase; accents folded (``café`` -> ``cafe``); curly/prime quotes -> ``'``;
     keep only ``a-z``, ``0-9``, spaces and apostrophes that sit *inside* a word (``don't``,
     ``o'clock``); every other character (punctuation, other scripts, leading/trailing
     apostrophes) becomes a space; whitespace is collapsed and the ends stripped.
@@ -36,6 +37,9 @@ def normalize_text(text: str) -> str:
 
 
 def _fold(text: str) -> str:
+    # Invisible format characters (soft hyphen, zero-width joiner) join what they sit in: dropped,
+    # not turned into a space that would split "thr\u00adee" into two words.
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     text = unicodedata.normalize("NFKC", text.translate(_QUOTES)).casefold()  # casefold: "ß" -> "ss"
     # Fold accents so accented Latin letters keep their base letter instead of splitting words.
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
