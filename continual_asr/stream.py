@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import random
+import re
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -27,6 +28,7 @@ from .data.synth import check_voice
 from .data.text import distinct_sentences
 from .errors import StreamError
 
+_TASK_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*")
 HELD_OUT_PERCENT = 10  # of a manifest task's train, held out as its dev split when it names no dev manifest
 
 TASK_FIELDS = ("name", "voice", "voices", "speakers", "condition", "train", "dev", "test", "text")
@@ -180,6 +182,9 @@ def _parse_task(raw: Any, where: str, defaults: dict[str, Any], folder: Path, se
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise StreamError(f"{where}.name: missing or empty")
+    if not _TASK_NAME.fullmatch(name):  # it names cache files and run folders
+        raise StreamError(f"{where}.name: {name!r} may hold only letters, digits, '.', '_', '+' and '-', and not "
+                          "start with '.'")
     where = f"{where} ({name})"
     unknown = set(raw) - set(TASK_FIELDS)
     if unknown:

@@ -70,6 +70,8 @@ def test_a_stream_may_name_the_preset_runs_use_without_preset():
     ({"tasks": [{"name": "b", "voice": "en-029", "train": 4, "test": 2}]}, "task name 'b' is used twice"),
     ({"zero_shot": {"name": "z", "voice": "en-us-nyc", "train": 3, "test": 2}}, "the zero-shot task is never trained on"),
     ({"preset": "huge"}, "preset 'huge' is not a preset (valid: default, tiny)"),
+    ({"tasks": [{"name": "../t", "voice": "en-029", "train": 4, "test": 2}]},
+     "tasks[0].name: '../t' may hold only letters, digits"),
     ({"tasks": [{"name": "t", "voice": "en-xx", "train": 4, "test": 2}]}, "tasks[0] (t): unknown espeak voice 'en-xx'"),
     ({"tasks": [{"name": "t", "voice": "en-029", "speakers": ["m1", "zz9", "f1"], "train": 4, "test": 2}]},
      "tasks[0] (t): unknown espeak voice 'en-029+zz9': no speaker variant 'zz9'"),
