@@ -66,17 +66,19 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
 
     assert len({key(), key(adapter_dim=4), key(batch_frames=900)}) == 3  # extraction and training groups
     assert key() == key(threads=1, eval_batch_frames=999)  # runtime and evaluation never enter
-    # The keys adapters were cached under before options moved beside their strategies (2026-11-30), at
-    # the adapter_lr of then (3e-3; 1.2e-2 since 2026-12-01).
-    assert key(adapter_lr=3e-3) == "c898f609ab37df6f" == key(adapter_lr=3e-3, cpu_precision="float32")
+    # Pinned keys: adding a field must not move them (they moved with the extraction cache's and the
+    # base model's versions, 2026-12-05: padded frames zeroed before the depthwise convolutions).
+    assert key(adapter_lr=3e-3) == "04c8d162001827f9" == key(adapter_lr=3e-3, cpu_precision="float32")
     assert key(cpu_precision="bf16") != key(cpu_precision="float32")  # other arithmetic, other adapters
 
     def base_key(**changes) -> str:
         return base_model_key(SimpleNamespace(fingerprint="data"), make_config("tiny", changes), 0)
 
     # a bf16 base model is another entry; float32's key is the one from before the field
-    assert base_key(cpu_precision="bf16") != base_key() == base_key(cpu_precision="float32") == "7e7c977354752968"
-    assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3) == "d2c61a89f5fb8a0c"
+    assert base_key(cpu_precision="bf16") != base_key() == base_key(cpu_precision="float32") == "532ba4c729b084fc"
+    assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3) == "c65c110484e446bc"
     # the 4x front end every model had before subsampling_factor keeps its keys; another is another model
-    assert base_key(subsampling_factor=4) == "7e7c977354752968" != base_key(subsampling_factor=8)
+    gpu = base_model_key(SimpleNamespace(fingerprint="data"), make_config("tiny"), 0, gpu_bf16=True)
+    assert gpu != base_key()  # pretrained under a GPU's bf16 autocast: other weights
+    assert base_key(subsampling_factor=4) == "532ba4c729b084fc" != base_key(subsampling_factor=8)
     assert key(subsampling_factor=8) != key() == key(subsampling_factor=4)

@@ -408,6 +408,28 @@ def test_the_conformer_layers_use_the_time_major_convolution_module():
     assert all(type(layer.conv_module) is TimeMajorConvolution for layer in model.layers)
 
 
+def test_an_utterances_output_does_not_depend_on_what_it_is_batched_with():
+    """Padded frames are zeroed before each depthwise convolution, so an utterance's encoder
+    frames are the same alone and beside a longer one (the WER of a test set then does not
+    depend on eval_batch_frames), through adapters and utterance-scope fusion too."""
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny"), num_tokens=20)
+    for task in ("a", "b"):
+        model.add_adapter(task)
+    model.set_combiners(lambda _: AdapterFusion(model.d_model, layernorm=False, scope="utterance"))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.banks.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.1)
+    model.eval()
+    short, long = torch.randn(1, 120, 80, generator=generator), torch.randn(1, 300, 80, generator=generator)
+    with torch.no_grad():
+        alone = model.encode(short, torch.tensor([120]))[1]
+        together = model.encode(torch.cat([torch.nn.functional.pad(short, (0, 0, 0, 180)), long]),
+                                torch.tensor([120, 300]))[1]
+    torch.testing.assert_close(together[:1, : alone.shape[1]], alone, atol=1e-5, rtol=1e-5)
+
+
 def test_an_eight_times_subsampled_model_trains_and_decodes():
     torch.manual_seed(0)
     model = build_model(make_config("tiny", {"subsampling_factor": 8}), num_tokens=20)

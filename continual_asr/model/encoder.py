@@ -109,7 +109,15 @@ class TimeMajorConvolution(_ConvolutionModule):
     is 6 to 9 % faster on 2 CPU cores (docs/performance.md). The layers' convolution modules
     are switched to this class after they are built, as their attention is to SelfAttention.
     With GroupNorm in place of BatchNorm it is torchaudio's own forward.
+
+    ``frame_padding`` (B, T), True at padding, set by the encoder for each batch: padded frames
+    are zeroed before the depthwise convolution, as ESPnet and NeMo do (torchaudio does not), so
+    an utterance's last frames read zeros there, as they do alone, and not the padding's hidden
+    states: without it an utterance's output, and a test set's WER, depended on what it was
+    batched with.
     """
+
+    frame_padding: torch.Tensor | None = None
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         pointwise_in, _, depthwise, norm, activation, pointwise_out, dropout = self.sequential
@@ -117,6 +125,8 @@ class TimeMajorConvolution(_ConvolutionModule):
             return super().forward(input)
         x = self.layer_norm(input)
         x = F.glu(F.linear(x, pointwise_in.weight.squeeze(-1), pointwise_in.bias), dim=-1)  # (B, T, D)
+        if self.frame_padding is not None:
+            x = x.masked_fill(self.frame_padding.unsqueeze(-1), 0.0)
         batch, steps, width = x.shape
         x = F.conv2d(x.transpose(1, 2).unsqueeze(2), depthwise.weight.unsqueeze(2), depthwise.bias,
                      padding=(0, depthwise.padding[0]), groups=depthwise.groups)
@@ -169,7 +179,11 @@ class ConformerASR(AdaptableASR):
         x = x.transpose(0, 1)  # ConformerLayer works on (T, B, D)
         outputs = []
         for i, layer in enumerate(self.layers):
-            x = layer(x, padding)
+            layer.conv_module.frame_padding = padding
+            try:
+                x = layer(x, padding)
+            finally:
+                layer.conv_module.frame_padding = None
             if use_adapters:
                 x = self.adapt(i, x.transpose(0, 1), adapter_index).transpose(0, 1)
             outputs.append(x.transpose(0, 1))

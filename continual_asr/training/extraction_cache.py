@@ -25,7 +25,7 @@ import torch
 from ..config import RunConfig, fields_of, precision_key
 from ..cache import EntryLock
 
-VERSION = 1
+VERSION = 2  # 2: the encoder zeroes padded frames before its depthwise convolutions
 # RunConfig's groups an adapter trained alone on its task depends on (continual_asr/config.py's
 # GROUPS): the base model's architecture and pretraining (also in the base fingerprint), the
 # training batches and data and the arithmetic; beside them, every extraction option. A field

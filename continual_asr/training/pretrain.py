@@ -28,19 +28,22 @@ from .progress import ProgressPlugin
 from .template import SpeechTemplate, TrainingPhase
 
 log = logging.getLogger("continual_asr")
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 2  # 2: padded frames zeroed before the convolution module's depthwise convolution
 
 
 def pretrain_seed(config: RunConfig, run_seed: int) -> int:
     return run_seed if config.pretrain_seed < 0 else config.pretrain_seed
 
 
-def base_model_key(data: StreamData, config: RunConfig, seed: int) -> str:
-    """``seed``: the run's; ``config.pretrain_seed`` overrides it (the key is the seed used)."""
+def base_model_key(data: StreamData, config: RunConfig, seed: int, gpu_bf16: bool = False) -> str:
+    """``seed``: the run's; ``config.pretrain_seed`` overrides it (the key is the seed used).
+    ``gpu_bf16``: pretrained under a GPU's bf16 autocast (``mixed_precision``): other weights."""
     seed = pretrain_seed(config, seed)
     fields = PRETRAIN_FIELDS + HEAD_FIELDS[config.head]  # the head is part of the base model
     payload = {"data": data.fingerprint, "config": config.key_subset(fields), "seed": seed,
                "version": PRETRAIN_VERSION, **precision_key(config.cpu_precision)}
+    if gpu_bf16:
+        payload["precision"] = "bf16-gpu"
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -74,7 +77,7 @@ def pretrain_base_model(data: StreamData, config: RunConfig, seed: int, cache_di
     seed = pretrain_seed(config, seed)
     # auto made concrete here too (casr pretrain), so the key says the arithmetic that trains
     config = dataclasses.replace(config, cpu_precision=distributed.resolve_cpu_precision(device, config.cpu_precision))
-    key = base_model_key(data, config, seed)
+    key = base_model_key(data, config, seed, gpu_bf16=device.type == "cuda" and config.mixed_precision)
     path = Path(cache_dir) / "base_models" / f"{data.stream.base.name}-{key}.pt"
     info = {"cache_key": key, "path": str(path)}
     # Rank 0 alone uses the cache (other nodes need no shared cache folder) and holds the entry's
