@@ -236,7 +236,10 @@ def write_comparison(groups: list[RunGroup], out_dir: Path) -> list[Path]:
               for g in groups]
     first = groups[0].runs[0]
     title = f"{first['stream']['name']}: {sum(len(g.runs) for g in groups)} runs, mean \u00b1 std over seeds"
+    labels = row_labels(first)
+    if len({task_order(r) for g in groups for r in g.runs}) > 1:  # a step learned another task in each order
+        labels = ["base model"] + [f"after step {k}" for k in range(1, len(labels))]
     csv_path, png_path = out_dir / "compare.csv", out_dir / "compare.png"
     write_bytes_atomic(csv_path, comparison_csv(groups).encode("utf-8"))
-    write_bytes_atomic(png_path, overlay_png(series, row_labels(first), title))
+    write_bytes_atomic(png_path, overlay_png(series, labels, title))
     return [csv_path, png_path]

@@ -118,15 +118,15 @@ def interval_rows(groups: Sequence, baseline_name: str, split: str = "test") -> 
     columns = baseline.runs[0]["columns"][:-1]  # learned test sets; zero-shot apart, as in the mean
     titles = ["final mean WER", "mean WER, tasks", *columns, "zero-shot"]
     sets = [columns, columns[1:], *([c] for c in columns), [baseline.runs[0]["columns"][-1]]]
-    if any(e is None for e in edits[id(baseline)]):
-        raise ResultsError(f"--baseline {baseline_name}: its runs have no {split} edit counts in edits.json "
-                           "(made before casr kept them); rerun them")
     rows = []
     for group in groups:
         if group is baseline:
             continue
         chosen, chosen_baseline = matched_runs(group, baseline)
         system, reference = [edits[id(group)][i] for i in chosen], [edits[id(baseline)][i] for i in chosen_baseline]
+        if any(e is None for e in reference):  # only the runs compared need them
+            raise ResultsError(f"--baseline {baseline_name}: its runs have no {split} edit counts in edits.json "
+                               "(made before casr kept them); rerun them")
         intervals = ([None] * len(titles) if any(e is None for e in system)
                      else [_interval(system, reference, s, group.label) for s in sets])
         rows.append(IntervalRow(group.label, matched_note(group, baseline, chosen, chosen_baseline), len(chosen),
