@@ -70,13 +70,15 @@ class TaskSpec:
         # out keeps the keys (and caches) of synthesized tasks what they were before them.
         payload = {k: v for k, v in asdict(self).items() if k not in MANIFEST_FIELDS}
         if self.text != "generator":  # the sentences and the file's name (it seeds their order: pool_seed)
-            payload["text"] = f"sha256:{_file_digest(self.text)}:{Path(self.text).name}"  # not where it lies
+            stat = Path(self.text).stat()  # an edited file is read again, in a long-lived process too
+            digest = _file_digest(self.text, stat.st_mtime_ns, stat.st_size)
+            payload["text"] = f"sha256:{digest}:{Path(self.text).name}"
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=64)
-def _file_digest(path: str) -> str:
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
