@@ -339,3 +339,9 @@ def test_babble_on_recorded_speech_is_cached_by_its_talkers(tmp_path):
     moved = load_split(replace(task, babble_start=50), "test", manifest, babble, **common)
     assert first.digest != moved.digest
     assert len(list((tmp_path / "cache" / "features").glob("t-test-*.pt"))) == 2
+
+
+def test_a_silent_clip_is_bad_data(tmp_path):
+    sf.write(tmp_path / "quiet.wav", np.zeros(8000, dtype=np.float32), 16000)
+    split = load(jsonl(tmp_path / "m.jsonl", [{"audio_filepath": "quiet.wav", "text": "one"}]), tmp_path / "cache")
+    assert not split.texts and str(split.problems[0]).endswith("m.jsonl:1: quiet.wav is silent (every sample is 0)")

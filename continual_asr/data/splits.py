@@ -159,6 +159,8 @@ def _checked_audio(row: ManifestRow, max_seconds: float) -> tuple[np.ndarray, fl
                         "(raise it with --set max_utterance_seconds=...)")
     if len(audio) < MIN_SECONDS * SAMPLE_RATE:
         raise DataError(f"{row.raw_path} lasts {seconds * 1000:.0f} ms, too short for one 25 ms feature frame")
+    if not np.any(audio):  # a transcript over silence teaches the model to hallucinate it
+        raise DataError(f"{row.raw_path} is silent (every sample is 0)")
     return audio, seconds
 
 
