@@ -1,5 +1,6 @@
 """Behaviour of the adapter bank, the combiners and the frozen base."""
 
+import copy
 import os
 import subprocess
 import sys
@@ -428,6 +429,24 @@ def test_an_utterances_output_does_not_depend_on_what_it_is_batched_with():
         together = model.encode(torch.cat([torch.nn.functional.pad(short, (0, 0, 0, 180)), long]),
                                 torch.tensor([120, 300]))[1]
     torch.testing.assert_close(together[:1, : alone.shape[1]], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_batchnorm_training_statistics_ignore_the_padding():
+    """In training, the convolution modules' BatchNorm normalises by the statistics of the
+    utterances' frames only: an utterance padded to three times its length gives the same output
+    and the same running statistics as alone."""
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny"), num_tokens=20)
+    padded_model = copy.deepcopy(model)
+    model.train(), padded_model.train()
+    short = torch.randn(1, 120, 80, generator=torch.Generator().manual_seed(4))
+    alone = model.encode(short, torch.tensor([120]))[1]
+    padded = padded_model.encode(torch.nn.functional.pad(short, (0, 0, 0, 240)), torch.tensor([120]))[1]
+    torch.testing.assert_close(padded[:, : alone.shape[1]], alone, atol=1e-5, rtol=1e-5)
+    for layer, padded_layer in zip(model.layers, padded_model.layers):
+        norm, padded_norm = layer.conv_module.sequential[3], padded_layer.conv_module.sequential[3]
+        torch.testing.assert_close(padded_norm.running_mean, norm.running_mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(padded_norm.running_var, norm.running_var, atol=1e-6, rtol=1e-5)
 
 
 def test_an_eight_times_subsampled_model_trains_and_decodes():

@@ -114,7 +114,8 @@ class TimeMajorConvolution(_ConvolutionModule):
     are zeroed before the depthwise convolution, as ESPnet and NeMo do (torchaudio does not), so
     an utterance's last frames read zeros there, as they do alone, and not the padding's hidden
     states: without it an utterance's output, and a test set's WER, depended on what it was
-    batched with.
+    batched with. In training, BatchNorm's statistics are taken over the valid frames only, so
+    the padding's share of a batch does not move them.
     """
 
     frame_padding: torch.Tensor | None = None
@@ -130,7 +131,14 @@ class TimeMajorConvolution(_ConvolutionModule):
         batch, steps, width = x.shape
         x = F.conv2d(x.transpose(1, 2).unsqueeze(2), depthwise.weight.unsqueeze(2), depthwise.bias,
                      padding=(0, depthwise.padding[0]), groups=depthwise.groups)
-        x = norm(x.squeeze(2).transpose(1, 2).reshape(batch * steps, width)).view(batch, steps, width)
+        frames = x.squeeze(2).transpose(1, 2).reshape(batch * steps, width)
+        if norm.training and self.frame_padding is not None:
+            # training statistics over the utterances' frames only, not the padding's (its
+            # share varies from batch to batch); padded frames are left as they are
+            valid = ~self.frame_padding.reshape(-1)
+            x = frames.index_put((valid,), norm(frames[valid])).view(batch, steps, width)
+        else:
+            x = norm(frames).view(batch, steps, width)
         return dropout(F.linear(activation(x), pointwise_out.weight.squeeze(-1), pointwise_out.bias))
 
 

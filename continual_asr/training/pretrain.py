@@ -28,7 +28,7 @@ from .progress import ProgressPlugin
 from .template import SpeechTemplate, TrainingPhase
 
 log = logging.getLogger("continual_asr")
-PRETRAIN_VERSION = 2  # 2: padded frames zeroed before the convolution module's depthwise convolution
+PRETRAIN_VERSION = 3  # 2: padded frames zeroed before the depthwise convolution; 3: BatchNorm statistics over valid frames
 
 
 def pretrain_seed(config: RunConfig, run_seed: int) -> int:
