@@ -257,9 +257,11 @@ def plot(run_dir) -> None:
 @click.option("--export", "export_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="also write the base model to FILE: runs with --set base_model=casr:FILE then start from "
                    "these weights on any machine, instead of pretraining their own")
+@click.option("--split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
+              help="the sets the base model's WER is printed on (choose settings on dev)")
 @one_line_errors
 def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, device, nproc, quiet, skip_bad,
-             export_path) -> None:
+             export_path, split) -> None:
     """Prepare the stream's data and pretrain (or find cached) its base model."""
     _start_worker_server(nproc)
     from . import distributed
@@ -289,9 +291,9 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
         if export_path:
             export_base_model(model, Path(export_path), data, config, info, weights)
             click.echo(f"written: {export_path} (runs load it with --set base_model=casr:{export_path})")
-    wers = evaluate_base_model(model, data, config, torch_device)
+    wers = evaluate_base_model(model, data, config, torch_device, split=split)
     if rank0:
-        click.echo("base model WER %: " + ", ".join(f"{name} {wer:.1f}" for name, wer in wers.items()))
+        click.echo(f"base model {split} WER %: " + ", ".join(f"{name} {wer:.2f}" for name, wer in wers.items()))
     distributed.shutdown()
 
 

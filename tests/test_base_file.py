@@ -23,6 +23,18 @@ def export(cache, path) -> str:
     return result.output.split("(weights ")[1][:16]
 
 
+def test_pretrain_prints_the_base_models_wer_on_the_split_asked_for(tiny_cache):
+    def printed(*split) -> str:
+        result = CliRunner().invoke(main, ["pretrain", "--stream", "tiny", "--preset", "tiny", "--cache-dir",
+                                           str(tiny_cache), "--quiet", *split])
+        assert result.exit_code == 0, result.output
+        return result.output.splitlines()[-1]
+
+    test, dev = printed(), printed("--split", "dev")
+    assert test.startswith("base model test WER %: us-clean ") and dev.startswith("base model dev WER %: us-clean ")
+    assert test != dev  # other utterances
+
+
 def test_a_run_starts_from_the_exported_base_model_without_pretraining_one(tiny_cache, tmp_path):
     digest = export(tiny_cache, tmp_path / "base.pt")
     shutil.rmtree(tiny_cache / "base_models")  # as on a machine that never pretrained it
