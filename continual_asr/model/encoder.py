@@ -134,9 +134,10 @@ class TimeMajorConvolution(_ConvolutionModule):
         frames = x.squeeze(2).transpose(1, 2).reshape(batch * steps, width)
         if norm.training and self.frame_padding is not None:
             # training statistics over the utterances' frames only, not the padding's (its
-            # share varies from batch to batch); padded frames are left as they are
-            valid = ~self.frame_padding.reshape(-1)
-            x = frames.index_put((valid,), norm(frames[valid])).view(batch, steps, width)
+            # share varies from batch to batch); padded frames are left as they are. Row indices,
+            # not a boolean mask: index_select and index_copy cost half as much forward and back
+            valid = (~self.frame_padding).reshape(-1).nonzero().squeeze(1)
+            x = frames.index_copy(0, valid, norm(frames.index_select(0, valid))).view(batch, steps, width)
         else:
             x = norm(frames).view(batch, steps, width)
         return dropout(F.linear(activation(x), pointwise_out.weight.squeeze(-1), pointwise_out.bias))
