@@ -449,6 +449,25 @@ def test_batchnorm_training_statistics_ignore_the_padding():
         torch.testing.assert_close(padded_norm.running_var, norm.running_var, atol=1e-6, rtol=1e-5)
 
 
+def test_a_training_batch_finds_its_valid_frames_once_not_once_a_layer():
+    """``nonzero`` waits for the device; the layers' BatchNorms share one call a batch."""
+    from torch.overrides import TorchFunctionMode
+
+    class CountNonzero(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            CountNonzero.calls += func in (torch.nonzero, torch.Tensor.nonzero)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = build_model(make_config("tiny", {"num_layers": 3}), num_tokens=20).train()
+    features, lengths = _batch()
+    with CountNonzero():
+        model.encode(features, lengths)
+    assert CountNonzero.calls == 1
+
+
 def test_an_eight_times_subsampled_model_trains_and_decodes():
     torch.manual_seed(0)
     model = build_model(make_config("tiny", {"subsampling_factor": 8}), num_tokens=20)

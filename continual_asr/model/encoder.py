@@ -3,6 +3,8 @@ an output head (CTC or transducer, see heads.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
@@ -97,6 +99,19 @@ class SelfAttention(nn.MultiheadAttention):
         return self.out_proj(out.permute(2, 0, 1, 3).reshape(steps, batch, width))
 
 
+@dataclass
+class FramePadding:
+    """One batch's padding, shared by every layer's convolution module: ``mask`` (B, T), True at
+    padding, and the row indices of the utterances' frames among the (B T) frames, computed once
+    a batch when a module first asks (``nonzero`` waits for the device), not once a layer."""
+
+    mask: torch.Tensor
+
+    @cached_property
+    def valid_rows(self) -> torch.Tensor:
+        return (~self.mask).reshape(-1).nonzero().squeeze(1)
+
+
 class TimeMajorConvolution(_ConvolutionModule):
     """torchaudio's Conformer convolution module computed on (B, T, D) throughout.
 
@@ -110,7 +125,7 @@ class TimeMajorConvolution(_ConvolutionModule):
     are switched to this class after they are built, as their attention is to SelfAttention.
     With GroupNorm in place of BatchNorm it is torchaudio's own forward.
 
-    ``frame_padding`` (B, T), True at padding, set by the encoder for each batch: padded frames
+    ``frame_padding`` (FramePadding), set by the encoder for each batch: padded frames
     are zeroed before the depthwise convolution, as ESPnet and NeMo do (torchaudio does not), so
     an utterance's last frames read zeros there, as they do alone, and not the padding's hidden
     states: without it an utterance's output, and a test set's WER, depended on what it was
@@ -118,7 +133,7 @@ class TimeMajorConvolution(_ConvolutionModule):
     the padding's share of a batch does not move them.
     """
 
-    frame_padding: torch.Tensor | None = None
+    frame_padding: FramePadding | None = None
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         pointwise_in, _, depthwise, norm, activation, pointwise_out, dropout = self.sequential
@@ -127,7 +142,7 @@ class TimeMajorConvolution(_ConvolutionModule):
         x = self.layer_norm(input)
         x = F.glu(F.linear(x, pointwise_in.weight.squeeze(-1), pointwise_in.bias), dim=-1)  # (B, T, D)
         if self.frame_padding is not None:
-            x = x.masked_fill(self.frame_padding.unsqueeze(-1), 0.0)
+            x = x.masked_fill(self.frame_padding.mask.unsqueeze(-1), 0.0)
         batch, steps, width = x.shape
         x = F.conv2d(x.transpose(1, 2).unsqueeze(2), depthwise.weight.unsqueeze(2), depthwise.bias,
                      padding=(0, depthwise.padding[0]), groups=depthwise.groups)
@@ -136,7 +151,7 @@ class TimeMajorConvolution(_ConvolutionModule):
             # training statistics over the utterances' frames only, not the padding's (its
             # share varies from batch to batch); padded frames are left as they are. Row indices,
             # not a boolean mask: index_select and index_copy cost half as much forward and back
-            valid = (~self.frame_padding).reshape(-1).nonzero().squeeze(1)
+            valid = self.frame_padding.valid_rows
             x = frames.index_copy(0, valid, norm(frames.index_select(0, valid))).view(batch, steps, width)
         else:
             x = norm(frames).view(batch, steps, width)
@@ -186,9 +201,9 @@ class ConformerASR(AdaptableASR):
         use_adapters = self.uses_adapters(adapters)
         self.begin_adapted_batch(~padding, adapters)
         x = x.transpose(0, 1)  # ConformerLayer works on (T, B, D)
-        outputs = []
+        outputs, frame_padding = [], FramePadding(padding)
         for i, layer in enumerate(self.layers):
-            layer.conv_module.frame_padding = padding
+            layer.conv_module.frame_padding = frame_padding
             try:
                 x = layer(x, padding)
             finally:
