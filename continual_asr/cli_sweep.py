@@ -49,6 +49,9 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
     @click.option("--preset", default=None, help="instead of the sweep file's preset")
     @click.option("--seeds", default=None, metavar="N,N,...", help="instead of the sweep file's seeds")
     @click.option("--only", default=None, metavar="NAME,...", help="only these runs of the sweep file")
+    @click.option("--order", "orders", multiple=True, metavar="N,N,...",
+                  help="a task order instead of the sweep file's orders (repeatable; its runs go in "
+                       "OUT/NAME/order-N-N-.../seedS, as the file's orders' do)")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="a config field for every run whose strategy reads it (repeatable)")
     @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1),
@@ -57,7 +60,7 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
     @click.option("--report-only", is_flag=True, help="write results.md from the finished runs; train nothing")
     @_cluster_options
     @one_line_errors
-    def command(sweep_file, out_dir, stream_name, preset, seeds, only, overrides, jobs, cache_dir,
+    def command(sweep_file, out_dir, stream_name, preset, seeds, only, orders, overrides, jobs, cache_dir,
                 report_only, launcher, time_minutes, cpus, gpus, mem_gb, partition, max_retries) -> None:
         if jobs > 1 and launcher == "local" and not report_only:
             from .worker_server import start_early
@@ -72,7 +75,8 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
         out = Path(out_dir or f"runs/sweep-{Path(sweep_file).stem}")
         stream, preset, plan = load_plan(
             Path(sweep_file), out, stream_name, preset, parse_seeds(seeds) if seeds else None,
-            [n.strip() for n in only.split(",") if n.strip()] if only else None, parse_overrides(overrides))
+            [n.strip() for n in only.split(",") if n.strip()] if only else None, parse_overrides(overrides),
+            list(orders) or None)
         load_stream(stream)  # an unknown stream fails now, in one line, not once per run
         ensure_writable(out, "--out")
         failed = []

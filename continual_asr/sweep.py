@@ -65,9 +65,11 @@ def overrides_for(info: StrategyInfo, overrides: dict) -> dict:
 
 def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | None = None,
               seeds: list[int] | None = None, only: list[str] | None = None,
-              overrides: dict[str, str] | None = None) -> tuple[str, str, list[PlannedRun]]:
+              overrides: dict[str, str] | None = None,
+              orders: list[str] | None = None) -> tuple[str, str, list[PlannedRun]]:
     """The runs of a sweep file, seed-major; command-line choices override the file's.
-    ``overrides`` (``--set``) go to every run whose strategy reads them, over the file's ``set``."""
+    ``overrides`` (``--set``) go to every run whose strategy reads them, over the file's ``set``;
+    ``orders`` (``--order``) replace the file's ``orders``."""
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -77,7 +79,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     stream = stream or spec.get("stream", "accents-then-noise")
     preset = preset or spec.get("preset", "default")
     seeds = seeds if seeds is not None else [int(s) for s in spec.get("seeds", [0])]
-    orders = _orders(path, spec.get("orders"), stream)
+    orders = _orders(path, spec.get("orders"), stream) if orders is None else _orders("--order", orders, stream)
     names = list(spec["runs"])
     common = spec.get("set") or {}  # config fields of every run
     if not isinstance(common, dict):
@@ -103,14 +105,15 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     return stream, preset, plan
 
 
-def _orders(path: Path, given, stream: str) -> list[tuple[str, str]]:
+def _orders(path: Path | str, given, stream: str) -> list[tuple[str, str]]:
     """(--task-order spec, sub-folder) per task order of a sweep file's ``orders`` (each
-    "3,1,2,...", a list of positions or "shuffle:SEED"); without ``orders``, the stream's own
-    order in no sub-folder."""
+    "3,1,2,...", a list of positions or "shuffle:SEED"; ``path`` the file, or "--order" for the
+    command line's); without ``orders``, the stream's own order in no sub-folder."""
+    where = path if isinstance(path, str) else f"{path}: 'orders'"
     if not given:
         return [("", "")]
     if not isinstance(given, list):
-        raise CasrError(f"{path}: 'orders' must be a list of task orders (\"3,1,2\", [3, 1, 2] or \"shuffle:SEED\")")
+        raise CasrError(f"{where} must be a list of task orders (\"3,1,2\", [3, 1, 2] or \"shuffle:SEED\")")
     spec = load_stream(stream)
     found = []
     for entry in given:
@@ -118,7 +121,7 @@ def _orders(path: Path, given, stream: str) -> list[tuple[str, str]]:
         order = spec.in_order(text).order
         found.append((",".join(map(str, order)), "order-" + "-".join(map(str, order))))
     if len(set(found)) != len(found):
-        raise CasrError(f"{path}: 'orders' lists one order twice")
+        raise CasrError(f"{where} lists one order twice")
     return found
 
 

@@ -67,6 +67,21 @@ def test_a_sweep_file_may_list_task_orders_each_run_in_its_own_folder(tmp_path):
         sweep.load_plan(path, tmp_path / "out", seeds=[0])
 
 
+def test_order_on_the_command_line_replaces_the_files_orders(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP + "orders: ['1,2', '2,1']\n")
+    _, _, plan = sweep.load_plan(path, tmp_path / "out", seeds=[0], only=["avg"], orders=["2,1"])
+    assert [(r.order, r.out.relative_to(tmp_path / "out").as_posix()) for r in plan] == [("2,1", "avg/order-2-1/seed0")]
+    path.write_text(SWEEP)  # a file without orders: the given one still gets its sub-folder
+    _, _, plan = sweep.load_plan(path, tmp_path / "out", seeds=[0], only=["avg"], orders=["1,2"])
+    assert [r.out.relative_to(tmp_path / "out").as_posix() for r in plan] == ["avg/order-1-2/seed0"]
+    with pytest.raises(CasrError, match="^--order lists one order twice"):
+        sweep.load_plan(path, tmp_path / "out", seeds=[0], orders=["1,2", "1,2"])
+    result = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"), "--order", "1,3",
+                                       "--report-only"])
+    assert result.exit_code != 0 and "--task-order 1,3: the stream has 2 tasks" in result.output
+
+
 def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache, monkeypatch):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", "")
