@@ -79,7 +79,10 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     stream = stream or spec.get("stream", "accents-then-noise")
     preset = preset or spec.get("preset", "default")
     seeds = seeds if seeds is not None else [int(s) for s in spec.get("seeds", [0])]
-    orders = _orders(path, spec.get("orders"), stream) if orders is None else _orders("--order", orders, stream)
+    if orders is None:
+        orders = _orders(f"{path}: 'orders'", spec.get("orders"), stream)
+    else:
+        orders = _orders("--order", orders, stream)
     names = list(spec["runs"])
     common = spec.get("set") or {}  # config fields of every run
     if not isinstance(common, dict):
@@ -105,11 +108,10 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     return stream, preset, plan
 
 
-def _orders(path: Path | str, given, stream: str) -> list[tuple[str, str]]:
-    """(--task-order spec, sub-folder) per task order of a sweep file's ``orders`` (each
-    "3,1,2,...", a list of positions or "shuffle:SEED"; ``path`` the file, or "--order" for the
-    command line's); without ``orders``, the stream's own order in no sub-folder."""
-    where = path if isinstance(path, str) else f"{path}: 'orders'"
+def _orders(where: str, given, stream: str) -> list[tuple[str, str]]:
+    """(--task-order spec, sub-folder) per task order of ``given``, a sweep file's ``orders`` or
+    the command line's ``--order`` (each "3,1,2,...", a list of positions or "shuffle:SEED";
+    ``where`` names them in errors); without any, the stream's own order in no sub-folder."""
     if not given:
         return [("", "")]
     if not isinstance(given, list):
