@@ -180,6 +180,21 @@ def test_compare_says_when_its_runs_start_from_different_base_models(tmp_path):
     assert "Not one base model" not in _invoke("compare", *digests[:2], "--out", tmp_path / "cmp").output
 
 
+def test_compare_groups_runs_from_one_base_model_file_under_two_paths_by_its_weights(tmp_path):
+    # A study extended after its base model file moved into the repository: the same weights.
+    matrix = [[12, 20, 55, 38], [13, 22, 30, 37]]
+    runs = [write_run(tmp_path / name, _with_base(fake_results(BASE, matrix, seed=seed, config={"base_model": path}),
+                                                  weights=weights))
+            for name, seed, path, weights in (("moved0", 0, "casr:/tmp/hat-base.pt", "aaaa"),
+                                              ("moved1", 1, "casr:results/hat-base.pt", "aaaa"),
+                                              ("other", 2, "casr:results/hat-base.pt", "bbbb"))]
+    result = _invoke("compare", *runs, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert sorted(r["runs"] for r in rows) == ["1", "2"]  # one path apart: together; other weights: apart
+    assert "base_model=casr:FILE of weights bbbb" in result.output
+
+
 def test_plot_of_a_folder_without_results_names_it(tmp_path):
     result = _invoke("plot", tmp_path / "nothing")
     assert result.exit_code == 2 and "nothing: no results.json" in result.output
