@@ -63,7 +63,11 @@ class RunGroup:
 
 def comparable_config(results: dict) -> dict:
     """A run's config as comparisons read it, as resuming does (config.config_as_run): without
-    this an older run would pool with a newer one that set a newer field otherwise."""
+    this an older run would pool with a newer one that set a newer field otherwise. A casr:FILE
+    base model is named by the weights the run started from, not by the file's path: where the
+    file lay is not the run's identity (resuming judges it so too, run_state.same_base_file), so
+    runs from one file under two paths pool and files of other weights stay apart. Runs that
+    recorded no weights keep the path."""
     from ..config import config_as_run
     from ..errors import CasrError
     from ..registry import get_strategy
@@ -72,20 +76,11 @@ def comparable_config(results: dict) -> dict:
         read = get_strategy(results["strategy"]).defaults()
     except CasrError:  # a strategy from a file that is not loaded here: what the run recorded
         read = {}
-    return config_as_run(results.get("config", {}), read)
-
-
-def base_file_by_weights(results: dict) -> dict:
-    """``results`` with a casr:FILE base model named by the weights the run started from rather
-    than by the file's path: where the file lay is not the run's identity (moved into a
-    repository or copied onto another machine, it is the same base model; resuming judges it so
-    too, run_state.same_base_file), so runs from one file under two paths group together and
-    runs from files of other weights stay apart. Runs that recorded no weights keep the path."""
-    config = results.get("config", {})
+    config = config_as_run(results.get("config", {}), read)
     weights = (results.get("base_model") or {}).get("weights")
-    if not weights or base_file(config.get("base_model") or "") is None:
-        return results
-    return {**results, "config": {**config, "base_model": f"casr:FILE of weights {weights}"}}
+    if weights and base_file(config.get("base_model") or "") is not None:
+        config["base_model"] = f"casr:FILE of weights {weights}"
+    return config
 
 
 def _key(results: dict, shared: dict[str, set[str]]) -> tuple:
@@ -150,8 +145,7 @@ def compare_runs(run_dirs: Sequence[Path | str], reference_dirs: Sequence[Path |
         if reference_dirs:
             results = {**results, "references": reference_wers(reference_dirs, results)}
         loaded.append((run_dir, results))
-    loaded = [(run_dir, base_file_by_weights({**results, "config": comparable_config(results)}))
-              for run_dir, results in loaded]
+    loaded = [(run_dir, {**results, "config": comparable_config(results)}) for run_dir, results in loaded]
     shared = _shared_fields([results for _, results in loaded])
     groups: dict[tuple, RunGroup] = {}
     for run_dir, results in loaded:
