@@ -173,7 +173,7 @@ def arithmetic(device: torch.device, enabled: bool = True, cpu_precision: str = 
     units = " with AMX" if has_amx() else ""
     where = f"cpu ({torch.backends.cpu.get_cpu_capability()}{units}, {torch.get_num_threads()} threads)"
     if cpu_bf16(cpu_precision):
-        return f"{where}, bf16 autocast (forward and loss; attention and weights in float32), cpu_precision={cpu_precision}"
+        return f"{where}, bf16 autocast (forward and loss; attention, depthwise convolutions and weights in float32), cpu_precision={cpu_precision}"
     return f"{where}, float32, cpu_precision={cpu_precision}"
 
 

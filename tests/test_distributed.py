@@ -315,7 +315,7 @@ def test_the_log_says_which_arithmetic_runs():
     where = f"cpu ({torch.backends.cpu.get_cpu_capability()}{' with AMX' if has_amx() else ''}, "
     assert arithmetic(torch.device("cpu")) == where + f"{torch.get_num_threads()} threads), float32, cpu_precision=float32"
     assert arithmetic(torch.device("cpu"), cpu_precision="bf16").startswith(where)
-    assert "bf16 autocast (forward and loss; attention and weights in float32), cpu_precision=bf16" in arithmetic(
+    assert "bf16 autocast (forward and loss; attention, depthwise convolutions and weights in float32), cpu_precision=bf16" in arithmetic(
         torch.device("cpu"), cpu_precision="bf16")
     assert arithmetic(torch.device("cuda", 0)) == "cuda:0, bf16 autocast (forward and loss), float32 weights"
     assert arithmetic(torch.device("cuda", 0), enabled=False) == "cuda:0, float32"

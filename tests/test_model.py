@@ -402,6 +402,41 @@ def test_the_time_major_convolution_module_computes_what_torchaudios_does():
     torch.testing.assert_close(time_major(x), reference(x))
 
 
+def test_the_depthwise_convolution_runs_in_float32_under_cpu_autocast(monkeypatch):
+    """oneDNN's bf16 depthwise kernel on the (B, D, 1, T) channels-last view never returned for
+    some batch shapes with two threads (a bf16 pretraining hung on a batch of 19 x 78 frames), so
+    under CPU autocast that one convolution runs in float32, outside autocast; the module's
+    output stays what float32 gives, to bf16's rounding, and float32 runs are unchanged."""
+    from torchaudio.models.conformer import _ConvolutionModule
+
+    from continual_asr.model.encoder import TimeMajorConvolution
+
+    torch.manual_seed(0)
+    module = _ConvolutionModule(input_dim=16, num_channels=16, depthwise_kernel_size=5, bias=True)
+    module.__class__ = TimeMajorConvolution
+    module.eval()
+    x = torch.randn(3, 11, 16)
+    expected = module(x)
+    seen = []
+    conv2d = torch.nn.functional.conv2d
+
+    def spy(input, weight, *args, **kwargs):
+        seen.append((input.dtype, weight.dtype, torch.is_autocast_enabled("cpu")))
+        return conv2d(input, weight, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    features = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = module(features)
+    mixed.float().sum().backward()
+    assert seen == [(torch.float32, torch.float32, False)]
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+    torch.testing.assert_close(mixed.float(), expected, atol=0.1, rtol=0.05)
+    seen.clear()
+    torch.testing.assert_close(module(x), expected, atol=0, rtol=0)  # float32: the same call as before
+    assert seen == [(torch.float32, torch.float32, False)]
+
+
 def test_the_conformer_layers_use_the_time_major_convolution_module():
     from continual_asr.model.encoder import TimeMajorConvolution
 

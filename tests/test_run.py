@@ -469,4 +469,4 @@ def test_a_run_in_bf16_on_the_cpu_trains_and_says_so(tmp_path, tiny_cache):
     results, _ = _run(tmp_path, tiny_cache, "bf16", strategy="adapter-oracle",
                       extra=["--set", "cpu_precision=bf16", "--set", "pretrain_epochs=2", "--set", "adapter_epochs=1"])
     assert results["complete"] and results["config"]["cpu_precision"] == "bf16"
-    assert "bf16 autocast (forward and loss; attention and weights in float32)" in (tmp_path / "bf16" / "run.log").read_text()
+    assert "bf16 autocast (forward and loss; attention, depthwise convolutions and weights in float32)" in (tmp_path / "bf16" / "run.log").read_text()

@@ -144,8 +144,7 @@ class TimeMajorConvolution(_ConvolutionModule):
         if self.frame_padding is not None:
             x = x.masked_fill(self.frame_padding.mask.unsqueeze(-1), 0.0)
         batch, steps, width = x.shape
-        x = F.conv2d(x.transpose(1, 2).unsqueeze(2), depthwise.weight.unsqueeze(2), depthwise.bias,
-                     padding=(0, depthwise.padding[0]), groups=depthwise.groups)
+        x = self.depthwise(x.transpose(1, 2).unsqueeze(2), depthwise)
         frames = x.squeeze(2).transpose(1, 2).reshape(batch * steps, width)
         if norm.training and self.frame_padding is not None:
             # training statistics over the utterances' frames only, not the padding's (its
@@ -156,6 +155,19 @@ class TimeMajorConvolution(_ConvolutionModule):
         else:
             x = norm(frames).view(batch, steps, width)
         return dropout(F.linear(activation(x), pointwise_out.weight.squeeze(-1), pointwise_out.bias))
+
+    @staticmethod
+    def depthwise(image: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+        """The depthwise convolution over the channels-last (B, D, 1, T) view; in float32 under CPU
+        autocast. oneDNN's bf16 depthwise kernel on this layout (torch 2.14) hangs on some batch
+        shapes with more than one thread (with 2 threads, (B, T) = (19, 78), (3, 494), (1, 1482);
+        (18, 78) and (38, 39) take 5 ms), and in float32 it is as fast as in bf16."""
+        weight = conv.weight.unsqueeze(2)
+        if image.is_cpu and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return F.conv2d(image.float(), weight.float(), None if conv.bias is None else conv.bias.float(),
+                                padding=(0, conv.padding[0]), groups=conv.groups)
+        return F.conv2d(image, weight, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
 
 
 class ConformerASR(AdaptableASR):
