@@ -155,6 +155,22 @@ def resolve_cpu_precision(device: torch.device, cpu_precision: str) -> str:
     return "bf16" if device.type == "cpu" and has_amx() else "float32"
 
 
+# bf16 matrix products on the CPU run oneDNN kernels compiled for each shape; casr's batches have
+# about 130 shapes over a pretraining, a few hundred kernels. 64 cached primitives (casr's default,
+# for float32's memory) made a bf16 pretraining epoch 1.6x slower than 256 (docs/performance.md).
+BF16_PRIMITIVE_CACHE = 256
+
+
+def size_primitive_cache(cpu_precision: str) -> None:
+    """Raise oneDNN's primitive cache to ``BF16_PRIMITIVE_CACHE`` for a bf16 run on the CPU, unless
+    the user set its size. oneDNN reads the variable when it builds its first primitive, so this
+    acts when called before any model runs in the process (the CLI's runs and pretraining)."""
+    import continual_asr
+
+    if cpu_precision == "bf16" and not continual_asr.ONEDNN_CACHE_SET_BY_USER:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(BF16_PRIMITIVE_CACHE)
+
+
 def autocast(device: torch.device, enabled: bool = True, cpu_precision: str = "float32"):
     """bf16 autocast of forward and loss (the losses compute in float32 themselves): on a GPU
     when ``enabled`` (``mixed_precision``), on the CPU as ``cpu_precision`` says."""

@@ -303,18 +303,23 @@ def test_conformer_attention_is_the_cpu_autocast_class_with_unchanged_parameters
 
 
 @pytest.mark.parametrize("user_setting, expected", [
-    ({}, "64"),
-    ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}, "1024"),
-    ({"DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}, None),  # oneDNN's older name for it: left to oneDNN
+    ({}, ["64", "64", "256"]),
+    ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}, ["1024"] * 3),
+    ({"DNNL_PRIMITIVE_CACHE_CAPACITY": "8"}, ["None"] * 3),  # oneDNN's older name for it: left to oneDNN
 ])
 def test_importing_casr_bounds_onednns_primitive_cache_unless_the_user_set_it(user_setting, expected):
     """oneDNN keeps a primitive (with its memory) per convolution shape; casr caps how many before
-    torch builds the first one, and never overrides what the user asked for."""
+    torch builds the first one, raises the cap for a bf16 run on the CPU (a compiled kernel per
+    matrix product shape) and never overrides what the user asked for."""
     env = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k} | user_setting
-    printed = subprocess.run(
-        [sys.executable, "-c", "import os, continual_asr; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"],
-        env=env, capture_output=True, text=True, check=True).stdout.strip()
-    assert printed == str(expected)
+    script = ("import os, continual_asr; from continual_asr import distributed\n"
+              "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))\n"
+              "for precision in ('float32', 'bf16'):\n"
+              "    distributed.size_primitive_cache(precision)\n"
+              "    print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))")
+    printed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert printed == expected
 
 
 @pytest.mark.parametrize("factor", [4, 6, 8])
