@@ -6,8 +6,11 @@ before, timed in turn on one machine.
 
 Builds the default model once per variant from one seed, so all hold the same weights:
 - casr's: the front end's convolutions channels-last (since 2026-12-04), the Conformer's
-  convolution module on (B, T, D) throughout (TimeMajorConvolution, since 2026-12-05);
-- torchaudio's convolution module, on (B, D, T) (before 2026-12-05);
+  convolution module on (B, T, D) throughout (TimeMajorConvolution, since 2026-12-05), the
+  attention's q, k and v read as views of their packed projection (SelfAttention, since
+  2026-12-06);
+- torch's nn.MultiheadAttention forward, which copies them (before 2026-12-06);
+- that, with torchaudio's convolution module, on (B, D, T) (before 2026-12-05);
 - that, with the front end in the plain layout too (before 2026-12-04: NCHW convolutions, each
   frame flattened as (C, F') into the linear layer).
 Each round times one training step of each on every batch shape (length-bucketed batches of
@@ -22,6 +25,7 @@ import types
 
 import click
 import torch
+from torch import nn
 from torchaudio.models.conformer import _ConvolutionModule
 
 from bench_training import configure, synthetic_batch, train_step  # experiments/bench_training.py
@@ -31,9 +35,10 @@ from timing import interleaved_medians  # experiments/timing.py
 
 SECONDS = (1.5, 2.5, 4.0, 6.0)
 CASR = "casr's"
-TORCHAUDIO_CONVOLUTION = "torchaudio's convolution module (before 2026-12-05)"
+TORCH_ATTENTION = "torch's attention module (before 2026-12-06)"
+TORCHAUDIO_CONVOLUTION = "and torchaudio's convolution module (before 2026-12-05)"
 PLAIN_FRONT_END = "and the plain front end (before 2026-12-04)"
-VARIANTS = (CASR, TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END)
+VARIANTS = (CASR, TORCH_ATTENTION, TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END)
 
 
 def plain_layout_forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,8 +51,10 @@ def build(preset: str, kind: str, variant: str):
     torch.manual_seed(0)
     config = make_config(preset)
     model = build_model(config, num_tokens=config.vocab_size)
-    if variant != CASR:
-        for layer in model.layers:
+    for layer in model.layers:  # each variant is the one before it and one more change undone
+        if variant != CASR:
+            layer.self_attn.__class__ = nn.MultiheadAttention
+        if variant in (TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END):
             layer.conv_module.__class__ = _ConvolutionModule
     if variant == PLAIN_FRONT_END:
         model.subsampling.conv.to(memory_format=torch.contiguous_format)

@@ -293,6 +293,31 @@ def test_cpu_autocast_self_attention_matches_torch_attention_with_padding():
     assert mixed.dtype == torch.bfloat16 and torch.allclose(mixed.float() * valid, expected * valid, atol=0.05)
 
 
+def test_float32_self_attention_on_the_cpu_is_torch_attention_to_the_bit_forward_and_backward():
+    """SelfAttention skips nn.MultiheadAttention's layout copies on the CPU; a float32 run must
+    not change by a bit for it (a seed's base model stays the one it was)."""
+    from continual_asr.model.encoder import SelfAttention
+
+    torch.manual_seed(0)
+    attention = SelfAttention(16, 2)
+    x = torch.randn(7, 3, 16)
+    padding = torch.arange(7)[None, :] >= torch.tensor([7, 5, 2])[:, None]
+    upstream = torch.randn(7, 3, 16)
+    results = []
+    for forward in (attention.forward, lambda *a, **k: torch.nn.MultiheadAttention.forward(attention, *a, **k)):
+        attention.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out, _ = forward(inputs, inputs, inputs, key_padding_mask=padding, need_weights=False)
+        out.backward(upstream)
+        results.append([out, inputs.grad, *(p.grad for p in attention.parameters())])
+    for ours, torchs in zip(*results):
+        assert torch.equal(ours, torchs)
+    calls = []
+    attention.attend = lambda *a: calls.append(a) or x  # the CPU path is taken without autocast too
+    attention(x, x, x, key_padding_mask=padding, need_weights=False)
+    assert len(calls) == 1
+
+
 def test_conformer_attention_is_the_cpu_autocast_class_with_unchanged_parameters(model):
     from continual_asr.model.encoder import SelfAttention
 

@@ -68,27 +68,35 @@ class Conv2dSubsampling(nn.Module):
 
 
 class SelfAttention(nn.MultiheadAttention):
-    """torch's multi-head self-attention, with the attention itself in float32 under CPU autocast.
+    """torch's multi-head self-attention, computed on the CPU without its layout copies, and with
+    the attention itself in float32 under CPU autocast.
 
-    Under bf16 autocast on a CPU the projections run in bf16 (AMX's matrix units make them 4 to 5x
-    faster), but torch's CPU flash-attention backward in bf16 is 6 to 8x slower than in float32
-    and ate the whole gain (docs/performance.md). Everywhere else this is nn.MultiheadAttention's
-    own forward, bit for bit. The Conformer layers' attention modules are switched to this class
-    after they are built, so parameters, their names and a seed's initial weights do not change.
+    nn.MultiheadAttention (on (T, B, D), as torchaudio's Conformer calls it) copies the packed
+    q, k, v projection into a contiguous (3, T, B, D) tensor, reshapes q, k and v twice more, and
+    its backward fills a zero tensor of all three for each of q, k and v. ``attend`` views the
+    projection as (B, H, T, d) instead and lets the attention kernel read the strides: in float32
+    the same outputs and gradients to the bit, the attention's forward and backward 0.8 to 1.1 ms
+    faster a layer on 2 CPU cores (docs/performance.md). Under bf16 autocast on a CPU the
+    projections run in bf16 (AMX's matrix units make them 4 to 5x faster), but torch's CPU
+    flash-attention backward in bf16 is 6 to 8x slower than in float32 and ate the whole gain, so
+    the scaled dot product stays in float32. Elsewhere (a GPU, attention weights asked for) this is
+    nn.MultiheadAttention's own forward. The Conformer layers' attention modules are switched to
+    this class after they are built, so parameters, their names and a seed's initial weights do
+    not change.
     """
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
                 **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if (query.is_cpu and torch.is_autocast_enabled("cpu") and not need_weights and not kwargs
-                and query is key is value):
+        if query.is_cpu and not need_weights and not kwargs and query is key is value:
             return self.attend(query, key_padding_mask), None
         return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                **kwargs)
 
     def attend(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         """Self-attention over x (T, B, D); key_padding_mask (B, T) is True at padding. The
-        projections run in whatever autocast gives; the scaled dot product in float32."""
+        projections run in whatever autocast gives; the scaled dot product in float32 (``float()``
+        returns a float32 tensor itself, not a copy)."""
         steps, batch, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(steps, batch, 3, self.num_heads, width // self.num_heads).permute(2, 1, 3, 0, 4)
