@@ -75,7 +75,7 @@ class SelfAttention(nn.MultiheadAttention):
     q, k, v projection into a contiguous (3, T, B, D) tensor, reshapes q, k and v twice more, and
     its backward fills a zero tensor of all three for each of q, k and v. ``attend`` views the
     projection as (B, H, T, d) instead and lets the attention kernel read the strides: in float32
-    the same outputs and gradients to the bit, the attention's forward and backward 0.8 to 1.1 ms
+    the same outputs and gradients to the bit, the attention's forward and backward 0.8 to 1.4 ms
     faster a layer on 2 CPU cores (docs/performance.md). Under bf16 autocast on a CPU the
     projections run in bf16 (AMX's matrix units make them 4 to 5x faster), but torch's CPU
     flash-attention backward in bf16 is 6 to 8x slower than in float32 and ate the whole gain, so
