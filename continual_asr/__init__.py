@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message="No loggers specified")
 # default run's peak. 64 kept a run's speed (not tiny models': docs/performance-runs.md). oneDNN reads
 # the variable when it builds its first primitive, so this runs before any model does; a value the
 # user set wins.
-# (bf16 on the CPU wants more: distributed.size_primitive_cache.)
+# (bf16 on the CPU wants more: distributed.prepare_cpu_precision.)
 ONEDNN_CACHE_SET_BY_USER = "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ or "DNNL_PRIMITIVE_CACHE_CAPACITY" in os.environ
 if not ONEDNN_CACHE_SET_BY_USER:
     os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "64"

@@ -171,6 +171,16 @@ def size_primitive_cache(cpu_precision: str) -> None:
         os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(BF16_PRIMITIVE_CACHE)
 
 
+def prepare_cpu_precision(device: torch.device, cpu_precision: str) -> str:
+    """``resolve_cpu_precision``, then ``size_primitive_cache`` for what it resolved to: what a run
+    and a pretraining call once, before their first model, so results and cache keys record the
+    arithmetic that ran and a bf16 run has its larger cache. The resolving itself stays free of
+    side effects for callers that only ask."""
+    resolved = resolve_cpu_precision(device, cpu_precision)
+    size_primitive_cache(resolved)
+    return resolved
+
+
 def autocast(device: torch.device, enabled: bool = True, cpu_precision: str = "float32"):
     """bf16 autocast of forward and loss (the losses compute in float32 themselves): on a GPU
     when ``enabled`` (``mixed_precision``), on the CPU as ``cpu_precision`` says."""

@@ -204,8 +204,7 @@ def _run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, o
     progress = progress and main
     imported = distributed.broadcast_object([load_adapter(path) for path in adapters] if main else None)
     config = dataclasses.replace(
-        config, cpu_precision=distributed.resolve_cpu_precision(torch.device(device), config.cpu_precision))
-    distributed.size_primitive_cache(config.cpu_precision)
+        config, cpu_precision=distributed.prepare_cpu_precision(torch.device(device), config.cpu_precision))
     identity = run_identity(stream, strategy.name, seed, config, options, imported)
     columns = [t.name for t in stream.eval_tasks]
     references = distributed.broadcast_object(

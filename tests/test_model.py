@@ -337,10 +337,10 @@ def test_importing_casr_bounds_onednns_primitive_cache_unless_the_user_set_it(us
     torch builds the first one, raises the cap for a bf16 run on the CPU (a compiled kernel per
     matrix product shape) and never overrides what the user asked for."""
     env = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k} | user_setting
-    script = ("import os, continual_asr; from continual_asr import distributed\n"
+    script = ("import os, torch, continual_asr; from continual_asr import distributed\n"
               "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))\n"
               "for precision in ('float32', 'bf16'):\n"
-              "    distributed.size_primitive_cache(precision)\n"
+              "    assert distributed.prepare_cpu_precision(torch.device('cpu'), precision) == precision\n"
               "    print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))")
     printed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                              check=True).stdout.split()
