@@ -5,12 +5,11 @@ before, timed in turn on one machine.
     python experiments/bench_layouts.py --kind "adapter training" --threads 1
 
 Builds the default model once per variant from one seed, so all hold the same weights:
-- casr's: the front end's convolutions channels-last (since 2026-12-04), each with its ReLU as one
-  oneDNN primitive (ConvolutionReLU, since 2026-12-06), the Conformer's convolution module on
-  (B, T, D) throughout (TimeMajorConvolution, since 2026-12-05), the attention's q, k and v read as
-  views of their packed projection (SelfAttention, since 2026-12-06);
-- the front end's ReLUs as modules of their own, after each convolution (before 2026-12-06);
-- that, with torch's nn.MultiheadAttention forward, which copies q, k and v (before 2026-12-06);
+- casr's: the front end's convolutions channels-last (since 2026-12-04), the Conformer's
+  convolution module on (B, T, D) throughout (TimeMajorConvolution, since 2026-12-05), the
+  attention's q, k and v read as views of their packed projection (SelfAttention, since
+  2026-12-06);
+- torch's nn.MultiheadAttention forward, which copies them (before 2026-12-06);
 - that, with torchaudio's convolution module, on (B, D, T) (before 2026-12-05);
 - that, with the front end in the plain layout too (before 2026-12-04: NCHW convolutions, each
   frame flattened as (C, F') into the linear layer).
@@ -36,11 +35,10 @@ from timing import interleaved_medians  # experiments/timing.py
 
 SECONDS = (1.5, 2.5, 4.0, 6.0)
 CASR = "casr's"
-SEPARATE_RELU = "the front end's ReLUs apart (before 2026-12-06)"
-TORCH_ATTENTION = "and torch's attention module (before 2026-12-06)"
+TORCH_ATTENTION = "torch's attention module (before 2026-12-06)"
 TORCHAUDIO_CONVOLUTION = "and torchaudio's convolution module (before 2026-12-05)"
 PLAIN_FRONT_END = "and the plain front end (before 2026-12-04)"
-VARIANTS = (CASR, SEPARATE_RELU, TORCH_ATTENTION, TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END)
+VARIANTS = (CASR, TORCH_ATTENTION, TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END)
 
 
 def plain_layout_forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,10 +51,8 @@ def build(preset: str, kind: str, variant: str):
     torch.manual_seed(0)
     config = make_config(preset)
     model = build_model(config, num_tokens=config.vocab_size)
-    if variant != CASR:  # each variant is the one before it and one more change undone
-        model.subsampling.convolutions = model.subsampling.conv.forward
-    for layer in model.layers:
-        if variant not in (CASR, SEPARATE_RELU):
+    for layer in model.layers:  # each variant is the one before it and one more change undone
+        if variant != CASR:
             layer.self_attn.__class__ = nn.MultiheadAttention
         if variant in (TORCHAUDIO_CONVOLUTION, PLAIN_FRONT_END):
             layer.conv_module.__class__ = _ConvolutionModule

@@ -395,30 +395,6 @@ def test_the_channels_last_front_end_computes_what_the_plain_layout_does(factor)
     torch.testing.assert_close(loaded(features, torch.tensor([60, 50]))[0], out)
 
 
-@pytest.mark.parametrize("factor", [4, 6, 8])
-def test_each_front_end_convolution_and_its_relu_as_one_primitive_are_the_modules_to_the_bit(factor):
-    """ConvolutionReLU fuses each convolution with its ReLU on the CPU in float32: outputs, input
-    gradients and parameter gradients equal to the bit to nn.Conv2d then nn.ReLU; under bf16
-    autocast the modules run (the fused op has no autocast rule)."""
-    from continual_asr.model.encoder import Conv2dSubsampling, ConvolutionReLU
-
-    torch.manual_seed(0)
-    front = Conv2dSubsampling(n_mels=40, d_model=16, channels=6, factor=factor)
-    features = torch.randn(3, 97, 40, requires_grad=True)
-    assert ConvolutionReLU.available(features)
-    results = []
-    for convolutions in (front.convolutions, front.conv):  # fused, then the modules
-        front.zero_grad()
-        features.grad = None
-        out = convolutions(features.unsqueeze(1))
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append([out.detach(), features.grad] + [p.grad for p in front.conv.parameters()])
-    for fused, modules in zip(*results):
-        assert torch.equal(fused, modules)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not ConvolutionReLU.available(features)
-
-
 def test_the_time_major_convolution_module_computes_what_torchaudios_does():
     """The Conformer's convolution module runs on (B, T, D) throughout: the same outputs, input
     and parameter gradients and BatchNorm running statistics as torchaudio's (B, D, T) module

@@ -23,38 +23,6 @@ BASE_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers.",
 ENCODER_STATE_PREFIXES = ("feature_mean", "feature_std", "subsampling.", "layers.")  # the Conformer without its head
 
 
-class ConvolutionReLU(torch.autograd.Function):
-    """A 2-D convolution and its ReLU as one oneDNN primitive (the ReLU a post-op), on the CPU in
-    float32: the convolution's output is never written before its ReLU reads it again. PyTorch
-    reaches that fusion only through ``torch.ops.mkldnn._convolution_pointwise``, an inference op
-    without a gradient, so the backward here is the one autograd runs for ``relu(conv2d(...))``:
-    ``threshold_backward`` on the output, then ``convolution_backward``. The same bits forward and
-    backward as the two modules (tests/test_model.py); the front end's ReLU was 3 to 8 % of a step
-    (docs/performance.md)."""
-
-    @staticmethod
-    def available(features: torch.Tensor) -> bool:
-        return (features.is_cpu and features.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-                and not torch.is_autocast_enabled("cpu") and hasattr(torch.ops.mkldnn, "_convolution_pointwise"))
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: list[int]) -> torch.Tensor:
-        padding, dilation = [0, 0], [1, 1]
-        out = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, stride, dilation, 1, "relu", [], "")
-        ctx.save_for_backward(x, weight, out)
-        ctx.stride = stride
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, out = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, out, 0)
-        wanted = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
-        grad_x, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]], ctx.stride, [0, 0], [1, 1], False, [0, 0], 1, wanted)
-        return grad_x, grad_weight, grad_bias, None
-
-
 class Conv2dSubsampling(nn.Module):
     """Strided 2-D convolutions over (time, mel): 10 ms frames in, 10 x ``factor`` ms frames out.
 
@@ -88,17 +56,8 @@ class Conv2dSubsampling(nn.Module):
             lengths = (lengths - kernel) // stride + 1
         return lengths
 
-    def convolutions(self, images: torch.Tensor) -> torch.Tensor:
-        """The convolutions and their ReLUs on (B, 1, T, F) images: each pair one oneDNN primitive
-        where :class:`ConvolutionReLU` is available, ``self.conv`` elsewhere."""
-        if not ConvolutionReLU.available(images):
-            return self.conv(images)
-        for conv in self.conv[::2]:
-            images = ConvolutionReLU.apply(images, conv.weight, conv.bias, list(conv.stride))
-        return images
-
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.convolutions(features.unsqueeze(1))  # (B, C, T', F'), stored as (B, T', F', C)
+        x = self.conv(features.unsqueeze(1))  # (B, C, T', F'), stored as (B, T', F', C)
         # The linear layer reads each frame as (C, F') (its weight's layout since the first base
         # model); flattening the stored (F', C) instead is a view, and its gradient comes back
         # channels-last. The weight is permuted to match: a small copy, not the activations.
