@@ -49,6 +49,17 @@ def timed_epoch(loader: DataLoader, augment: torch.nn.Module | None) -> dict:
     return {"batches": batches, "frames": frames, "padded": padded, "loading": loading, "augmenting": augmenting}
 
 
+def stream_data(stream: str, preset: str, overrides: tuple[str, ...], cache_dir: Path | None):
+    """(config, data) of ``stream`` from the cache, synthesized first if it is not there; casr's
+    own one-line errors as click's."""
+    try:
+        config = make_config(preset, parse_overrides(overrides))
+        return config, prepare_stream_data(load_stream(stream), config, cache_dir or default_cache_dir(),
+                                           progress=False)
+    except CasrError as error:
+        raise click.ClickException(str(error)) from None
+
+
 @click.command()
 @click.option("--stream", default="tiny", show_default=True)
 @click.option("--preset", default="tiny", show_default=True)
@@ -60,11 +71,7 @@ def main(stream: str, preset: str, epochs: int, threads: int, cache_dir: Path | 
          overrides: tuple[str, ...]) -> None:
     if threads:
         torch.set_num_threads(threads)
-    try:
-        config = make_config(preset, parse_overrides(overrides))
-        data = prepare_stream_data(load_stream(stream), config, cache_dir or default_cache_dir(), progress=False)
-    except CasrError as error:
-        raise click.ClickException(str(error)) from None
+    config, data = stream_data(stream, preset, overrides, cache_dir)
     base = data.train[data.stream.base.name]
     dataset = make_dataset(base, data.tokenizer, task_id=0)
     augment = spec_augment(config.n_mels) if config.specaugment else None

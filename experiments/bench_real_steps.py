@@ -31,13 +31,9 @@ from pathlib import Path
 import click
 import torch
 
-from continual_asr.config import make_config, parse_overrides
 from continual_asr.data.dataset import FrameBudgetBatchSampler, SpeechDataset, collate
-from continual_asr.data.streamdata import prepare_stream_data
-from continual_asr.errors import CasrError
 from continual_asr.model import build_model
-from continual_asr.runner import default_cache_dir
-from continual_asr.stream import load_stream
+from bench_data_loading import stream_data  # experiments/bench_data_loading.py
 from bench_training import train_step  # experiments/bench_training.py
 from timing import interleaved_medians  # experiments/timing.py
 
@@ -113,11 +109,7 @@ def main(stream: str, preset: str, steps: int, rounds: int, threads: int, base_m
          cache_dir: Path | None, overrides: tuple[str, ...]) -> None:
     if threads:
         torch.set_num_threads(threads)
-    try:
-        config = make_config(preset, parse_overrides(overrides))
-        data = prepare_stream_data(load_stream(stream), config, cache_dir or default_cache_dir(), progress=False)
-    except CasrError as error:
-        raise click.ClickException(str(error)) from None
+    config, data = stream_data(stream, preset, overrides, cache_dir)
     base = data.train[data.stream.base.name]
     dataset = SpeechDataset(base, data.tokenizer, task_id=0)
     sampler = FrameBudgetBatchSampler(base.num_frames, config.batch_frames, shuffle=True,
