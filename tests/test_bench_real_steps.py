@@ -21,6 +21,7 @@ def test_bench_real_steps_reports_shapes_creations_denormals_and_both_timings(ti
     assert re.search(r"denormal floats: module outputs \d+ of [1-9]\d*", result.output)
     timings = re.search(r"as is (\d+), denormals flushed (\d+)", result.output)
     assert timings and all(int(t) > 0 for t in timings.groups())
+    assert re.search(r"oneDNN's creations: \d+ ms over the first 3 steps, [\d.]+ % of 3 steps", result.output)
     wrong = CliRunner().invoke(script.main, [*args, "--base-model", str(tiny_cache / "tokenizers" / "missing.pt")])
     assert wrong.exit_code != 0 and "Traceback" not in wrong.output
     unknown = CliRunner().invoke(script.main, ["--stream", "nowhere", "--cache-dir", str(tiny_cache)])
