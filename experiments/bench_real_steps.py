@@ -33,8 +33,9 @@ import torch
 
 from continual_asr.data.dataset import FrameBudgetBatchSampler, SpeechDataset, collate
 from continual_asr.model import build_model
+from continual_asr.training.pretrain import load_base_model
 from bench_data_loading import stream_data  # experiments/bench_data_loading.py
-from bench_training import train_step  # experiments/bench_training.py
+from bench_training import configure, train_step  # experiments/bench_training.py
 from timing import interleaved_medians  # experiments/timing.py
 
 
@@ -122,14 +123,12 @@ def main(stream: str, preset: str, steps: int, rounds: int, threads: int, base_m
     plan = (epochs[0] + epochs[1])[:2 * steps]
     batches = [collate([dataset[i] for i in indices]) for indices in plan]
     torch.manual_seed(0)
-    model = build_model(config, num_tokens=len(data.tokenizer))
-    if base_model is not None:
-        try:
-            model.load_state_dict(torch.load(base_model, weights_only=True, map_location="cpu")["state_dict"])
-        except (RuntimeError, KeyError, OSError) as error:
-            raise click.ClickException(f"{base_model}: not a base model of this preset ({error})") from None
-    model.set_combiners(None)
-    model.set_trainable(base=True)
+    try:
+        model = (build_model(config, num_tokens=len(data.tokenizer)) if base_model is None
+                 else load_base_model(base_model, config, len(data.tokenizer)))
+    except (RuntimeError, KeyError, OSError) as error:
+        raise click.ClickException(f"{base_model}: not a base model of this preset ({error})") from None
+    configure(model, "pretraining", adapters=0)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.pretrain_lr)
 
