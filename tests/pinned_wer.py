@@ -84,6 +84,7 @@ if __name__ == "__main__":
     if unknown:
         sys.exit(f"not a built-in strategy: {', '.join(sorted(unknown))}")
     platforms = json.loads(PINNED_FILE.read_text())["platforms"] if PINNED_FILE.exists() else []
+    platforms = [p for p in platforms if p["runs"]]  # a platform whose pins were all dropped awaits a fresh entry
     here = next((p for p in platforms if is_this_platform(p)), None)
     with tempfile.TemporaryDirectory() as work:
         fresh = pinned_runs(Path(work), (args if here else None) or STRATEGIES, cache or Path(work) / "cache")
