@@ -101,7 +101,7 @@ def main(stream_name, preset, seeds, overrides, trace, cache_dir) -> None:
     measures = {split: [] for split in SPLITS}
     traces = []
     for seed in [int(s) for s in seeds.split(",")]:
-        model, _ = pretrain_base_model(data, config, seed, cache, "cpu", progress=False)
+        model, _ = pretrain_base_model(data, config, seed, cache, torch.device("cpu"), progress=False)
         model.eval()
         for split in SPLITS:
             refs, hyps = transcribe(model, data, split, base)

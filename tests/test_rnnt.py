@@ -21,7 +21,7 @@ from continual_asr.model.heads import monotonic_transducer_loss, transducer_loss
 from continual_asr.strategies.lwf import SequenceLwFPlugin
 from continual_asr.training.pretrain import base_model_key
 
-from conftest import copy_tiny_cache
+from conftest import PRETRAIN_THREADS, copy_tiny_cache
 from test_run import _check_parameters, _run
 
 RNNT = make_config("tiny", {"head": "rnnt"})
@@ -459,3 +459,19 @@ def test_transducer_pretraining_takes_variant_names_with_commas_whole(tmp_path):
     result = CliRunner().invoke(script.main, ["--only", "rnnt, init ctc", "--only", "rnnt, init cct",
                                               "--cache-dir", str(tmp_path)])
     assert result.exit_code == 2 and "--only 'rnnt, init cct': no such variant" in result.output
+
+
+def test_transducer_pretraining_ctc_row_reads_the_cached_base_model(tmp_path, tiny_cache):
+    """The study's ctc row end to end on the tiny preset: the base model comes from the cache (0 s
+    of training) and its dev and test WER reach the table."""
+    from click.testing import CliRunner
+    from experiment_scripts import load_experiment
+
+    script = load_experiment("transducer_pretraining")
+    out = tmp_path / "table.md"
+    result = CliRunner().invoke(script.main, ["--only", "ctc", "--cache-dir", str(tiny_cache), "--out", str(out),
+                                              "--set", f"threads={PRETRAIN_THREADS}"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| ctc "))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[-1] == "0" and all(cell.replace(".", "").isdigit() for cell in cells[1:])
