@@ -66,6 +66,7 @@ def main(stream_name, preset, seeds, overrides, only, cache_dir, out) -> None:
     if unknown:
         raise click.UsageError(f"--only {unknown[0]!r}: no such variant (variants: {'; '.join(VARIANTS)})")
     base = stream.base.name
+    cpu = torch.device("cpu")
     rows = []
     for name in names:
         dev, test, seconds = [], [], []
@@ -74,9 +75,9 @@ def main(stream_name, preset, seeds, overrides, only, cache_dir, out) -> None:
             if config.threads:  # as a run does: float sums, so WERs, depend on the thread count
                 torch.set_num_threads(config.threads)
             data = prepare_stream_data(stream, config, cache, progress=False)
-            model, info = pretrain_base_model(data, config, seed, cache, torch.device("cpu"), progress=False)
-            dev.append(evaluate_base_model(model, data, config, torch.device("cpu"), split="dev")[base])
-            test.append(evaluate_base_model(model, data, config, torch.device("cpu"))[base])
+            model, info = pretrain_base_model(data, config, seed, cache, cpu, progress=False)
+            dev.append(evaluate_base_model(model, data, config, cpu, split="dev")[base])
+            test.append(evaluate_base_model(model, data, config, cpu)[base])
             seconds.append(info["seconds"])
             click.echo(f"{name}, seed {seed}: dev {dev[-1]:.1f}, test {test[-1]:.1f}, "
                        f"{seconds[-1]:.0f} s{' (cached)' if info['cached'] else ''}", err=True)

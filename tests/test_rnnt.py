@@ -451,7 +451,6 @@ def test_an_interrupted_rnnt_run_resumes_to_the_same_result(tmp_path, rnnt_run, 
 
 
 def test_transducer_pretraining_takes_variant_names_with_commas_whole(tmp_path):
-    from click.testing import CliRunner
     from experiment_scripts import load_experiment
 
     script = load_experiment("transducer_pretraining")
@@ -464,7 +463,6 @@ def test_transducer_pretraining_takes_variant_names_with_commas_whole(tmp_path):
 def test_transducer_pretraining_ctc_row_reads_the_cached_base_model(tmp_path, tiny_cache):
     """The study's ctc row end to end on the tiny preset: the base model comes from the cache (0 s
     of training) and its dev and test WER reach the table."""
-    from click.testing import CliRunner
     from experiment_scripts import load_experiment
 
     script = load_experiment("transducer_pretraining")
