@@ -94,14 +94,28 @@ def test_compare_groups_a_run_that_recorded_every_strategys_fields_with_its_twin
 
 
 def test_compare_labels_a_one_factor_study_by_what_each_run_changes(tmp_path):
-    default = {"adapter_dim": 8, "fusion_epochs": 1, "fusion_layernorm": True}
+    default = {"adapter_dim": 8, "fusion_epochs": 3, "fusion_layernorm": False}  # the tiny preset's
     runs = [_run_dir(tmp_path, "default", config=default),
-            _run_dir(tmp_path, "epochs", config={**default, "fusion_epochs": 3}),
-            _run_dir(tmp_path, "no-ln", config={**default, "fusion_layernorm": False})]
+            _run_dir(tmp_path, "epochs", config={**default, "fusion_epochs": 1}),
+            _run_dir(tmp_path, "ln", config={**default, "fusion_layernorm": True})]
     result = _invoke("compare", *runs, "--out", tmp_path / "cmp")
     assert result.exit_code == 0, result.output
     labels = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| adapter")]
-    assert labels == ["adapter-fusion", "adapter-fusion (fusion_epochs=3)", "adapter-fusion (fusion_layernorm=False)"]
+    assert labels == ["adapter-fusion", "adapter-fusion (fusion_epochs=1)", "adapter-fusion (fusion_layernorm=True)"]
+
+
+def test_a_setting_most_groups_share_is_named_unless_it_is_the_default(tmp_path):
+    # Two of three groups at 1 fusion epoch: the tiny preset's default is 3, so the plain name
+    # would pass 1 epoch off as the default.
+    default = {"adapter_dim": 8, "fusion_epochs": 3, "fusion_lr": 2e-3}
+    runs = [_run_dir(tmp_path, "default", config=default),
+            _run_dir(tmp_path, "one", config={**default, "fusion_epochs": 1}),
+            _run_dir(tmp_path, "one-fast", config={**default, "fusion_epochs": 1, "fusion_lr": 4e-3})]
+    result = _invoke("compare", *runs, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    labels = [line.split("|")[1].strip() for line in result.output.splitlines() if line.startswith("| adapter")]
+    assert labels == ["adapter-fusion (fusion_epochs=3)", "adapter-fusion (fusion_epochs=1)",
+                      "adapter-fusion (fusion_epochs=1, fusion_lr=0.004)"]
 
 
 def test_a_field_newer_than_a_run_counts_at_its_default_and_how_a_run_ran_tells_nothing_apart(tmp_path):

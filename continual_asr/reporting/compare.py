@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ResultsError
+from ..errors import CasrError, ResultsError
 from ..evaluation import metric_registry as registry
 from ..evaluation.summary import compute_metrics
 from ..results import task_order, write_bytes_atomic
@@ -99,10 +99,26 @@ def _shared_fields(runs: list[dict]) -> dict[str, set[str]]:
     return shared
 
 
+def _defaults(strategy: str, preset: str | None) -> dict:
+    """The config a run of ``strategy`` at ``preset`` has when nothing is set ({} for a strategy
+    from a file that is not loaded here: its defaults are unknown)."""
+    from ..config import PRESETS
+    from ..registry import get_strategy
+
+    try:
+        defaults = get_strategy(strategy).defaults()
+    except CasrError:
+        return {}
+    defaults.update({k: v for k, v in PRESETS.get(preset or "default", {}).items() if k in defaults})
+    return json.loads(json.dumps(defaults, default=str))  # tuples as lists, as results.json holds them
+
+
 def _labels(groups: list[RunGroup], shared: dict[str, set[str]]) -> None:
     """Strategy names, plus the config fields that tell apart groups of the same strategy: where
     most of them share a value (one factor at a time from a default), only the fields in which a
-    group departs from it; else every field that differs."""
+    group departs from it; else every field that differs. A group off the strategy's default in
+    such a field always shows it, so a bare strategy name is never a setting other than its
+    default (three groups, two of them at 3 epochs, do not make 3 epochs look like the default)."""
     for group in groups:
         twins = [g for g in groups if g.runs[0]["strategy"] == group.runs[0]["strategy"]]
         if len(twins) == 1:
@@ -111,13 +127,15 @@ def _labels(groups: list[RunGroup], shared: dict[str, set[str]]) -> None:
         configs = [{"preset": t.runs[0].get("preset"), **{k: v for k, v in t.runs[0].get("config", {}).items()
                                                          if k in fields}} for t in twins]
         own = configs[twins.index(group)]
+        defaults = _defaults(group.runs[0]["strategy"], own["preset"])
         shown = []
         for key, value in own.items():
             values = [json.dumps(c.get(key), sort_keys=True) for c in configs]
             if len(set(values)) == 1:
                 continue
             modal = max(set(values), key=values.count)
-            if values.count(modal) == 1 or json.dumps(value, sort_keys=True) != modal:
+            off_default = key in defaults and value != defaults[key]
+            if values.count(modal) == 1 or json.dumps(value, sort_keys=True) != modal or off_default:
                 shown.append(f"{key}={value}")
         if shown:
             group.label += " (" + ", ".join(shown) + ")"
