@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import GENERAL_FIELDS, Options, RunConfig, build_fields, make_config
+from .config import GENERAL_FIELDS, PRESETS, Options, RunConfig, build_fields, make_config
 from .errors import ConfigError
 
 # (model, config, options, *, device, plugins, evaluator, seed, base_data[, extraction_cache]) -> SpeechTemplate
@@ -65,9 +65,11 @@ class StrategyInfo:
         config, options = self.settings(preset, values)
         return self.factory(model, config, options, **common)
 
-    def defaults(self) -> dict[str, Any]:
-        """Every field this strategy reads (RunConfig's and its options) with its default."""
-        return {f.name: f.default for cls in (RunConfig, self.options) for f in dataclasses.fields(cls)}
+    def defaults(self, preset: str = "default") -> dict[str, Any]:
+        """Every field this strategy reads (RunConfig's and its options) with its default at
+        ``preset`` (an unknown preset: the fields' own defaults)."""
+        own = {f.name: f.default for cls in (RunConfig, self.options) for f in dataclasses.fields(cls)}
+        return {**own, **{k: v for k, v in PRESETS.get(preset, {}).items() if k in own}}
 
 
 _STRATEGIES: dict[str, StrategyInfo] = {}

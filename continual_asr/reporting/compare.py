@@ -69,14 +69,9 @@ def comparable_config(results: dict) -> dict:
     runs from one file under two paths pool and files of other weights stay apart. Runs that
     recorded no weights keep the path."""
     from ..config import config_as_run
-    from ..errors import CasrError
-    from ..registry import get_strategy
 
-    try:
-        read = get_strategy(results["strategy"]).defaults()
-    except CasrError:  # a strategy from a file that is not loaded here: what the run recorded
-        read = {}
-    config = config_as_run(results.get("config", {}), read)
+    # A strategy from a file that is not loaded here has no defaults: what the run recorded.
+    config = config_as_run(results.get("config", {}), _defaults(results["strategy"]))
     weights = (results.get("base_model") or {}).get("weights")
     if weights and base_file(config.get("base_model") or "") is not None:
         config["base_model"] = f"casr:FILE of weights {weights}"
@@ -99,18 +94,15 @@ def _shared_fields(runs: list[dict]) -> dict[str, set[str]]:
     return shared
 
 
-def _defaults(strategy: str, preset: str | None) -> dict:
-    """The config a run of ``strategy`` at ``preset`` has when nothing is set ({} for a strategy
-    from a file that is not loaded here: its defaults are unknown)."""
-    from ..config import PRESETS
+def _defaults(strategy: str, preset: str = "default") -> dict:
+    """The config a run of ``strategy`` at ``preset`` has when nothing is set; {} for a strategy
+    from a file that is not loaded here."""
     from ..registry import get_strategy
 
     try:
-        defaults = get_strategy(strategy).defaults()
+        return get_strategy(strategy).defaults(preset)
     except CasrError:
         return {}
-    defaults.update({k: v for k, v in PRESETS.get(preset or "default", {}).items() if k in defaults})
-    return json.loads(json.dumps(defaults, default=str))  # tuples as lists, as results.json holds them
 
 
 def _labels(groups: list[RunGroup], shared: dict[str, set[str]]) -> None:
@@ -127,7 +119,7 @@ def _labels(groups: list[RunGroup], shared: dict[str, set[str]]) -> None:
         configs = [{"preset": t.runs[0].get("preset"), **{k: v for k, v in t.runs[0].get("config", {}).items()
                                                          if k in fields}} for t in twins]
         own = configs[twins.index(group)]
-        defaults = _defaults(group.runs[0]["strategy"], own["preset"])
+        defaults = _defaults(group.runs[0]["strategy"], own["preset"] or "default")
         shown = []
         for key, value in own.items():
             values = [json.dumps(c.get(key), sort_keys=True) for c in configs]
