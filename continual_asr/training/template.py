@@ -57,6 +57,13 @@ def phase_seed(run_seed: int, experience: int, phase: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def whole_model_epochs(default: int):
+    """The ``finetune_epochs`` field with a strategy's own default: joint training, which goes over
+    every task so far at each step, needs far more than sequential fine-tuning."""
+    return option("finetune", default, "epochs per task of the whole-model baselines (each strategy's own default, "
+                                       "chosen on dev)", min=1)
+
+
 def whole_model_lr(default: float):
     """The ``finetune_lr`` field with a strategy's own default: the best rate differs between the
     whole-model baselines (joint training wants a far higher one than sequential fine-tuning)."""
@@ -68,7 +75,8 @@ def whole_model_lr(default: float):
 class FinetuneOptions(Options):
     """The options every whole-model baseline reads."""
 
-    finetune_epochs: int = option("finetune", 6, "epochs per task of the whole-model baselines", min=1)
+    # 6: fewer leave every baseline worse on dev (docs/tuning.md, "Fewer whole-model epochs").
+    finetune_epochs: int = whole_model_epochs(6)
     # 2e-3: sequential fine-tuning's lowest dev mean WER of 2.5e-4 to 4e-3 on accents-then-noise (seed 0,
     # synthesis version 4; docs/tuning.md, "The whole-model baselines tuned on dev"); 5e-4 until 2026-12-01.
     finetune_lr: float = whole_model_lr(2e-3)
