@@ -53,8 +53,14 @@ def same_run_value(key: str, previous, value, read: dict[str, Any]) -> bool:
         return value == list(range(1, len(value) + 1))
     if key != "config" or not isinstance(previous, dict):
         return previous == value
-    return all(old == value.get(name) for name, old in config_as_run(previous, read).items()
-               if name in value and name in read)
+    return not config_changes(previous, value, read)
+
+
+def config_changes(previous: dict, value: dict, read: dict[str, Any]) -> list[str]:
+    """The config fields that make ``value`` another run than ``previous`` (as ``same_run_value``
+    judges them), each as 'name OLD there, NEW now', for the refusal to name."""
+    return [f"{name} {old!r} there, {value[name]!r} now" for name, old in config_as_run(previous, read).items()
+            if name in value and name in read and old != value[name]]
 
 
 def load_previous(out_dir: Path, identity: dict, read: dict[str, Any]) -> dict | None:
@@ -72,8 +78,11 @@ def load_previous(out_dir: Path, identity: dict, read: dict[str, Any]) -> dict |
             return None
     previous = checkpoint["results"] = same_base_file(checkpoint["results"], identity, out_dir)
     for key, value in identity.items():
-        if not same_run_value(key, previous.get(key, IDENTITY_DEFAULTS.get(key)), value, read):
-            raise CasrError(f"--out {out_dir} holds a run with a different {key}; use another --out or pass --overwrite")
+        recorded = previous.get(key, IDENTITY_DEFAULTS.get(key))
+        if not same_run_value(key, recorded, value, read):
+            changes = config_changes(recorded, value, read) if key == "config" and isinstance(recorded, dict) else []
+            detail = f" ({'; '.join(changes)})" if changes else ""
+            raise CasrError(f"--out {out_dir} holds a run with a different {key}{detail}; use another --out or pass --overwrite")
     return checkpoint
 
 

@@ -107,6 +107,20 @@ def test_an_older_run_without_a_config_field_resumes_only_as_that_fields_default
     assert _same_run_value("config", make_config("tiny").to_dict(), changed_threads, read)  # how it runs, not what
 
 
+def test_the_refusal_of_another_config_names_the_fields_that_differ():
+    """A default that changed since a run began (joint's epochs, 6 until 2026-12-06) must say why
+    the run folder is refused, not only that it is."""
+    from continual_asr.registry import get_strategy
+    from continual_asr.run_state import config_changes
+
+    joint = get_strategy("joint")
+    config, options = joint.settings("default", {})
+    now = {**config.to_dict(), **options.to_dict()}
+    before = {**now, "finetune_epochs": 6, "threads": 1}  # threads: how it ran, not what
+    assert config_changes(before, now, joint.defaults()) == ["finetune_epochs 6 there, 24 now"]
+    assert config_changes(now, now, joint.defaults()) == []
+
+
 def test_a_transducer_setting_changes_transducer_runs_only():
     """A CTC run never reads the transducer's fields: a new default of one (the blank penalty's,
     2026-12-02) neither stops it resuming nor splits it from newer runs in a comparison."""
