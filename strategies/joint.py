@@ -23,9 +23,9 @@ class JointOptions(FinetuneOptions):
     # all whole-model baselines shared before 2026-12-01: every step retrains on all data seen so far,
     # so a high rate costs it no forgetting, unlike sequential fine-tuning (best at 2e-3).
     finetune_lr: float = whole_model_lr(4e-3)
-    # 24: joint's lowest dev mean WER of 3 to 24 epochs on accents-then-noise (seeds 0 and 1; docs/tuning.md,
-    # "Joint training's own epochs"); 6, finetune's, until 2026-12-06, which left the upper bound 11 dev
-    # points short of it.
+    # 24: joint's lowest dev mean WER of 3 to 24 epochs on accents-then-noise (seeds 0 and 1; 36, on seed 0
+    # only, is better still; docs/tuning.md, "Joint training's own epochs"); 6, finetune's, until 2026-12-06,
+    # 12.6 dev points worse.
     finetune_epochs: int = whole_model_epochs(24)
 
 
