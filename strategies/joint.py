@@ -3,8 +3,8 @@
 "Every task so far" at step k is the base task and stream tasks 1..k, all their training data,
 sampled evenly per task (the larger base task would otherwise drown the newest one). Each step
 makes one pass over finetune_epochs x (new task's size) utterances, however many tasks have been
-seen: at finetune's epochs, the same number of updates as finetune. Joint training's own default
-is four times that, chosen on dev: as an upper bound it should be trained to what it can reach.
+seen: at equal epochs, the same number of updates as finetune. Joint training's own default, 24,
+is twice finetune's 12, chosen on dev: as an upper bound it should be trained to what it can reach.
 """
 
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ class JointOptions(FinetuneOptions):
     # so a high rate costs it no forgetting, unlike sequential fine-tuning (best at 2e-3).
     finetune_lr: float = whole_model_lr(4e-3)
     # 24: joint's lowest dev mean WER of 3 to 24 epochs on accents-then-noise (seeds 0 and 1; 36, on seed 0
-    # only, is better still; docs/tuning.md, "Joint training's own epochs"); 6, finetune's, until 2026-12-06,
+    # only, is better still; docs/tuning.md, "Joint training's own epochs"); 6, finetune's then, until 2026-12-06,
     # 12.6 dev points worse.
     finetune_epochs: int = whole_model_epochs(24)
 
