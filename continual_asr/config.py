@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, read_yaml
 
 # base_model's two kinds of value: a local Hugging Face model folder, or casr's own base model file
 HF_PREFIX = "hf:"
@@ -336,17 +336,8 @@ def make_config(preset: str = "default", overrides: dict[str, Any] | None = None
 def load_config_file(path: str | Path, known: set[str] | frozenset[str] = GENERAL_FIELDS) -> dict[str, Any]:
     """The config fields of a YAML mapping (``--config``); ``--set`` overrides them. ``known``:
     the valid field names (registry.all_fields(): RunConfig's and every strategy's options)."""
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"--config {path}: not valid YAML{where}") from None
+    data = read_yaml(path, f"--config {path}", ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -26,7 +26,7 @@ from .data.conditions import Condition
 from .data.manifest import MANIFEST_SUFFIXES, is_manifest_name
 from .data.synth import check_voice
 from .data.text import distinct_sentences
-from .errors import StreamError
+from .errors import StreamError, read_yaml
 
 _TASK_NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*")
 HELD_OUT_PERCENT = 10  # of a manifest task's train, held out as its dev split when it names no dev manifest
@@ -157,10 +157,7 @@ def resolve_stream_path(name_or_path: str) -> Path:
 
 def load_stream(name_or_path: str) -> StreamSpec:
     path = resolve_stream_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise StreamError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, str(path), StreamError)
     return parse_stream(data, path)
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
-import yaml
 
 from .config import RunConfig
-from .errors import CasrError
+from .errors import CasrError, read_yaml
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, base_model_note, comparison_markdown, write_comparison
 from .reporting.intervals import intervals_markdown
@@ -70,10 +69,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     """The runs of a sweep file, seed-major; command-line choices override the file's.
     ``overrides`` (``--set``) go to every run whose strategy reads them, over the file's ``set``;
     ``orders`` (``--order``) replace the file's ``orders``."""
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CasrError(f"{path}: cannot read the sweep file ({exc.__class__.__name__})") from None
+    spec = read_yaml(path, f"sweep file {path}")
     if not isinstance(spec, dict) or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
         raise CasrError(f"{path}: a sweep file needs a 'runs' mapping of name -> {{strategy, set}}")
     stream = stream or spec.get("stream", "accents-then-noise")
@@ -146,7 +142,7 @@ def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | Non
 
 def sweep_baselines(path: Path) -> list[str]:
     """The runs of a sweep file that results.md tests every other run against (``baselines:``)."""
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    spec = read_yaml(path, f"sweep file {path}") or {}
     names = spec.get("baselines") or []
     if not isinstance(names, list) or not all(isinstance(n, str) and n in spec.get("runs", {}) for n in names):
         raise CasrError(f"{path}: 'baselines' must list names of its runs, got {names!r}")

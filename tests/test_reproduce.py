@@ -188,7 +188,10 @@ def test_casr_sweep_reports_bad_input_in_one_line(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs: {a: {strategy: nope}}")
-    for args, message in [([str(tmp_path / "missing.yaml")], "cannot read the sweep file"),
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("runs:\n  a: [\n")
+    for args, message in [([str(tmp_path / "missing.yaml")], "missing.yaml: cannot read it"),
+                          ([str(broken)], "broken.yaml: not valid YAML at line 3"),
                           ([str(bad)], "unknown strategy 'nope'"),
                           ([str(bad), "--seeds", "x"], "--seeds must be integers")]:
         result = CliRunner().invoke(main, ["sweep", *args, "--out", str(tmp_path / "out")])

@@ -93,6 +93,13 @@ def test_missing_yaml_file_is_named(tmp_path):
         load_stream(str(tmp_path / "absent.yaml"))
 
 
+def test_broken_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntasks: [\n")
+    with pytest.raises(StreamError, match=r"broken.yaml: not valid YAML at line 3 \("):
+        load_stream(str(path))
+
+
 def test_new_builtin_streams_differ_from_the_base_in_every_task_and_share_its_base():
     base = load_stream("accents-then-noise").base
     sizes = {}
