@@ -13,7 +13,7 @@ from continual_asr.model import AdaptableASR
 from continual_asr.model.heads import head_of
 from continual_asr.registry import register_strategy
 from continual_asr.training.memory import MemoryOptions
-from continual_asr.training.template import FinetuneOptions, SpeechTemplate
+from continual_asr.training.template import FinetuneOptions, SpeechTemplate, whole_model_epochs
 
 
 class SpeechEWCPlugin(EWCPlugin):
@@ -107,6 +107,10 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
                     "gradient)", min=0.0)
     # The rate is fine-tuning's 2e-3 (inherited): at lambda 1e4, 0.59 dev points better than 5e-4, not
     # significant ([-1.91, +0.76]; seed 0, an AVX2 machine, 2026-12-01).
+    # 12: EWC's lower dev mean WER of 6 and 12 epochs on accents-then-noise (seeds 0 and 1: 1.34 dev points below
+    # 6; docs/tuning.md, "Fine-tuning, EWC and LwF: 12 epochs"); 6 until 2026-12-06. 24, which finetune and LwF
+    # default to, is not measured for EWC.
+    finetune_epochs: int = whole_model_epochs(12)
 
 
 @register_strategy("ewc", "elastic weight consolidation: fine-tuning, weights pulled back by their importance to earlier tasks",

@@ -4,7 +4,8 @@
 sampled evenly per task (the larger base task would otherwise drown the newest one). Each step
 makes one pass over finetune_epochs x (new task's size) utterances, however many tasks have been
 seen: at equal epochs, the same number of updates as finetune. Joint training's own default, 24,
-is twice finetune's 12, chosen on dev: as an upper bound it should be trained to what it can reach.
+was chosen on dev (finetune's was 6 then; it is 24 too since): as an upper bound it should be
+trained to what it can reach.
 """
 
 from dataclasses import dataclass
