@@ -3,9 +3,8 @@
 "Every task so far" at step k is the base task and stream tasks 1..k, all their training data,
 sampled evenly per task (the larger base task would otherwise drown the newest one). Each step
 makes one pass over finetune_epochs x (new task's size) utterances, however many tasks have been
-seen: at equal epochs, the same number of updates as finetune. Joint training's own default, 24,
-was chosen on dev (finetune's was 6 then; it is 24 too since): as an upper bound it should be
-trained to what it can reach.
+seen: at equal epochs, the same number of updates as finetune. Joint training's default, 24, was
+chosen on dev on a grid of its own: as an upper bound it should be trained to what it can reach.
 """
 
 from dataclasses import dataclass
