@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/accents-then-noise-adapter-fusion
+# The stream's reference base model (casr pretrain --export, weights 8422aa794ad8cf39; docs/usage.md):
+# a first run skips the 7 to 15 minutes of pretraining and every machine starts from the same
+# weights. `make run BASE=` pretrains the machine's own instead (cached).
+BASE ?= streams/accents-then-noise.base.pt
 
 .PHONY: install run test clean
 
@@ -19,7 +23,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/casr run --stream accents-then-noise --strategy adapter-fusion --out $(OUT)
+	$(VENV)/bin/casr run --stream accents-then-noise --strategy adapter-fusion --out $(OUT) \
+		$(if $(BASE),--set base_model=casr:$(BASE))
 
 test: $(STAMP)
 	$(PY) -m pytest -q
