@@ -109,7 +109,8 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
     # significant ([-1.91, +0.76]; seed 0, an AVX2 machine, 2026-12-01).
     # 12: EWC's lower dev mean WER of 6 and 12 epochs on accents-then-noise (seeds 0 and 1: 1.34 dev points below
     # 6; docs/tuning.md, "Fine-tuning, EWC and LwF: 12 epochs"); 6 until 2026-12-06. 24, which finetune and LwF
-    # default to, is not measured for EWC.
+    # default to, is no better for EWC on dev (-0.13 [-1.08, +0.88], seeds 0 and 1; docs/tuning.md, "Fine-tuning
+    # and LwF: 24 epochs") at twice the training.
     finetune_epochs: int = whole_model_epochs(12)
 
 
