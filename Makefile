@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/accents-then-noise-adapter-fusion
 # The stream's reference base model (casr pretrain --export, weights 8422aa794ad8cf39; docs/usage.md):
 # a first run skips the 7 to 15 minutes of pretraining and every machine starts from the same
-# weights. `make run BASE=` pretrains the machine's own instead (cached).
-BASE ?= streams/accents-then-noise.base.pt
+# weights. `make run BASE_MODEL=` pretrains the machine's own instead (cached).
+BASE_MODEL ?= streams/accents-then-noise.base.pt
 
 .PHONY: install run test clean
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(VENV)/bin/casr run --stream accents-then-noise --strategy adapter-fusion --out $(OUT) \
-		$(if $(BASE),--set base_model=casr:$(BASE))
+		$(if $(BASE_MODEL),--set base_model=casr:$(BASE_MODEL))
 
 test: $(STAMP)
 	$(PY) -m pytest -q
