@@ -18,6 +18,7 @@ import torch
 
 from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, TRANSDUCER_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
 from ..data.streamdata import StreamData
+from ..data.tokenizer import Tokenizer
 from ..errors import ConfigError
 from ..model import AdaptableASR, build_model
 from ..results import save_torch_atomic
@@ -63,9 +64,9 @@ def check_base_file(path: Path) -> None:
         raise ConfigError(f"base_model {PREFIX}{path}: no such file (write one with casr pretrain --export FILE)")
 
 
-def tokenizer_digest(data: StreamData) -> str:
+def tokenizer_digest(tokenizer: Tokenizer) -> str:
     """16 hex digits over the SentencePiece model: the same vocabulary exactly when they agree."""
-    return hashlib.sha256(data.tokenizer.model_bytes).hexdigest()[:16]
+    return hashlib.sha256(tokenizer.model_bytes).hexdigest()[:16]
 
 
 def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config: RunConfig, info: dict,
@@ -73,7 +74,7 @@ def export_base_model(model: AdaptableASR, path: Path, data: StreamData, config:
     """Write ``model`` (the stream's base model, ``info`` from pretrain_base_model, ``weights`` its
     weights_digest) to ``path`` atomically, with what loading it checks."""
     payload = {"format": FORMAT, "state_dict": model.state_dict(), "model_config": config.subset(SHAPE_FIELDS),
-               "tokenizer": tokenizer_digest(data), "stream": data.stream.name, "base_task": data.stream.base.name,
+               "tokenizer": tokenizer_digest(data.tokenizer), "stream": data.stream.name, "base_task": data.stream.base.name,
                "cache_key": info.get("cache_key"), "weights": weights,
                "torch cpu capability": torch.backends.cpu.get_cpu_capability()}
     save_torch_atomic(payload, Path(path))
@@ -104,7 +105,7 @@ def load_base_file(path: Path, data: StreamData, config: RunConfig) -> tuple[Ada
         if name not in unread and name in recorded and recorded[name] != getattr(config, name):
             raise ConfigError(f"{shown}: its model has {name}={recorded[name]!r}, the run's config "
                               f"{getattr(config, name)!r} (use the preset and fields it was pretrained with)")
-    if checkpoint["tokenizer"] != tokenizer_digest(data):
+    if checkpoint["tokenizer"] != tokenizer_digest(data.tokenizer):
         raise ConfigError(f"{shown}: pretrained with another vocabulary (stream {checkpoint['stream']!r}, this run's "
                           f"{data.stream.name!r}): the base task's transcripts or vocab_size differ")
     model = build_model(config, len(data.tokenizer))
