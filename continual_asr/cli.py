@@ -103,6 +103,25 @@ def _start_processes(command: str, device: str, nproc: int):
     return torch_device
 
 
+def _warn_if_cores_busy(torch_device, threads: int) -> None:
+    """Before CPU training in one process: warn, in the log, when other work already holds the
+    cores its torch threads need (continual_asr/cpu_load.py)."""
+    import logging
+
+    from . import distributed
+
+    if torch_device.type != "cpu" or distributed.launched():
+        return
+    import torch
+
+    from .cpu_load import busy_cores_warning
+
+    message = busy_cores_warning(threads or torch.get_num_threads(),
+                                 lambda fits: f"--set threads={fits}, or start it when the cores are free")
+    if message:
+        logging.getLogger("continual_asr").warning(message)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="continual-asr")
 def main() -> None:
@@ -172,8 +191,10 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
         for _, out in targets:
             ensure_writable(out, "--out")
     torch_device = _start_processes("run", device, nproc)
-    for run_seed, out in targets:
+    for number, (run_seed, out) in enumerate(targets):
         setup_logging(out if rank0 else None, quiet, errors_only=not rank0)
+        if number == 0:
+            _warn_if_cores_busy(torch_device, config.threads)
         results = run_stream(stream, strategy, config, out, options=options, seed=run_seed, preset=preset,
                              cache_dir=Path(cache_dir) if cache_dir else None, device=torch_device,
                              progress=not quiet, overwrite=overwrite, reference_runs=[Path(r) for r in reference_runs],
@@ -280,6 +301,7 @@ def pretrain(stream_name, preset, overrides, config_file, seed, cache_dir, devic
     rank0 = distributed.is_main()
     cache = ensure_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "cache folder")
     setup_logging(None, quiet, errors_only=not rank0)
+    _warn_if_cores_busy(torch_device, config.threads)
     progress = not quiet and rank0
     data = distributed.in_turn(lambda: prepare_stream_data(stream, config, cache, progress=progress, skip_bad=skip_bad))
     model, info = pretrain_base_model(data, config, seed, cache, torch_device, progress=progress)
