@@ -35,15 +35,16 @@ def _cluster_options(command: Callable) -> Callable:
     return command
 
 
-def _warn_if_cores_busy(jobs: int, threads: int | None) -> None:
+def _warn_if_cores_busy(jobs: int, threads: int) -> None:
     """Before a local sweep: warn when other work holds the cores its jobs' threads need (each
-    job has ``threads``, else cores/jobs, else torch's default; continual_asr/cpu_load.py)."""
+    job has ``threads`` (the runs' config), else cores/jobs, else torch's default;
+    continual_asr/cpu_load.py)."""
     import torch
 
     from .cpu_load import busy_cores_warning
     from .results import usable_cores
 
-    per_job = int(threads) if threads else usable_cores() // jobs if jobs > 1 else torch.get_num_threads()
+    per_job = threads or (usable_cores() // jobs if jobs > 1 else torch.get_num_threads())
     if per_job < 2:  # one thread a job never waits on another
         return
     message = busy_cores_warning(per_job * jobs, lambda fits: f"--set threads={max(1, fits // jobs)}, or start it "
@@ -102,7 +103,7 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
                 cluster="local" if launcher == "submitit-local" else "slurm", time_minutes=time_minutes, cpus=cpus,
                 gpus=gpus, mem_gb=mem_gb, partition=partition, max_retries=max_retries)
             if launcher == "local":
-                _warn_if_cores_busy(jobs, parse_overrides(overrides).get("threads"))
+                _warn_if_cores_busy(jobs, max(run.config.threads for run in plan))
             log = InvocationLog(out, jobs, len(plan), launcher)
             failed = run_all(plan, stream, preset, cache_dir, jobs, echo=lambda line: click.echo(line, err=True), log=log,
                              cluster=cluster, cluster_folder=out / "submitit")

@@ -75,3 +75,13 @@ def test_the_cli_warns_in_the_log_with_the_threads_that_fit(monkeypatch, caplog)
     with caplog.at_level(logging.WARNING, logger="continual_asr"):
         _warn_if_cores_busy(torch.device("cpu"), 1)
     assert caplog.text == ""
+
+
+def test_a_local_sweep_warns_for_its_jobs_threads_together(monkeypatch, capsys):
+    from continual_asr.cli_sweep import _warn_if_cores_busy as sweep_warning
+
+    monkeypatch.setattr(cpu_load, "sample_busy_cores", lambda: (1.0, 4))
+    sweep_warning(2, 2)  # two jobs of two threads on the three idle cores
+    assert "4 torch threads, but only 3.0 of the 4 cores are idle" in capsys.readouterr().err
+    sweep_warning(3, 1)  # one thread a job: nothing waits
+    assert capsys.readouterr().err == ""
