@@ -29,6 +29,18 @@ from continual_asr.training.pretrain import pretrain_base_model
 PRETRAIN_THREADS = json.loads((Path(__file__).parent / "data" / "pinned_wer.json").read_text())["threads"]
 
 
+def pytest_sessionstart(session) -> None:
+    """Say at once when other work holds the cores: the suite's two threads then crawl (its tiny
+    pretraining took 17.5 min instead of seconds beside one study run; docs/development.md)."""
+    from continual_asr.cpu_load import busy_cores_warning
+
+    message = busy_cores_warning(max(torch.get_num_threads(), PRETRAIN_THREADS),
+                                 lambda fits: "run the suite on an idle machine (docs/development.md)")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if message and reporter is not None:
+        reporter.write_line(f"warning: {message}", yellow=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_cache_template(tmp_path_factory) -> Path:
     """A cache folder with the tiny stream's audio, features, tokenizer and base model (tiny preset,
