@@ -82,6 +82,8 @@ class FinetuneOptions(Options):
     finetune_epochs: int = whole_model_epochs(24)
     # 2e-3: sequential fine-tuning's lowest dev mean WER of 2.5e-4 to 4e-3 on accents-then-noise (seed 0,
     # synthesis version 4; docs/tuning.md, "The whole-model baselines tuned on dev"); 5e-4 until 2026-12-01.
+    # Checked again at 24 epochs (1e-3 to 8e-3, seeds 0 and 1 at 4e-3): none better on dev ("Fine-tuning's rate
+    # at 24 epochs").
     finetune_lr: float = whole_model_lr(2e-3)
 
 
