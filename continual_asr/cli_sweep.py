@@ -96,6 +96,7 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
             [n.strip() for n in only.split(",") if n.strip()] if only else None, parse_overrides(overrides),
             list(orders) or None)
         load_stream(stream)  # an unknown stream fails now, in one line, not once per run
+        baselines = sweep_baselines(Path(sweep_file))  # and a misnamed baseline before hours of runs, not after
         ensure_writable(out, "--out")
         failed = []
         if not report_only:
@@ -109,7 +110,7 @@ def sweep_command(name: str, default_file: str | None = None, default_out: str |
                              cluster=cluster, cluster_folder=out / "submitit")
             log.finish(failed)
         click.echo(write_report(out, plan, f"{Path(sweep_file).stem}: {stream}, preset {preset}", extra,
-                                sweep_baselines(Path(sweep_file))))
+                                baselines))
         if failed:
             click.echo(f"casr: failed runs: {', '.join(failed)} (see their run.log)", err=True)
             sys.exit(1)

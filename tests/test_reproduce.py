@@ -82,6 +82,15 @@ def test_order_on_the_command_line_replaces_the_files_orders(tmp_path):
     assert result.exit_code != 0 and "--task-order 1,3: the stream has 2 tasks" in result.output
 
 
+def test_a_misnamed_baseline_stops_the_sweep_before_its_first_run(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP + "baselines: [fine-tune]\n")
+    result = CliRunner().invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out"),
+                                       "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code != 0 and "'baselines' must list names of its runs" in result.output
+    assert not (tmp_path / "out" / "finetune").exists()
+
+
 def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache, monkeypatch):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(", set: {adapter_epochs: 2}", "")
