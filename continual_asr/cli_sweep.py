@@ -37,14 +37,13 @@ def _cluster_options(command: Callable) -> Callable:
 
 def _warn_if_cores_busy(jobs: int, threads: int) -> None:
     """Before a local sweep: warn when other work holds the cores its jobs' threads need (each
-    job has ``threads`` (the runs' config), else cores/jobs, else torch's default;
-    continual_asr/cpu_load.py)."""
+    job has ``threads`` (the runs' config), else what the sweep gives it; continual_asr/cpu_load.py)."""
     import torch
 
     from .cpu_load import busy_cores_warning
-    from .results import usable_cores
+    from .sweep import job_threads
 
-    per_job = threads or (usable_cores() // jobs if jobs > 1 else torch.get_num_threads())
+    per_job = threads or job_threads(jobs) or torch.get_num_threads()
     if per_job < 2:  # one thread a job never waits on another
         return
     message = busy_cores_warning(per_job * jobs, lambda fits: f"--set threads={max(1, fits // jobs)}, or start it "

@@ -123,6 +123,12 @@ def _orders(where: str, given, stream: str) -> list[tuple[str, str]]:
     return found
 
 
+def job_threads(jobs: int) -> int:
+    """The torch threads each job of a local sweep gets: the cores shared out (at least one) when
+    ``jobs`` run at once, 0 (torch's default) when they run one at a time in this process."""
+    return max(1, usable_cores() // jobs) if jobs > 1 else 0
+
+
 def run_one(run: PlannedRun, stream_name: str, preset: str, cache_dir: str | None, threads: int = 0) -> str | None:
     """One run of the sweep (in this process, a worker of its pool or a cluster job); an error
     message, or None."""
@@ -203,7 +209,7 @@ def run_all(plan: list[PlannedRun], stream_name: str, preset: str, cache_dir: st
             echo(f"[{number}/{len(order)}] {run.name}, seed {run.seed}: {run.out}")
             ended_with(run, run_one(run, stream_name, preset, cache_dir))
         return failed
-    threads = max(1, usable_cores() // jobs)
+    threads = job_threads(jobs)
     ended: set[int] = set()
     started = 0
     with ProcessPoolExecutor(jobs, mp_context=worker_context(), max_tasks_per_child=1,
