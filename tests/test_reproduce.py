@@ -112,6 +112,7 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache, monke
     assert [entry.get("run") for entry in history[1:3]] == ["avg/seed0", "oracle/seed0"]
     assert history[-1]["failed"] == [] and history[-1]["wall_seconds"] >= history[2]["at_seconds"]
     assert "6. casr's default, not the paper's method" in report  # casr's own question, "not run" in this sweep
+    assert "against fine-tuning with learning without forgetting" in report  # claim 1's third baseline
 
     # Archived without checkpoints, the sweep reads its runs back as finished and trains nothing.
     kept = tmp_path / "kept"
@@ -129,6 +130,14 @@ def test_a_two_job_sweep_shares_adapters_and_reports(tmp_path, tiny_cache, monke
         assert "already holds the finished run" in (kept / name / "seed0" / "run.log").read_text()
         assert json.loads((kept / name / "seed0" / "results.json").read_text())["steps"] == steps[name]
     assert "2 of 2 runs finished" in (kept / "results.md").read_text()
+
+    # A run made apart and copied in is read back only if it is the run the sweep would make.
+    copied = json.loads((kept / "avg" / "seed0" / "results.json").read_text())
+    copied["config"]["adapter_lr"] = 0.5
+    (kept / "avg" / "seed0" / "results.json").write_text(json.dumps(copied))
+    other = CliRunner().invoke(reproduce.main, [str(path), "--out", str(kept), "--jobs", "2",
+                                                "--cache-dir", str(tiny_cache), "--only", "avg"])
+    assert other.exit_code != 0 and "holds a run with a different config (adapter_lr 0.5 there" in other.output
 
 
 def test_workers_end_when_their_sweep_is_killed(tmp_path):
