@@ -100,8 +100,8 @@ def claims(groups: dict[str, RunGroup]) -> list[str]:
         f"1. A-AF against sequential fine-tuning, final mean WER {relative(groups, AAF, 'finetune')}: "
         f"{compared(groups, AAF, 'finetune', learned, 'better')}; against joint multi-task "
         f"fine-tuning {relative(groups, AAF, 'joint')}: "
-        f"{compared(groups, AAF, 'joint', learned, 'better')}; against fine-tuning with learning without "
-        f"forgetting, the strongest regularised one here {relative(groups, AAF, 'lwf')}: "
+        f"{compared(groups, AAF, 'joint', learned, 'better')}; against learning without forgetting (the "
+        f"strongest regularised fine-tuning here), {relative(groups, AAF, 'lwf')}: "
         f"{compared(groups, AAF, 'lwf', learned, 'better')} "
         "(the paper: 8 % better than full fine-tuning).",
         f"2. A-AF against task-ID oracle routing, final mean WER {relative(groups, AAF, 'adapter-oracle')}: "
