@@ -14,7 +14,9 @@ model's pretraining.
 An AVX-512 machine can pin for AVX2 as well: with ``ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` in the environment, torch, oneDNN and MKL
 run their AVX2 kernels and the platform reads as AVX2 (on an AMD AVX-512 CPU this reproduced the
-AVX2 AMD machines' pins exactly, 2026-12-04).
+AVX2 AMD machines' pins exactly, 2026-12-04). The built-in stream's reverberated tasks also go
+through NumPy's and OpenBLAS's kernels (pyroomacoustics, scipy): for its long runs add
+``NPY_DISABLE_CPU_FEATURES=X86_V4 OPENBLAS_CORETYPE=Haswell`` (docs/development.md).
 """
 
 import json
