@@ -194,6 +194,21 @@ def test_compare_says_when_its_runs_start_from_different_base_models(tmp_path):
     assert "Not one base model" not in _invoke("compare", *digests[:2], "--out", tmp_path / "cmp").output
 
 
+def test_compare_says_when_its_runs_trained_or_tested_on_different_features(tmp_path):
+    matrix = [[12, 20, 55, 38], [13, 22, 30, 37]]
+    data = {"train": {"us": "t0"}, "dev": {"us": "d0"}, "test": {"us": "a0", "accent": "b0"}}
+    same = [write_run(tmp_path / f"s{seed}", {**fake_results(BASE, matrix, seed=seed), "data": data}) for seed in (0, 1)]
+    before = write_run(tmp_path / "before", fake_results(BASE, matrix, seed=2))  # from before digests: no verdict
+    result = _invoke("compare", *same, before, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0 and "Not one data set" not in result.output
+    other = {**data, "test": {"us": "a1", "accent": "b0"}}
+    odd = write_run(tmp_path / "odd", {**fake_results(BASE, matrix, strategy="finetune"), "data": other})
+    result = _invoke("compare", *same, odd, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    assert "Not one data set" in result.output and "us test (2 runs a0; 1 run a1)" in result.output
+    assert "accent" not in result.output.split("Not one data set")[1].split("\n")[0]
+
+
 def test_compare_groups_runs_from_one_base_model_file_under_two_paths_by_its_weights(tmp_path):
     # A study extended after its base model file moved into the repository: the same weights.
     matrix = [[12, 20, 55, 38], [13, 22, 30, 37]]

@@ -230,6 +230,32 @@ def base_model_note(groups: list[RunGroup]) -> str | None:
             "sums differ), give another base model; differences between rows then carry the base models' too.")
 
 
+def data_note(groups: list[RunGroup]) -> str | None:
+    """One line when the runs did not all train and test on the same features: a split of one
+    task whose content hash (results.json ``data``) differs between runs. The same stream
+    synthesized, or its features computed, on another kind of CPU differs in the last bits
+    (docs/development.md); runs from before digests were recorded are left out."""
+    seen: dict[tuple[str, str], dict[str, list[str]]] = {}
+    for group in groups:
+        for results in group.runs:
+            for split, digests in (results.get("data") or {}).items():
+                for task, digest in digests.items():
+                    seen.setdefault((split, task), {}).setdefault(digest, []).append(group.label)
+    differing = [(split, task, by_digest) for (split, task), by_digest in seen.items() if len(by_digest) > 1]
+    if not differing:
+        return None
+    shown = []
+    for split, task, by_digest in differing[:3]:
+        shares = "; ".join(f"{len(labels)} run{'s' if len(labels) > 1 else ''} {digest}"
+                           for digest, labels in sorted(by_digest.items(), key=lambda item: -len(item[1])))
+        shown.append(f"{task} {split} ({shares})")
+    more = f" and {len(differing) - 3} more splits" if len(differing) > 3 else ""
+    return (f"**Not one data set**: these runs trained or tested on different features of "
+            f"{'; '.join(shown)}{more}. The same stream synthesized on another kind of CPU, or another "
+            "version of its audio libraries, differs in the last bits; differences between rows then carry "
+            "the data's too (docs/development.md: holding an AVX-512 machine to AVX2 kernels).")
+
+
 def comparison_csv(groups: list[RunGroup]) -> str:
     """One row per group: its runs, then mean and std of every number (std empty for one run)."""
     fields = _fields(groups)
