@@ -230,7 +230,7 @@ def compare(run_dirs, out_dir, reference_runs, baselines, split) -> None:
     with --split dev, on the dev sets: intervals_NAME_dev.csv).
     """
     from .folders import ensure_writable
-    from .reporting import base_model_note, compare_runs, comparison_markdown, data_note, write_comparison
+    from .reporting import compare_runs, comparison_markdown, provenance_notes, write_comparison
     from .reporting.intervals import intervals_csv, intervals_markdown
     from .results import write_bytes_atomic
 
@@ -238,9 +238,8 @@ def compare(run_dirs, out_dir, reference_runs, baselines, split) -> None:
     out = ensure_writable(Path(out_dir or f"runs/compare-{groups[0].runs[0]['stream']['name']}"), "--out")
     paths = write_comparison(groups, out)
     click.echo(comparison_markdown(groups))
-    for note in (base_model_note(groups), data_note(groups)):
-        if note:
-            click.echo("\n" + note)
+    for note in provenance_notes(groups):
+        click.echo("\n" + note)
     for name in baselines:
         click.echo("\n" + intervals_markdown(groups, name, split))
         suffix = "" if split == "test" else f"_{split}"

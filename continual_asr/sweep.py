@@ -24,7 +24,7 @@ import torch
 from .config import RunConfig
 from .errors import CasrError, read_yaml
 from .registry import StrategyInfo, get_strategy, strategy_options
-from .reporting.compare import RunGroup, base_model_note, comparison_markdown, data_note, write_comparison
+from .reporting.compare import RunGroup, comparison_markdown, provenance_notes, write_comparison
 from .reporting.intervals import intervals_markdown
 from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
 from .results import usable_cores
@@ -365,9 +365,8 @@ def write_report(out: Path, plan: list[PlannedRun], title: str,
     lines = [f"# {title}", "",
              f"{finished} of {len(plan)} runs finished; mean ± std over seeds. {time_taken(out, groups)}", "",
              comparison_markdown(list(groups.values())), ""]
-    for note in (base_model_note(list(groups.values())), data_note(list(groups.values()))):
-        if note:
-            lines += [note, ""]
+    for note in provenance_notes(list(groups.values())):
+        lines += [note, ""]
     for name in baselines:
         if name in groups:
             lines += [f"## Against {name}", "", intervals_markdown(list(groups.values()), name), ""]

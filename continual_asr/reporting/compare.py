@@ -256,6 +256,12 @@ def data_note(groups: list[RunGroup]) -> str | None:
             "the data's too (docs/development.md: holding an AVX-512 machine to AVX2 kernels).")
 
 
+def provenance_notes(groups: list[RunGroup]) -> list[str]:
+    """The notes a comparison prints under its table: runs from different base models, runs on
+    different features (each a line, only where it applies)."""
+    return [note for note in (base_model_note(groups), data_note(groups)) if note]
+
+
 def comparison_csv(groups: list[RunGroup]) -> str:
     """One row per group: its runs, then mean and std of every number (std empty for one run)."""
     fields = _fields(groups)
