@@ -45,10 +45,11 @@ def _common(config_preset: str | None, overrides: tuple[str, ...], stream_name: 
     from .registry import refuse_unknown_fields
 
     from .model.hf_encoder import check_base_model
+    from .training.base_file import with_reference_base
 
     values, stream, preset = _settings(config_preset, overrides, stream_name, config_file)
     refuse_unknown_fields(values)
-    config = make_config(preset, {k: v for k, v in values.items() if k in GENERAL_FIELDS})
+    config = with_reference_base(make_config(preset, {k: v for k, v in values.items() if k in GENERAL_FIELDS}), stream)
     check_base_model(config.base_model)
     return config, stream, preset
 

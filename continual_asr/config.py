@@ -19,9 +19,12 @@ from typing import Any
 
 from .errors import ConfigError, read_yaml
 
-# base_model's two kinds of value: a local Hugging Face model folder, or casr's own base model file
+# base_model's kinds of value besides empty (pretrain): a local Hugging Face model folder, casr's
+# own base model file, or the stream's reference file (NAME.base.pt beside its YAML), which
+# training.base_file.with_reference_base makes a casr:FILE where the run meets its stream
 HF_PREFIX = "hf:"
 CASR_PREFIX = "casr:"
+REFERENCE_BASE = "reference"
 
 
 # Every field belongs to one group. Cache keys and run identity are built from groups and options
@@ -163,7 +166,8 @@ class RunConfig:
     base_model: str = option(
         "run", "", "the frozen base: empty for casr's Conformer pretrained on the base task (cached); casr:FILE for "
                    "one written by casr pretrain --export FILE, so that runs on any machine start from the same "
-                   "weights (its model fields and head must match); or hf:PATH for a local Hugging Face CTC model "
+                   "weights (its model fields and head must match); reference for the stream's own such file, "
+                   "NAME.base.pt beside its YAML (pretrained, as with empty, where the stream has none); or hf:PATH for a local Hugging Face CTC model "
                    "folder (wav2vec 2.0, HuBERT, WavLM; docs/pretrained.md), used as it is: the model fields, head "
                    "and pretraining are then unused")
     batch_frames: int = option(
@@ -211,10 +215,11 @@ class RunConfig:
             raise ConfigError(f"config field 'num_heads' ({self.num_heads}) must divide d_model ({self.d_model})")
         if self.conv_kernel % 2 == 0:
             raise ConfigError(f"config field 'conv_kernel' must be odd, got {self.conv_kernel}")
-        if self.base_model and not any(self.base_model.startswith(p) and self.base_model[len(p):].strip()
-                                       for p in (HF_PREFIX, CASR_PREFIX)):
-            raise ConfigError(f"config field 'base_model' must be empty, {HF_PREFIX}PATH (a local Hugging Face "
-                              f"model folder) or {CASR_PREFIX}FILE (casr pretrain --export FILE), got {self.base_model!r}")
+        if self.base_model not in ("", REFERENCE_BASE) and not any(
+                self.base_model.startswith(p) and self.base_model[len(p):].strip() for p in (HF_PREFIX, CASR_PREFIX)):
+            raise ConfigError(f"config field 'base_model' must be empty, {REFERENCE_BASE} (the stream's NAME.base.pt), "
+                              f"{HF_PREFIX}PATH (a local Hugging Face model folder) or {CASR_PREFIX}FILE (casr pretrain "
+                              f"--export FILE), got {self.base_model!r}")
         if self.base_model.startswith(HF_PREFIX) and self.head != "ctc":
             raise ConfigError(f"config field 'head' must be ctc with base_model={self.base_model} (a Hugging Face "
                               f"CTC model brings its own head), got {self.head!r}")

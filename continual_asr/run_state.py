@@ -90,12 +90,14 @@ def same_base_file(previous: dict, identity: dict, out_dir: Path) -> dict:
     """``previous`` (an earlier run's results) as if it had named this run's casr:FILE base model,
     where the file this run names holds the weights that run started from: where a base model file
     lies is not the run's identity (moved or copied into a repository or onto a cluster node, it is
-    the same base model, as a stream's YAML file elsewhere is the same stream), its weights are. A
-    file of other weights, under any path, is another run: CasrError. Runs from before weights were
+    the same base model, as a stream's YAML file elsewhere is the same stream), its weights are. So
+    is a run that pretrained its own base model (``base_model`` empty) where the file holds the very
+    weights it pretrained (a sweep's runs from before it named the stream's reference file). A file
+    of other weights, under any path, is another run: CasrError. Runs from before weights were
     recorded, and a file that cannot be read here, are judged by the path as before."""
     old, new = (previous.get("config") or {}).get("base_model", ""), identity["config"].get("base_model", "")
     started_from = (previous.get("base_model") or {}).get("weights")
-    if base_file(old) is None or base_file(new) is None or started_from is None:
+    if (old and base_file(old) is None) or base_file(new) is None or started_from is None:
         return previous
     holds = recorded_weights(new)
     if holds is None:

@@ -41,7 +41,7 @@ from .results import format_wer_table, new_results, step_record
 from .run_state import (clear_stale_events, load_previous, refresh_finished, resume, run_identity,
                         save_step)
 from .stream import StreamSpec
-from .training.base_file import weights_digest
+from .training.base_file import weights_digest, with_reference_base
 from .training.pretrain import pretrain_base_model
 from .training.adapters import ExtractionOptions
 from .training.extraction_cache import ExtractionCache
@@ -197,6 +197,7 @@ def _run_stream(stream: StreamSpec, strategy: StrategyInfo, config: RunConfig, o
                 adapters: Sequence[Path]) -> dict:
     started = time.perf_counter()
     options = strategy.settings(preset)[1] if options is None else options
+    config = with_reference_base(config, stream)
     check_base_model(config.base_model)
     if adapters and not strategy.extracts_adapters:  # before minutes of pretraining, not after
         raise CasrError(f"--adapter needs an adapter strategy (adapter-*): {strategy.name} has no adapter bank")

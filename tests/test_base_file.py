@@ -4,6 +4,7 @@ import dataclasses
 import json
 import re
 import shutil
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from continual_asr.data.streamdata import _counts, _stream_tokenizer, prepare_st
 from continual_asr.errors import ConfigError
 from continual_asr.stream import load_stream
 from continual_asr.model import build_model
+from continual_asr.sweep import load_plan
 from continual_asr.training.base_file import (SHAPE_FIELDS, load_base_file, read_base_file, tokenizer_digest,
-                                              weights_digest)
+                                              weights_digest, with_reference_base)
 
 
 def export(cache, path) -> str:
@@ -68,6 +70,37 @@ def test_a_run_starts_from_the_exported_base_model_without_pretraining_one(tiny_
     assert result.exit_code != 0 and f"started from base model weights {digest}; {moved} holds 0000" in result.output
 
 
+def test_reference_is_the_base_model_file_beside_the_streams_yaml(tiny_cache, tmp_path):
+    """base_model=reference: NAME.base.pt beside the stream's YAML, or pretraining where there is
+    none; a run that pretrained the very weights the file holds is the same run as one from it."""
+    streams = resources.files("continual_asr.stream_files")
+    folder = tmp_path / "streams"
+    folder.mkdir()
+    for name in ("tiny.yaml", "digits.txt"):
+        (folder / name).write_text(streams.joinpath(name).read_text())
+    args = ["run", "--stream", str(folder / "tiny.yaml"), "--preset", "tiny", "--strategy", "adapter-avg", "--quiet",
+            "--cache-dir", str(tiny_cache), "--set", "base_model=reference", "--set", "adapter_epochs=1",
+            "--set", "fusion_epochs=1"]
+
+    def run(out: str) -> dict:
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / out / "results.json").read_text())
+
+    pretrained = run("pretrained")
+    assert pretrained["config"]["base_model"] == ""
+    assert "stream tiny has no reference base model (tiny.base.pt): pretraining one" in (
+        tmp_path / "pretrained" / "run.log").read_text()
+    digest = export(tiny_cache, folder / "tiny.base.pt")  # the cached base model: the same weights
+    assert digest == pretrained["base_model"]["weights"]
+    run("pretrained")
+    assert "already holds the finished run" in (tmp_path / "pretrained" / "run.log").read_text()
+    from_file = run("from-file")
+    assert from_file["config"]["base_model"] == f"casr:{folder / 'tiny.base.pt'}"
+    assert (from_file["base_model"]["weights"], from_file["base_model"]["seconds"]) == (digest, 0.0)
+    assert from_file["wer_matrix"] == pretrained["wer_matrix"]  # the same weights, the same run
+
+
 def test_a_base_model_file_that_does_not_fit_the_run_is_one_line_naming_it(tiny_cache, tmp_path):
     path = tmp_path / "base.pt"
     export(tiny_cache, path)
@@ -105,8 +138,8 @@ def test_a_base_model_file_that_does_not_fit_the_run_is_one_line_naming_it(tiny_
 
 @pytest.mark.parametrize("value, message", [
     ("casr:missing.pt", "base_model casr:missing.pt: no such file"),
-    ("casr:", "config field 'base_model' must be empty, hf:PATH"),
-    ("base.pt", "config field 'base_model' must be empty, hf:PATH"),
+    ("casr:", "config field 'base_model' must be empty, reference (the stream's NAME.base.pt), hf:PATH"),
+    ("base.pt", "config field 'base_model' must be empty, reference (the stream's NAME.base.pt), hf:PATH"),
 ])
 def test_a_wrong_base_model_value_stops_before_any_work(tmp_path, value, message):
     result = CliRunner().invoke(main, ["run", "--stream", "tiny", "--preset", "tiny", "--strategy", "finetune",
@@ -133,3 +166,16 @@ def test_the_shipped_base_model_fits_the_default_run(tmp_path):
     stream = load_stream("accents-then-noise")
     sentences = task_sentences(stream.base, _counts(stream.base, config))["train"]
     assert tokenizer_digest(_stream_tokenizer(sentences, config, tmp_path)) == shipped["tokenizer"]
+
+
+def test_the_studies_sweeps_start_from_the_default_streams_reference_base_model(tmp_path):
+    """paper.yaml, baselines.yaml and recipe.yaml name base_model: reference, which on the default
+    stream is the shipped file (and so the README's table's base model on any machine)."""
+    root = Path(__file__).resolve().parents[1]
+    shipped = f"casr:{root / 'streams' / 'accents-then-noise.base.pt'}"
+    for name in ("paper", "baselines", "recipe"):
+        stream_name, _, plan = load_plan(root / "experiments" / f"{name}.yaml", tmp_path / name, seeds=[0])
+        assert {run.config.base_model for run in plan} == {"reference"}, name
+        assert with_reference_base(plan[0].config, load_stream(stream_name)).base_model == shipped
+    tiny = make_config("tiny", {"base_model": "reference"})
+    assert with_reference_base(tiny, load_stream("tiny")).base_model == ""  # no streams/tiny.base.pt: pretrain

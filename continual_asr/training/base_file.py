@@ -6,22 +6,26 @@ differently: an AVX2 machine's us-clean test WER was 31.7 where AVX-512 machines
 one cache key), and so does a cluster node without the shared cache folder. ``casr pretrain
 --export FILE`` writes the base model once; ``--set base_model=casr:FILE`` makes every run load it
 instead of pretraining, after checking that it fits the run's model and tokenizer.
+``--set base_model=reference`` names the stream's own such file, NAME.base.pt beside its YAML
+(``streams/accents-then-noise.base.pt`` for the built-in default stream).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from pathlib import Path
 
 import torch
 
-from ..config import CASR_PREFIX as PREFIX, MODEL_FIELDS, TRANSDUCER_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
+from ..config import CASR_PREFIX as PREFIX, REFERENCE_BASE, MODEL_FIELDS, TRANSDUCER_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
 from ..data.streamdata import StreamData
 from ..data.tokenizer import Tokenizer
 from ..errors import ConfigError
 from ..model import AdaptableASR, build_model
 from ..results import save_torch_atomic
+from ..stream import StreamSpec
 
 log = logging.getLogger("continual_asr")
 FORMAT = "casr base model"
@@ -34,6 +38,26 @@ SHAPE_FIELDS = [f for f in MODEL_FIELDS if f != "dropout"] + fields_of("head") +
 def base_file(base_model: str) -> Path | None:
     """The file ``base_model`` (a config value) names with ``casr:``, else None."""
     return Path(base_model[len(PREFIX):]).expanduser() if base_model.startswith(PREFIX) else None
+
+
+def reference_file(stream: StreamSpec) -> Path | None:
+    """The stream's reference base model, NAME.base.pt beside its YAML file; None where it has none."""
+    path = Path(stream.source).with_suffix(".base.pt") if stream.source else None
+    return path if path is not None and path.is_file() else None
+
+
+def with_reference_base(config: RunConfig, stream: StreamSpec) -> RunConfig:
+    """``config`` with ``base_model: reference`` made concrete for ``stream``: casr:FILE of its
+    reference base model, or empty (pretrained, cached) where the stream has none; any other
+    value as it is. Runs record the concrete value, so that they compare by the weights."""
+    if config.base_model != REFERENCE_BASE:
+        return config
+    path = reference_file(stream)
+    if path is None:
+        log.info("base model: stream %s has no reference base model (%s): pretraining one", stream.name,
+                 Path(stream.source).with_suffix(".base.pt").name if stream.source else "no YAML file")
+        return dataclasses.replace(config, base_model="")
+    return dataclasses.replace(config, base_model=f"{PREFIX}{path}")
 
 
 def recorded_weights(base_model: str) -> str | None:
