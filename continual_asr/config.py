@@ -167,9 +167,9 @@ class RunConfig:
         "run", "", "the frozen base: empty for casr's Conformer pretrained on the base task (cached); casr:FILE for "
                    "one written by casr pretrain --export FILE, so that runs on any machine start from the same "
                    "weights (its model fields and head must match); reference for the stream's own such file, "
-                   "NAME.base.pt beside its YAML (pretrained, as with empty, where the stream has none); or hf:PATH for a local Hugging Face CTC model "
-                   "folder (wav2vec 2.0, HuBERT, WavLM; docs/pretrained.md), used as it is: the model fields, head "
-                   "and pretraining are then unused")
+                   "NAME.base.pt beside its YAML (pretrained, as with empty, where the stream has none); or hf:PATH "
+                   "for a local Hugging Face CTC model folder (wav2vec 2.0, HuBERT, WavLM; docs/pretrained.md), used "
+                   "as it is: the model fields, head and pretraining are then unused")
     batch_frames: int = option(
         "training", 6000, "feature frames (10 ms) per training batch; batches are length-bucketed", min=100)
     batch_length_jitter: float = option(

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import CASR_PREFIX as PREFIX, REFERENCE_BASE, MODEL_FIELDS, TRANSDUCER_FIELDS, UNKEYED_DEFAULTS, RunConfig, fields_of
+from ..config import (CASR_PREFIX as PREFIX, MODEL_FIELDS, REFERENCE_BASE, TRANSDUCER_FIELDS, UNKEYED_DEFAULTS,
+                      RunConfig, fields_of)
 from ..data.streamdata import StreamData
 from ..data.tokenizer import Tokenizer
 from ..errors import ConfigError
