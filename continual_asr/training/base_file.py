@@ -41,22 +41,17 @@ def base_file(base_model: str) -> Path | None:
     return Path(base_model[len(PREFIX):]).expanduser() if base_model.startswith(PREFIX) else None
 
 
-def reference_file(stream: StreamSpec) -> Path | None:
-    """The stream's reference base model, NAME.base.pt beside its YAML file; None where it has none."""
-    path = Path(stream.source).with_suffix(".base.pt") if stream.source else None
-    return path if path is not None and path.is_file() else None
-
-
 def with_reference_base(config: RunConfig, stream: StreamSpec) -> RunConfig:
     """``config`` with ``base_model: reference`` made concrete for ``stream``: casr:FILE of its
-    reference base model, or empty (pretrained, cached) where the stream has none; any other
-    value as it is. Runs record the concrete value, so that they compare by the weights."""
+    reference base model (NAME.base.pt beside its YAML file), or empty (pretrained, cached) where
+    the stream has none; any other value as it is. Runs record the concrete value, so that they
+    compare by the weights."""
     if config.base_model != REFERENCE_BASE:
         return config
-    path = reference_file(stream)
-    if path is None:
+    path = Path(stream.source).with_suffix(".base.pt") if stream.source else None
+    if path is None or not path.is_file():
         log.info("base model: stream %s has no reference base model (%s): pretraining one", stream.name,
-                 Path(stream.source).with_suffix(".base.pt").name if stream.source else "no YAML file")
+                 path.name if path else "no YAML file")
         return dataclasses.replace(config, base_model="")
     return dataclasses.replace(config, base_model=f"{PREFIX}{path}")
 
