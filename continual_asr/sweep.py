@@ -67,8 +67,9 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
               overrides: dict[str, str] | None = None,
               orders: list[str] | None = None) -> tuple[str, str, list[PlannedRun]]:
     """The runs of a sweep file, seed-major; command-line choices override the file's.
-    ``overrides`` (``--set``) go to every run whose strategy reads them, over the file's ``set``;
-    ``orders`` (``--order``) replace the file's ``orders``."""
+    The file's ``set`` and ``overrides`` (``--set``, over it) go to every run whose strategy reads
+    them (a strategy's option only to the strategies that have it); ``orders`` (``--order``)
+    replace the file's ``orders``."""
     spec = read_yaml(path, f"sweep file {path}")
     if not isinstance(spec, dict) or not isinstance(spec.get("runs"), dict) or not spec["runs"]:
         raise CasrError(f"{path}: a sweep file needs a 'runs' mapping of name -> {{strategy, set}}")
@@ -80,7 +81,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
     else:
         orders = _orders("--order", orders, stream)
     names = list(spec["runs"])
-    common = spec.get("set") or {}  # config fields of every run
+    common = spec.get("set") or {}  # config fields of every run that reads them
     if not isinstance(common, dict):
         raise CasrError(f"{path}: 'set' must be a mapping of config fields")
     if only:
@@ -95,7 +96,7 @@ def load_plan(path: Path, out: Path, stream: str | None = None, preset: str | No
             if not isinstance(entry, dict) or "strategy" not in entry:
                 raise CasrError(f"{path}: run '{name}' needs a strategy")
             info = get_strategy(str(entry["strategy"]))
-            changes = {**common, **(entry.get("set") or {})}
+            changes = {**overrides_for(info, common), **(entry.get("set") or {})}
             changes.update(overrides_for(info, overrides or {}))  # settings refuses what info does not read
             config, options = info.settings(preset, {k: (str(v).lower() if isinstance(v, bool) else str(v))
                                                      for k, v in changes.items()})

@@ -77,7 +77,8 @@ def test_every_field_belongs_to_a_documented_group_and_keys_follow_the_groups():
     # a bf16 base model is another entry; float32's key is the one from before the field (the base
     # model's version moved it, 2026-12-05: BatchNorm's training statistics over valid frames only)
     assert base_key(cpu_precision="bf16") != base_key() == base_key(cpu_precision="float32") == "b1a79e5de03ab9d9"
-    assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3) == "c65c110484e446bc"
+    # (10 epochs: the default preset's until 2026-12-07; 10-epoch adapters keep their cache entries)
+    assert key("default", 3, 2, adapter_dim=4, adapter_lr=3e-3, adapter_epochs=10) == "c65c110484e446bc"
     # the 4x front end every model had before subsampling_factor keeps its keys; another is another model
     gpu = base_model_key(SimpleNamespace(fingerprint="data"), make_config("tiny"), 0, gpu_bf16=True)
     assert gpu != base_key()  # pretrained under a GPU's bf16 autocast: other weights

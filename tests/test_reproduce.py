@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -49,6 +50,10 @@ def test_the_plan_applies_common_fields_and_the_schedule_runs_one_extractor_firs
     assert [r.options.get("finetune_epochs") for r in with_set][0] == 2 != with_set[1].options.get("finetune_epochs")
     with pytest.raises(CasrError, match="no run named lwf"):
         sweep.load_plan(path, tmp_path / "out", None, None, None, ["lwf"])
+    # the file's own set: a strategy's option goes to the runs that read it, like --set
+    path.write_text(SWEEP.replace("set: {pretrain_seed: 0}", "set: {pretrain_seed: 0, adapter_dim: 4}"))
+    _, _, from_file = sweep.load_plan(path, tmp_path / "out", seeds=[0])
+    assert [r.options.get("adapter_dim") for r in from_file] == [None, 4, 4]
 
 
 def test_a_sweep_file_may_list_task_orders_each_run_in_its_own_folder(tmp_path):
@@ -249,3 +254,15 @@ def test_a_claims_verdict_says_which_way_a_significant_difference_goes():
         "**holds (no significant difference)**")
     assert reproduce.compared(groups, "low", "high", ["a"], "better").endswith("**holds**")
     assert reproduce.compared(groups, "low", "high", ["a"], "worse").endswith("**does not hold**")
+
+
+def test_the_archived_sweeps_train_their_adapters_as_their_archives_did(tmp_path):
+    """The README's tables (paper.yaml, paper-hat.yaml) and the recipe study were run with 10
+    adapter epochs; the default is 7 since 2026-12-07. Each file keeps 10, so that its archived
+    runs read back as finished and a rerun reproduces them, and oracle routing, their reference,
+    keeps its full-strength adapters."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    for name in ("paper", "paper-hat", "recipe"):
+        _, _, plan = sweep.load_plan(root / f"{name}.yaml", tmp_path / name, seeds=[0])
+        epochs = {run.options["adapter_epochs"] for run in plan if "adapter_epochs" in run.options}
+        assert epochs == {10}, name

@@ -47,8 +47,9 @@ def utterance_edits(references: Sequence[str], hypotheses: Sequence[str]) -> lis
 
 
 def corpus_wer(edits: np.ndarray) -> float:
-    """WER % of (utterances, 4) edit counts."""
-    return 100.0 * float(edits[:, 1:].sum()) / float(edits[:, 0].sum())
+    """WER % of (utterances, 4) edit counts (divided before scaling, as jiwer.wer does: the same
+    value to the bit)."""
+    return 100.0 * (float(edits[:, 1:].sum()) / float(edits[:, 0].sum()))
 
 
 @dataclass(frozen=True)

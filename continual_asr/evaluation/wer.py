@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jiwer
+import numpy as np
 import torch
 from avalanche.evaluation import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
@@ -13,7 +14,7 @@ from .. import distributed
 from ..data.text import normalize_text
 from ..data.tokenizer import Tokenizer
 from ..model.heads import head_of
-from .significance import utterance_edits
+from .significance import corpus_wer, utterance_edits
 
 
 def greedy_decode(model: torch.nn.Module, encoded: torch.Tensor, lengths: torch.Tensor,
@@ -79,9 +80,13 @@ class WordErrorRate(PluginMetric[float]):
         index = strategy.experience.current_experience
         # With several processes each saw its part of the test set: all of it, in order, here.
         self.references, self.hypotheses = distributed.gather_transcripts(self.order, self.references, self.hypotheses)
-        value = self.result()
-        self.results[index] = value
+        if not self.references or not all(normalize_text(r) for r in self.references):
+            raise ValueError("WER needs non-empty reference transcripts")
+        # The WER from the per-utterance counts: one alignment of the test set, not a second
+        # one in jiwer.wer (the same integers summed, so the same value to the bit).
         self.edits[index] = utterance_edits(self.references, self.hypotheses)
+        value = corpus_wer(np.asarray(self.edits[index], dtype=np.int64))
+        self.results[index] = value
         name = f"WER_Exp/eval_phase/{strategy.experience.origin_stream.name}_stream/Exp{index:03d}"
         task = getattr(strategy.experience, "task_name", None)
         if task or index < len(self.columns):
