@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jiwer
 import numpy as np
 import torch
 from avalanche.evaluation import PluginMetric
@@ -25,12 +24,16 @@ def greedy_decode(model: torch.nn.Module, encoded: torch.Tensor, lengths: torch.
 
 
 def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus-level WER in percent, both sides normalised with the project's one rule."""
-    refs = [normalize_text(r) for r in references]
-    hyps = [normalize_text(h) for h in hypotheses]
-    if not refs or any(not r for r in refs):
+    """Corpus-level WER in percent, both sides normalised with the project's one rule (jiwer's
+    value to the bit)."""
+    return corpus_wer(np.asarray(_checked_edits(references, hypotheses), dtype=np.int64))
+
+
+def _checked_edits(references: Sequence[str], hypotheses: Sequence[str]) -> list[list[int]]:
+    """Per-utterance [words, S, D, I] (significance.utterance_edits), refusing empty references."""
+    if not references or not all(normalize_text(r) for r in references):
         raise ValueError("WER needs non-empty reference transcripts")
-    return 100.0 * jiwer.wer(refs, hyps)
+    return utterance_edits(references, hypotheses)
 
 
 class WordErrorRate(PluginMetric[float]):
@@ -80,11 +83,9 @@ class WordErrorRate(PluginMetric[float]):
         index = strategy.experience.current_experience
         # With several processes each saw its part of the test set: all of it, in order, here.
         self.references, self.hypotheses = distributed.gather_transcripts(self.order, self.references, self.hypotheses)
-        if not self.references or not all(normalize_text(r) for r in self.references):
-            raise ValueError("WER needs non-empty reference transcripts")
         # The WER from the per-utterance counts: one alignment of the test set, not a second
         # one in jiwer.wer (the same integers summed, so the same value to the bit).
-        self.edits[index] = utterance_edits(self.references, self.hypotheses)
+        self.edits[index] = _checked_edits(self.references, self.hypotheses)
         value = corpus_wer(np.asarray(self.edits[index], dtype=np.int64))
         self.results[index] = value
         name = f"WER_Exp/eval_phase/{strategy.experience.origin_stream.name}_stream/Exp{index:03d}"
