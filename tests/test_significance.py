@@ -198,3 +198,9 @@ def test_intervals_compare_only_the_seeds_and_orders_both_sides_ran(tmp_path):
     row = next(line for line in result.output.split("Difference from")[1].splitlines() if line.startswith("| ewc"))
     assert "(matched seeds and orders: 1 of 1 runs, 1 of 2)" in row
     assert not row.split("|")[2].strip().endswith("*") and abs(float(row.split("|")[2].split()[0])) < 5
+
+
+def test_a_wer_needs_references_with_words():
+    for refs in ([], ["the cat", "  "], ["the cat", "?!"]):
+        with pytest.raises(ValueError, match="non-empty reference"):
+            word_error_rate(refs, ["x"] * len(refs))
