@@ -23,7 +23,6 @@ def test_edit_counts_per_utterance_add_up_to_the_corpus_wer():
     assert corpus_wer(np.array(edits)) == pytest.approx(word_error_rate(refs, hyps))
 
 
-
 def test_the_wer_from_edit_counts_is_jiwers_to_the_bit():
     """The evaluation metric takes a test set's WER from its per-utterance counts (one
     alignment): it must be jiwer.wer's value exactly, or the reported WERs would move."""
@@ -34,6 +33,7 @@ def test_the_wer_from_edit_counts_is_jiwers_to_the_bit():
         hyps = [" ".join(rng.choice(words, rng.integers(0, 12))) for _ in refs]
         edits = np.asarray(utterance_edits(refs, hyps), dtype=np.int64)
         assert corpus_wer(edits) == word_error_rate(refs, hyps) == 100.0 * jiwer.wer(refs, hyps)
+
 
 def _system(rng, error_rate: float, sizes: np.ndarray) -> dict:
     errors = rng.binomial(sizes, error_rate)
