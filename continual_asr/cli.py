@@ -217,8 +217,9 @@ def run(stream_name, strategy_name, out_dir, preset, overrides, config_file, ada
               help="where compare.csv and compare.png go (default: runs/compare-STREAM)")
 @click.option("--reference-runs", "reference_runs", multiple=True, metavar="DIR", help=REFERENCE_HELP)
 @click.option("--baseline", "baselines", multiple=True, metavar="NAME",
-              help="a group (strategy name or table label) to test every other against: differences with 95 %% "
-                   "paired bootstrap intervals, significant ones marked; repeatable")
+              help="a group to test every other against (a strategy name, a table label, or STRATEGY (field=value, "
+                   "...) with some of the label's fields): differences with 95 %% paired bootstrap intervals, "
+                   "significant ones marked; repeatable")
 @click.option("--split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
               help="the evaluation sets of --baseline's intervals: test to report, dev to check a choice made on dev")
 @one_line_errors

@@ -157,6 +157,34 @@ def test_an_unknown_baseline_is_one_line(tmp_path):
         in result.output
 
 
+
+def test_a_baseline_may_name_only_some_of_its_labels_fields(tmp_path):
+    from continual_asr.reporting import compare_runs
+    from continual_asr.reporting.intervals import find_group
+
+    def run(name, config):
+        folder = _saved_run(tmp_path / name, "adapter-fusion", 0, 0.5)
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        (tmp_path / name / "results.json").write_text(json.dumps({**results, "config": config}))
+        return folder
+
+    runs = [run("a", {"adapter_epochs": 10, "base_model": ""}), run("b", {"adapter_epochs": 7, "base_model": "x"}),
+            run("c", {"adapter_epochs": 7, "base_model": ""})]
+    groups = compare_runs(runs)
+    assert sorted(g.label for g in groups) == ["adapter-fusion (adapter_epochs=10)", "adapter-fusion (adapter_epochs=7)",
+                                                "adapter-fusion (base_model=x, adapter_epochs=7)"]
+    assert find_group(groups, "adapter-fusion (adapter_epochs=7)").runs[0]["config"]["base_model"] == ""  # the label
+    assert find_group(groups, "adapter-fusion (base_model=x)").label == "adapter-fusion (base_model=x, adapter_epochs=7)"
+    assert find_group(groups, "adapter-fusion (adapter_epochs=7, base_model=x)").runs[0]["config"]["base_model"] == "x"
+    with pytest.raises(Exception, match="more than one compared group"):
+        find_group(groups, "adapter-fusion (base_model=)")
+    with pytest.raises(Exception, match="no compared group"):
+        find_group(groups, "adapter-fusion (adapter_epochs=8)")
+    result = CliRunner().invoke(main, ["compare", *runs, "--baseline", "adapter-fusion (base_model=x)",
+                                       "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0 and "Difference from **adapter-fusion (base_model=x, adapter_epochs=7)**" in result.output, \
+        result.output
+
 def test_task_orders_are_pooled_like_seeds(tmp_path):
     from continual_asr.reporting import compare_runs, comparison_markdown
 

@@ -48,13 +48,35 @@ def group_edits(group, step: int = -1, split: str = "test") -> list:
 
 
 def find_group(groups: Sequence, name: str, option: str = "--baseline"):
-    """The group labelled ``name``, or the one group of strategy ``name`` (``option`` names it in errors)."""
-    matches = [g for g in groups if g.label == name] or [g for g in groups if g.runs[0]["strategy"] == name]
+    """The group labelled ``name``; or the one group of strategy ``name``; or, for ``STRATEGY
+    (field=value, ...)``, the one group of that strategy whose config has those values, however
+    many other fields its label shows (``option`` names it in errors)."""
+    matches = ([g for g in groups if g.label == name] or [g for g in groups if g.runs[0]["strategy"] == name]
+               or _groups_with_fields(groups, name))
     if len(matches) != 1:
         labels = ", ".join(g.label for g in groups)
         how = "no" if not matches else "more than one"
         raise ResultsError(f"{option} {name}: {how} compared group by that name (groups: {labels})")
     return matches[0]
+
+
+def _groups_with_fields(groups: Sequence, name: str) -> list:
+    """The groups that ``STRATEGY (field=value, ...)`` describes: that strategy, and each field's
+    value written as a label writes it (``adapter-fusion (adapter_epochs=10)`` finds ``adapter-fusion
+    (base_model=, adapter_epochs=10)``)."""
+    strategy, _, fields = name.partition(" (")
+    if not fields.endswith(")"):
+        return []
+    wanted = [pair.partition("=") for pair in fields[:-1].split(", ")]
+    if any(not sep for _, sep, _ in wanted):
+        return []
+
+    def described(run: dict) -> bool:
+        values = {"preset": run.get("preset"), **run.get("config", {})}  # what a label may show
+        return run["strategy"] == strategy and all(key in values and f"{values[key]}" == value
+                                                   for key, _, value in wanted)
+
+    return [g for g in groups if described(g.runs[0])]
 
 
 def run_key(results: dict) -> tuple:
@@ -136,6 +158,7 @@ def interval_rows(groups: Sequence, baseline_name: str, split: str = "test") -> 
 
 def intervals_markdown(groups: Sequence, baseline_name: str, split: str = "test") -> str:
     titles, rows = interval_rows(groups, baseline_name, split)
+    baseline_name = find_group(groups, baseline_name).label  # the table names the whole label
     note = (f"Difference from **{baseline_name}** in WER points on the {split} sets after the last step (negative: "
             f"better than {baseline_name}), with its {LEVEL:.0%} paired bootstrap interval ({RESAMPLES:,} resamples "
             f"of each {split} set's utterances, seed {SEED}; each side's runs pooled by their mean, over the seeds and task "
@@ -148,6 +171,7 @@ def intervals_markdown(groups: Sequence, baseline_name: str, split: str = "test"
 
 def intervals_csv(groups: Sequence, baseline_name: str, split: str = "test") -> str:
     titles, rows = interval_rows(groups, baseline_name, split)
+    baseline_name = find_group(groups, baseline_name).label
     header = ["group", "baseline", "runs compared", "baseline runs compared"] + [
         f"{t} {part}" for t in titles for part in ("difference", "low", "high", "significant")]
     out = []
