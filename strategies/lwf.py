@@ -68,7 +68,7 @@ class SequenceLwFPlugin(SupervisedPlugin, supports_distributed=True):  # weighte
 @dataclass
 class LwFOptions(FinetuneOptions):
     # 0.25: the lowest dev mean WER of 0 (plain fine-tuning), 0.25, 0.5 and 1 at the default 24 epochs
-    # (seeds 0 and 1, an AVX2 machine; docs/tuning.md, "Fine-tuning and LwF: 24 epochs, chosen on dev"):
+    # (seeds 0 and 1, an AVX2 machine; docs/tuning.md, "Fine-tuning and LwF: 24 epochs, chosen on dev").
     # 1.19 dev points [0.20, 2.14] below 0.5, the default chosen at 6 epochs, where 0.25 to 1 lay
     # within 0.31 points: trained four times as long, it pays to hold the model less. 0.125, measured
     # later, is level with it on dev (-0.05 [-1.08, +0.92]) and worse on test, so 0.25 stays.
@@ -77,7 +77,8 @@ class LwFOptions(FinetuneOptions):
                      "lattice node)", min=0.0)
     # 4: the lowest dev mean WER of 1, 2, 4 and 8 at alpha 0.5 and 6 epochs ("The whole-model
     # baselines tuned on dev"), and again of 2, 4 and 8 at alpha 0.25 and 24 epochs (seeds 0 and 1:
-    # 2 is 1.30 dev points worse [0.34, 2.20], 8 0.45 [-0.42, 1.37]; docs/tuning.md, "LwF's temperature").
+    # 2 is 1.30 dev points worse [0.34, 2.20], 8 0.45 [-0.42, 1.37];
+    # docs/tuning.md, "Fine-tuning and LwF: 24 epochs, chosen on dev").
     lwf_temperature: float = option("lwf", 4.0, "lwf: softmax temperature of that distillation", min=0.1)
     # The rate is fine-tuning's 2e-3 (inherited): at alpha 0.5, T 4, 2.85 dev points better than 5e-4
     # ([1.48, 4.30]; seed 0, an AVX2 machine, 2026-12-01, at 6 epochs).
