@@ -68,7 +68,7 @@ class SequenceLwFPlugin(SupervisedPlugin, supports_distributed=True):  # weighte
 @dataclass
 class LwFOptions(FinetuneOptions):
     # 0.25: the lowest dev mean WER of 0 (plain fine-tuning), 0.25, 0.5 and 1 at the default 24 epochs
-    # (seeds 0 and 1, an AVX2 machine; docs/tuning.md, "Fine-tuning and LwF: 24 epochs, chosen on dev").
+    # (seeds 0 and 1, an AVX2 machine; docs/tuning.md, "Fine-tuning and LwF: 24 epochs, chosen on dev"):
     # 1.19 dev points [0.20, 2.14] below 0.5, the default chosen at 6 epochs, where 0.25 to 1 lay
     # within 0.31 points: trained four times as long, it pays to hold the model less. 0.125, measured
     # later, is level with it on dev (-0.05 [-1.08, +0.92]) and worse on test, so 0.25 stays.

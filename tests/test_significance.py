@@ -157,8 +157,8 @@ def test_an_unknown_baseline_is_one_line(tmp_path):
         in result.output
 
 
-
 def test_a_baseline_may_name_only_some_of_its_labels_fields(tmp_path):
+    from continual_asr.errors import ResultsError
     from continual_asr.reporting import compare_runs
     from continual_asr.reporting.intervals import find_group
 
@@ -176,14 +176,15 @@ def test_a_baseline_may_name_only_some_of_its_labels_fields(tmp_path):
     assert find_group(groups, "adapter-fusion (adapter_epochs=7)").runs[0]["config"]["base_model"] == ""  # the label
     assert find_group(groups, "adapter-fusion (base_model=x)").label == "adapter-fusion (base_model=x, adapter_epochs=7)"
     assert find_group(groups, "adapter-fusion (adapter_epochs=7, base_model=x)").runs[0]["config"]["base_model"] == "x"
-    with pytest.raises(Exception, match="more than one compared group"):
+    with pytest.raises(ResultsError, match="more than one compared group"):
         find_group(groups, "adapter-fusion (base_model=)")
-    with pytest.raises(Exception, match="no compared group"):
+    with pytest.raises(ResultsError, match="no compared group"):
         find_group(groups, "adapter-fusion (adapter_epochs=8)")
     result = CliRunner().invoke(main, ["compare", *runs, "--baseline", "adapter-fusion (base_model=x)",
                                        "--out", str(tmp_path / "cmp")])
     assert result.exit_code == 0 and "Difference from **adapter-fusion (base_model=x, adapter_epochs=7)**" in result.output, \
         result.output
+
 
 def test_task_orders_are_pooled_like_seeds(tmp_path):
     from continual_asr.reporting import compare_runs, comparison_markdown
