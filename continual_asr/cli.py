@@ -233,7 +233,7 @@ def compare(run_dirs, out_dir, reference_runs, baselines, split) -> None:
     """
     from .folders import ensure_writable
     from .reporting import compare_runs, comparison_markdown, provenance_notes, write_comparison
-    from .reporting.intervals import intervals_csv, intervals_markdown
+    from .reporting.intervals import interval_table, intervals_csv, intervals_markdown
     from .results import write_bytes_atomic
 
     groups = compare_runs(run_dirs, reference_runs)
@@ -243,10 +243,11 @@ def compare(run_dirs, out_dir, reference_runs, baselines, split) -> None:
     for note in provenance_notes(groups):
         click.echo("\n" + note)
     for name in baselines:
-        click.echo("\n" + intervals_markdown(groups, name, split))
+        table = interval_table(groups, name, split)  # the bootstrap once, for the table and the CSV
+        click.echo("\n" + intervals_markdown(table))
         suffix = "" if split == "test" else f"_{split}"
         path = out / f"intervals_{name.replace(' ', '_').replace('/', '_')}{suffix}.csv"
-        write_bytes_atomic(path, intervals_csv(groups, name, split).encode("utf-8"))
+        write_bytes_atomic(path, intervals_csv(table).encode("utf-8"))
         paths.append(path)
     click.echo("written: " + ", ".join(map(str, paths)))
 

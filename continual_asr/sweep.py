@@ -25,7 +25,7 @@ from .config import RunConfig
 from .errors import CasrError, read_yaml
 from .registry import StrategyInfo, get_strategy, strategy_options
 from .reporting.compare import RunGroup, comparison_markdown, provenance_notes, write_comparison
-from .reporting.intervals import intervals_markdown
+from .reporting.intervals import interval_table, intervals_markdown
 from .reporting.runs import REFERENCE_ROLES, load_results, reference_wers
 from .results import usable_cores
 from .run_state import archived_run
@@ -370,7 +370,7 @@ def write_report(out: Path, plan: list[PlannedRun], title: str,
         lines += [note, ""]
     for name in baselines:
         if name in groups:
-            lines += [f"## Against {name}", "", intervals_markdown(list(groups.values()), name), ""]
+            lines += [f"## Against {name}", "", intervals_markdown(interval_table(list(groups.values()), name)), ""]
     if extra is not None:
         lines += [*extra(groups), ""]
     write_comparison(list(groups.values()), out)

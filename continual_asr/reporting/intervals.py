@@ -114,6 +114,15 @@ class IntervalRow(NamedTuple):
     intervals: list[Interval | None]
 
 
+class IntervalTable(NamedTuple):
+    """Every group against one baseline, computed once for the markdown table and the CSV."""
+
+    baseline: str  # the baseline group's whole label
+    split: str
+    titles: list[str]
+    rows: list[IntervalRow]
+
+
 def _cell(interval: Interval | None) -> str:
     if interval is None:
         return "-"
@@ -130,8 +139,8 @@ def _interval(system: list, baseline: list, sets: list[str], label: str) -> Inte
         return None
 
 
-def interval_rows(groups: Sequence, baseline_name: str, split: str = "test") -> tuple[list[str], list[IntervalRow]]:
-    """(column titles, a row per group) of every group against the baseline, over the seeds and
+def interval_table(groups: Sequence, baseline_name: str, split: str = "test") -> IntervalTable:
+    """Column titles and a row per group, every group against the baseline, over the seeds and
     task orders both ran: the final mean WER (base task and stream tasks, as the table's), the
     mean over the stream's tasks alone, then each task's final WER, on the ``split`` sets. A
     group without edit counts gets None cells."""
@@ -153,32 +162,29 @@ def interval_rows(groups: Sequence, baseline_name: str, split: str = "test") -> 
                      else [_interval(system, reference, s, group.label) for s in sets])
         rows.append(IntervalRow(group.label, matched_note(group, baseline, chosen, chosen_baseline), len(chosen),
                                 len(chosen_baseline), intervals))
-    return titles, rows
+    return IntervalTable(baseline.label, split, titles, rows)
 
 
-def intervals_markdown(groups: Sequence, baseline_name: str, split: str = "test") -> str:
-    titles, rows = interval_rows(groups, baseline_name, split)
-    baseline_name = find_group(groups, baseline_name).label  # the table names the whole label
+def intervals_markdown(table: IntervalTable) -> str:
+    baseline_name, split = table.baseline, table.split
     note = (f"Difference from **{baseline_name}** in WER points on the {split} sets after the last step (negative: "
             f"better than {baseline_name}), with its {LEVEL:.0%} paired bootstrap interval ({RESAMPLES:,} resamples "
             f"of each {split} set's utterances, seed {SEED}; each side's runs pooled by their mean, over the seeds and task "
             "orders both sides ran). "
             "`*`: the interval excludes 0, the difference is significant. `-`: no per-utterance edit counts.")
-    table = markdown_table(["vs " + baseline_name, *titles],
-                           [[row.label + row.note, *map(_cell, row.intervals)] for row in rows])
-    return note + "\n\n" + table
+    rows = markdown_table(["vs " + baseline_name, *table.titles],
+                          [[row.label + row.note, *map(_cell, row.intervals)] for row in table.rows])
+    return note + "\n\n" + rows
 
 
-def intervals_csv(groups: Sequence, baseline_name: str, split: str = "test") -> str:
-    titles, rows = interval_rows(groups, baseline_name, split)
-    baseline_name = find_group(groups, baseline_name).label
+def intervals_csv(table: IntervalTable) -> str:
     header = ["group", "baseline", "runs compared", "baseline runs compared"] + [
-        f"{t} {part}" for t in titles for part in ("difference", "low", "high", "significant")]
+        f"{t} {part}" for t in table.titles for part in ("difference", "low", "high", "significant")]
     out = []
-    for row in rows:
+    for row in table.rows:
         values = []
         for interval in row.intervals:
             values += [None] * 4 if interval is None else [interval.difference, interval.low, interval.high,
                                                            interval.significant]
-        out.append([row.label, baseline_name, row.runs, row.baseline_runs, *values])
+        out.append([row.label, table.baseline, row.runs, row.baseline_runs, *values])
     return csv_text(header, out)
