@@ -101,8 +101,9 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
     # 1e5: the lowest dev mean WER of 1e3, 1e4, 1e5, 1e6 at the rate below (62.84; 2.00 points below
     # 1e4 [0.34, 3.49], 1e6 10.1 worse; seed 0, an AVX2 machine, 2026-12-01; docs/tuning.md). At
     # 5e-4 the grid 1, 10, ..., 1e6 had chosen 1e4: a higher rate moves the weights further, and a
-    # stronger pull holds them. At 12 epochs (the default since 2026-12-06) 3e4 and 3e5 are no
-    # better on dev (+0.48 and +4.30 points, seed 0, 2026-12-07).
+    # stronger pull holds them. At 12 epochs (the default since 2026-12-06) 1e4, 3e4 and 3e5 are no
+    # better on dev (+0.15 points, seeds 0 and 1; +0.48 and +4.30, seed 0; 2026-12-07 and 08), nor
+    # is any of them better than 0, plain fine-tuning (docs/tuning.md, "Fine-tuning and LwF: 24 epochs").
     ewc_lambda: float = option(
         "ewc", 1e5, "ewc: weight of the penalty sum_i F_i (w_i - w*_i)^2 per earlier task (F: mean squared loss "
                     "gradient)", min=0.0)
