@@ -41,6 +41,10 @@ def test_the_plan_applies_common_fields_and_the_schedule_runs_one_extractor_firs
     order = [(run.name, run.seed, waits.name if waits else None) for run, waits in sweep.schedule(plan)]
     assert order == [("avg", 0, None), ("avg", 1, None), ("finetune", 0, None), ("oracle", 0, "avg"),
                      ("finetune", 1, None), ("oracle", 1, "avg")]
+    # several workers: row by row after the extractors, so the rows listed first start first
+    by_row = [(run.name, run.seed, waits.name if waits else None) for run, waits in sweep.schedule(plan, by_row=True)]
+    assert by_row == [("avg", 0, None), ("avg", 1, None), ("finetune", 0, None), ("finetune", 1, None),
+                      ("oracle", 0, "avg"), ("oracle", 1, "avg")]
     _, _, with_set = sweep.load_plan(path, tmp_path / "out", seeds=[0], overrides={"fusion_epochs": "2",
                                                                                   "adapter_dim": "4"})
     # finetune reads neither field, oracle no fusion_epochs: their options do not have them
