@@ -20,6 +20,12 @@ class SpeechEWCPlugin(EWCPlugin):
     """Elastic weight consolidation: Avalanche's EWCPlugin in "separate" mode (one quadratic
     penalty per consolidated task, importance = mean squared gradient), for speech models.
 
+    ``per_utterance`` measures the importance as the empirical Fisher of EWC's paper, the squared
+    gradient of each utterance's loss averaged over the task's utterances, instead of Avalanche's
+    squared gradient of each mini-batch's mean loss averaged over batches: with B utterances a
+    batch the latter is about a B-th of the former where the utterances' gradients disagree, and
+    all of it where they agree, so the two weigh parameters differently, not just on another scale.
+
     Replaced: compute_importances, whose fixed-size DataLoader and ``criterion(model(batch[0]),
     batch[1])`` fit classification only; here the template's length-bucketed batches and the
     head's loss (CTC or RNN-T), with the model in eval mode so BatchNorm statistics stay put.
@@ -28,14 +34,16 @@ class SpeechEWCPlugin(EWCPlugin):
     no base task), so before_backward sums the penalty over every consolidated task.
     """
 
-    def __init__(self, ewc_lambda: float, batch_frames: int) -> None:
+    def __init__(self, ewc_lambda: float, batch_frames: int, per_utterance: bool = False) -> None:
         super().__init__(ewc_lambda, mode="separate")
         self.batch_frames = batch_frames
+        self.per_utterance = per_utterance
 
     def importances_on(self, strategy: SpeechTemplate, dataset) -> dict[str, ParamData]:
         model = strategy.model
         importances = zerolike_params_dict(model)
-        loader = strategy.loader(dataset, self.batch_frames, shuffle=False)
+        # A budget of one frame makes every batch a single utterance (BatchNorm is in eval mode).
+        loader = strategy.loader(dataset, 1 if self.per_utterance else self.batch_frames, shuffle=False)
         was_training = model.training
         model.eval()
         for batch in loader:
@@ -107,6 +115,11 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
     ewc_lambda: float = option(
         "ewc", 1e5, "ewc: weight of the penalty sum_i F_i (w_i - w*_i)^2 per earlier task (F: mean squared loss "
                     "gradient)", min=0.0)
+    ewc_importance: str = option(
+        "ewc", "batch", "how F is measured on a task's data: 'batch' (Avalanche's: the squared gradient of each "
+                        "training-size batch's mean loss, averaged over batches) or 'utterance' (EWC's empirical "
+                        "Fisher: the squared gradient of each utterance's loss, averaged over utterances; larger, "
+                        "so it wants a smaller ewc_lambda)", choices=("batch", "utterance"))
     # The rate is fine-tuning's 2e-3 (inherited): at lambda 1e4, 0.59 dev points better than 5e-4, not
     # significant ([-1.91, +0.76]; seed 0, an AVX2 machine, 2026-12-01).
     # 12: EWC's lower dev mean WER of 6 and 12 epochs on accents-then-noise (seeds 0 and 1: 1.34 dev points below
@@ -119,6 +132,7 @@ class EWCOptions(FinetuneOptions, MemoryOptions):
 @register_strategy("ewc", "elastic weight consolidation: fine-tuning, weights pulled back by their importance to earlier tasks",
                    options=EWCOptions)
 def ewc(model: AdaptableASR, config: RunConfig, options: EWCOptions, plugins=None, **common) -> SpeechTemplate:
-    plugins = [*(plugins or []), SpeechEWCPlugin(options.ewc_lambda, config.batch_frames)]
+    plugins = [*(plugins or []), SpeechEWCPlugin(options.ewc_lambda, config.batch_frames,
+                                                 per_utterance=options.ewc_importance == "utterance")]
     return SpeechTemplate(model=model, config=config, plugins=plugins, epochs=options.finetune_epochs,
                           learning_rate=options.finetune_lr, memory_per_task=options.memory_per_task, **common)

@@ -164,6 +164,26 @@ def test_ewc_penalty_is_zero_right_after_consolidating_and_positive_once_a_weigh
     assert float(ewc.penalty(strategy.model)) > 0.0
 
 
+def test_ewc_per_utterance_importance_is_the_mean_squared_gradient_of_each_utterances_loss():
+    data = toy_dataset(6)
+    strategy = toy_strategy()
+    model = strategy.model.eval()
+    expected = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for index in range(len(data)):  # each utterance alone, in a batch of one
+        batch = collate([data[index]])
+        model.zero_grad(set_to_none=True)
+        encoded, lengths = model(batch.features, batch.feature_lengths, strategy.adapter_routes(batch.task_ids))
+        model.head.loss(encoded, lengths, batch).backward()
+        for name, parameter in model.named_parameters():
+            if parameter.grad is not None:
+                expected[name] += parameter.grad.pow(2) / len(data)
+    per_utterance = SpeechEWCPlugin(ewc_lambda=1.0, batch_frames=4000, per_utterance=True).importances_on(strategy, data)
+    assert all(torch.allclose(per_utterance[name].data, expected[name], rtol=1e-4, atol=1e-12) for name in expected)
+    # Avalanche's, over one batch of all six: the squared gradient of their mean loss, another measure
+    per_batch = SpeechEWCPlugin(ewc_lambda=1.0, batch_frames=4000).importances_on(strategy, data)
+    assert float(per_batch["head.weight"].data.sum()) < float(per_utterance["head.weight"].data.sum())
+
+
 def test_ewc_state_survives_a_weights_only_checkpoint(tmp_path):
     ewc = SpeechEWCPlugin(ewc_lambda=1.0, batch_frames=400)
     strategy = toy_strategy([ewc])
