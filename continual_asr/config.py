@@ -266,8 +266,9 @@ TRANSDUCER_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name.startswith
 
 # Fields added with one default that later changed: the value every run from before the field
 # existed ran with (such a run does not record it). fusion_scope came in per frame, the only
-# behaviour there had been, and became 'utterance' by default on 2026-11-30.
-BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame"}
+# behaviour there had been, and became 'utterance' by default on 2026-11-30; ewc_importance came
+# in as Avalanche's 'batch' and became 'utterance' (the empirical Fisher) on 2026-12-08.
+BEFORE_THE_FIELD: dict[str, Any] = {"fusion_scope": "frame", "ewc_importance": "batch"}
 
 
 def config_as_run(recorded: dict, defaults: dict) -> dict:

@@ -130,6 +130,17 @@ def test_a_field_newer_than_a_run_counts_at_its_default_and_how_a_run_ran_tells_
                                                           ("adapter-fusion (fusion_scope=utterance)", "1")]
 
 
+def test_an_ewc_run_from_before_ewc_importance_counts_as_avalanches_batch_importances(tmp_path):
+    old = _run_dir(tmp_path, "old", strategy="ewc", config={"ewc_lambda": 1e5})
+    batch = _run_dir(tmp_path, "batch", strategy="ewc", config={"ewc_lambda": 1e5, "ewc_importance": "batch"}, seed=1)
+    fisher = _run_dir(tmp_path, "fisher", strategy="ewc", config={"ewc_lambda": 1e5, "ewc_importance": "utterance"})
+    result = _invoke("compare", old, batch, fisher, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "cmp" / "compare.csv").open()))
+    assert [(r["strategy"], r["runs"]) for r in rows] == [("ewc (ewc_importance=batch)", "2"),
+                                                          ("ewc (ewc_importance=utterance)", "1")]
+
+
 def test_compare_with_reference_runs_adds_forward_transfer(tmp_path):
     oracle = write_run(tmp_path / "oracle", fake_results(BASE, [[10, 24, 60, 40], [10, 24, 28, 40]],
                                                          strategy="adapter-oracle"))
