@@ -24,13 +24,12 @@ of a cluster.
 from __future__ import annotations
 
 import heapq
-import json
 import statistics
 from pathlib import Path
 
 import click
-import yaml
 
+from continual_asr.reporting.runs import load_results
 from continual_asr.sweep import PlannedRun, load_plan, schedule, take_ready
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +41,7 @@ class ArchivedTimes:
     def __init__(self, archive: Path) -> None:
         self.results = {}
         for path in archive.glob("**/results.json"):
-            results = json.loads(path.read_text(encoding="utf-8"))
+            results = load_results(path.parent)  # a broken file: one line naming it
             if results.get("complete"):
                 self.results[path.parent.resolve()] = results
         self.extraction: dict[tuple[int, str], float] = {}  # (seed, task order folder) -> seconds
@@ -99,10 +98,9 @@ def replay(order: list[tuple[PlannedRun, PlannedRun | None]], workers: int, time
 @click.option("--workers", default="1,2,4,8,16,32", show_default=True, help="worker counts to replay")
 def main(archive: Path, sweep_file: Path, workers: str) -> None:
     times = ArchivedTimes(archive)
-    names = sorted({p.name for p in archive.iterdir() if p.is_dir()})
     seeds = sorted({r["seed"] for r in times.results.values()})
-    _, _, plan = load_plan(sweep_file, archive, seeds=seeds, only=[n for n in names if n in _rows(sweep_file)])
-    plan = [run for run in plan if times.has(run)]
+    _, _, plan = load_plan(sweep_file, archive, seeds=seeds)
+    plan = [run for run in plan if times.has(run)]  # the rows, seeds and orders the archive finished
     if not plan:
         raise click.ClickException(f"{archive} holds no finished run of {sweep_file}")
     extractors = {run.seed for run in plan if run.extracts_adapters}
@@ -121,10 +119,6 @@ def main(archive: Path, sweep_file: Path, workers: str) -> None:
         bound = max(total / count, longest)
         click.echo(f"| {count} | {by_seed / 3600:.2f} h | {by_row / 3600:.2f} h | {round(1 - by_row / by_seed, 3) + 0.0:.0%} | "
                    f"{bound / 3600:.2f} h |")
-
-
-def _rows(sweep_file: Path) -> set[str]:
-    return set((yaml.safe_load(sweep_file.read_text(encoding="utf-8")) or {}).get("runs", {}))
 
 
 if __name__ == "__main__":

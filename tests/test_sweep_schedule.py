@@ -1,11 +1,10 @@
 """experiments/sweep_schedule.py: a sweep's start orders replayed against its runs' own times."""
 
-import json
-
 from click.testing import CliRunner
 
 from continual_asr import sweep
 from experiment_scripts import load_experiment
+from fake_results import fake_results, write_run
 
 script = load_experiment("sweep_schedule")
 
@@ -28,11 +27,9 @@ def _archive(tmp_path):
     seconds = {"finetune": (300, 0), "avg": (110, 0), "oracle": (10, 100)}
     for name, (wall, reused) in seconds.items():
         for seed in (0, 1, 2):
-            folder = tmp_path / "out" / name / f"seed{seed}"
-            folder.mkdir(parents=True)
-            cost = {"reused_training_seconds": reused, "eval_seconds": 1.0}
-            (folder / "results.json").write_text(json.dumps({"complete": True, "seed": seed, "wall_seconds": wall,
-                                                             "summary": {"cost": cost}}))
+            results = fake_results([10, 50, 50, 60], [[10, 20, 50, 60], [10, 20, 30, 60]], seed=seed)
+            results.update(wall_seconds=wall, summary={"cost": {"reused_training_seconds": reused, "eval_seconds": 1.0}})
+            write_run(tmp_path / "out" / name / f"seed{seed}", results)
     return path, tmp_path / "out"
 
 
